@@ -1,0 +1,322 @@
+"""TOML configuration for vrrpd: typed, validated, with errors a user can act on.
+
+Every error names the file, the dotted key and the problem, e.g.
+``r1.toml: vrrpd.instance.WAN.vrid: must be an integer from 1 to 255, got 300``.
+Unknown keys inside vrrpd's own tables are errors (a typo must not silently fall back
+to a default); unknown top-level tables are not, since the same file holds [ctsync].
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .machine import RouterParams
+from .packet import AUTH_NONE, AUTH_SIMPLE, encode_auth
+
+DEFAULT_CONTROL_SOCKET = "/run/hapair/vrrpd.sock"
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class TrackInterface:
+    interface: str
+    weight: int = 0  # 0: the instance goes to FAULT while the link is down
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    name: str
+    interface: str
+    vrid: int
+    priority: int = 100
+    advert_interval: int = 1
+    preempt: bool = True
+    preempt_delay: float = 0.0
+    virtual_addresses: tuple[ipaddress.IPv4Interface, ...] = ()
+    use_vmac: bool = True
+    auth_type: int = AUTH_NONE
+    auth_password: str = ""
+    track_interfaces: tuple[TrackInterface, ...] = ()
+    strict: bool = False
+    notify: tuple[str, ...] = ()
+    garp_count: int = 5
+    garp_interval: float = 0.0
+    garp_repeat_delay: float = 5.0
+
+    def router_params(self) -> RouterParams:
+        return RouterParams(
+            name=self.name,
+            vrid=self.vrid,
+            priority=self.priority,
+            virtual_addresses=tuple(a.ip for a in self.virtual_addresses),
+            advert_interval=self.advert_interval,
+            preempt=self.preempt,
+            preempt_delay=self.preempt_delay,
+            auth_type=self.auth_type,
+            auth_data=encode_auth(self.auth_password) if self.auth_type == AUTH_SIMPLE else bytes(8),
+            strict=self.strict,
+            garp_count=self.garp_count,
+            garp_repeat_delay=self.garp_repeat_delay,
+        )
+
+    @property
+    def vmac_ifname(self) -> str:
+        """Name of the macvlan carrying the virtual MAC (≤ 15 chars, like keepalived's vrrp.N)."""
+        return f"vrrp{self.vrid}.{self.interface}"[:15]
+
+
+@dataclass(frozen=True)
+class SyncGroupConfig:
+    name: str
+    instances: tuple[str, ...]
+    notify: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VrrpdConfig:
+    path: str
+    control_socket: str = DEFAULT_CONTROL_SOCKET
+    instances: dict[str, InstanceConfig] = field(default_factory=dict)
+    sync_groups: dict[str, SyncGroupConfig] = field(default_factory=dict)
+    # How long a transition to master waits for subscribers (ctsync) before adding
+    # the VIPs anyway; see docs/ctsync.md (the commit-before-VIP handshake).
+    transition_hold_timeout: float = 2.0
+
+    def group_of(self, instance: str) -> str | None:
+        for g in self.sync_groups.values():
+            if instance in g.instances:
+                return g.name
+        return None
+
+
+_INSTANCE_KEYS = {
+    "interface", "vrid", "priority", "advert_interval", "preempt", "preempt_delay", "virtual_addresses",
+    "use_vmac", "auth", "track_interfaces", "strict", "notify", "garp_count", "garp_interval",
+    "garp_repeat_delay",
+}
+_TOP_KEYS = {"control_socket", "instance", "sync_group", "transition_hold_timeout"}
+
+
+class _Checker:
+    """Collects every problem rather than stopping at the first one."""
+
+    def __init__(self, path: str):
+        self.file = Path(path).name if path else "<config>"
+        self.problems: list[str] = []
+
+    def fail(self, key: str, msg: str) -> None:
+        self.problems.append(f"{self.file}: {key}: {msg}")
+
+    def unknown(self, table: dict, allowed: set[str], prefix: str) -> None:
+        for k in table:
+            if k not in allowed:
+                close = difflib.get_close_matches(k, sorted(allowed), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                self.fail(f"{prefix}.{k}", f"unknown key{hint}")
+
+    def integer(self, table: dict, key: str, prefix: str, lo: int, hi: int, default: int | None = None) -> int | None:
+        if key not in table:
+            if default is None:
+                self.fail(f"{prefix}.{key}", "missing (required)")
+            return default
+        v = table[key]
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            self.fail(f"{prefix}.{key}", f"must be an integer from {lo} to {hi}, got {v!r}")
+            return default
+        return v
+
+    def number(self, table: dict, key: str, prefix: str, lo: float, hi: float, default: float) -> float:
+        v = table.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+            self.fail(f"{prefix}.{key}", f"must be a number of seconds from {lo} to {hi}, got {v!r}")
+            return default
+        return float(v)
+
+    def boolean(self, table: dict, key: str, prefix: str, default: bool) -> bool:
+        v = table.get(key, default)
+        if not isinstance(v, bool):
+            self.fail(f"{prefix}.{key}", f"must be true or false, got {v!r}")
+            return default
+        return v
+
+    def string(self, table: dict, key: str, prefix: str, default: str | None = None) -> str | None:
+        if key not in table:
+            if default is None:
+                self.fail(f"{prefix}.{key}", "missing (required)")
+            return default
+        v = table[key]
+        if not isinstance(v, str) or not v:
+            self.fail(f"{prefix}.{key}", f"must be a non-empty string, got {v!r}")
+            return default
+        return v
+
+    def command(self, table: dict, key: str, prefix: str) -> tuple[str, ...]:
+        v = table.get(key)
+        if v is None:
+            return ()
+        if isinstance(v, str) and v.strip():
+            return (v,)
+        if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+            return tuple(v)
+        self.fail(f"{prefix}.{key}", f"must be a command: a string or a list of strings, got {v!r}")
+        return ()
+
+
+def _instance(c: _Checker, name: str, t: Any) -> InstanceConfig | None:
+    prefix = f"vrrpd.instance.{name}"
+    if not isinstance(t, dict):
+        c.fail(prefix, "must be a table")
+        return None
+    c.unknown(t, _INSTANCE_KEYS, prefix)
+    iface = c.string(t, "interface", prefix)
+    if iface is not None and len(iface) > 15:
+        c.fail(f"{prefix}.interface", f"interface names are at most 15 characters, got {iface!r}")
+    vrid = c.integer(t, "vrid", prefix, 1, 255)
+    prio = c.integer(t, "priority", prefix, 1, 255, 100)
+    interval = c.integer(t, "advert_interval", prefix, 1, 255, 1)
+    vips: list[ipaddress.IPv4Interface] = []
+    raw = t.get("virtual_addresses")
+    if raw is None:
+        c.fail(f"{prefix}.virtual_addresses", "missing (required): a list of IPv4 CIDR strings like \"10.0.0.1/24\"")
+    elif not isinstance(raw, list) or not raw:
+        c.fail(f"{prefix}.virtual_addresses", f"must be a non-empty list of IPv4 CIDR strings, got {raw!r}")
+    else:
+        for i, a in enumerate(raw):
+            try:
+                if not isinstance(a, str):
+                    raise ValueError
+                vips.append(ipaddress.IPv4Interface(a))
+            except ValueError:
+                c.fail(f"{prefix}.virtual_addresses[{i}]", f"not an IPv4 address or CIDR: {a!r}")
+        if len(vips) > 20:
+            c.fail(f"{prefix}.virtual_addresses", "at most 20 addresses fit one VRRPv2 advert on a 1500-byte link")
+    auth_type, password = AUTH_NONE, ""
+    auth = t.get("auth")
+    if auth is not None:
+        if auth == "none" or (isinstance(auth, dict) and auth.get("type") == "none"):
+            pass
+        elif isinstance(auth, dict) and auth.get("type") == "pass":
+            pw = auth.get("password")
+            extra = set(auth) - {"type", "password"}
+            if extra:
+                c.fail(f"{prefix}.auth", f"unknown key(s) {sorted(extra)}; expected type and password")
+            if not isinstance(pw, str) or not pw:
+                c.fail(f"{prefix}.auth.password", "missing: auth type \"pass\" needs a password (1 to 8 characters)")
+            elif len(pw.encode()) > 8:
+                c.fail(f"{prefix}.auth.password", f"at most 8 bytes (RFC 2338 simple password), got {len(pw.encode())}")
+            else:
+                auth_type, password = AUTH_SIMPLE, pw
+        elif isinstance(auth, dict) and auth.get("type") == "ah":
+            c.fail(f"{prefix}.auth.type", "\"ah\" (IP Authentication Header) is not supported: RFC 3768 removed it")
+        else:
+            c.fail(f"{prefix}.auth", f"must be \"none\" or {{ type = \"pass\", password = \"...\" }}, got {auth!r}")
+    tracks: list[TrackInterface] = []
+    raw_tracks = t.get("track_interfaces", [])
+    if not isinstance(raw_tracks, list):
+        c.fail(f"{prefix}.track_interfaces", "must be a list of { interface = \"eth2\", weight = -60 } tables")
+    else:
+        for i, tr in enumerate(raw_tracks):
+            key = f"{prefix}.track_interfaces[{i}]"
+            if isinstance(tr, str):
+                tr = {"interface": tr}
+            if not isinstance(tr, dict):
+                c.fail(key, f"must be a table like {{ interface = \"eth2\", weight = -60 }}, got {tr!r}")
+                continue
+            c.unknown(tr, {"interface", "weight"}, key)
+            ti = c.string(tr, "interface", key)
+            w = c.integer(tr, "weight", key, -254, 254, 0)
+            if ti:
+                tracks.append(TrackInterface(ti, w or 0))
+    garp_count = c.integer(t, "garp_count", prefix, 0, 100, 5)
+    if None in (iface, vrid, prio, interval, garp_count) or not vips:
+        return None
+    return InstanceConfig(
+        name=name,
+        interface=iface,
+        vrid=vrid,
+        priority=prio,
+        advert_interval=interval,
+        preempt=c.boolean(t, "preempt", prefix, True),
+        preempt_delay=c.number(t, "preempt_delay", prefix, 0, 3600, 0.0),
+        virtual_addresses=tuple(vips),
+        use_vmac=c.boolean(t, "use_vmac", prefix, True),
+        auth_type=auth_type,
+        auth_password=password,
+        track_interfaces=tuple(tracks),
+        strict=c.boolean(t, "strict", prefix, False),
+        notify=c.command(t, "notify", prefix),
+        garp_count=garp_count,
+        garp_interval=c.number(t, "garp_interval", prefix, 0, 10, 0.0),
+        garp_repeat_delay=c.number(t, "garp_repeat_delay", prefix, 0, 3600, 5.0),
+    )
+
+
+def parse(data: dict, path: str = "") -> VrrpdConfig:
+    c = _Checker(path)
+    top = data.get("vrrpd")
+    if not isinstance(top, dict):
+        raise ConfigError([f"{c.file}: vrrpd: missing table [vrrpd]"])
+    c.unknown(top, _TOP_KEYS, "vrrpd")
+    sock = c.string(top, "control_socket", "vrrpd", DEFAULT_CONTROL_SOCKET)
+    hold = c.number(top, "transition_hold_timeout", "vrrpd", 0, 60, 2.0)
+    instances: dict[str, InstanceConfig] = {}
+    raw_inst = top.get("instance", {})
+    if not isinstance(raw_inst, dict) or not raw_inst:
+        c.fail("vrrpd.instance", "no instance defined: add a [vrrpd.instance.NAME] table")
+    else:
+        for name, t in raw_inst.items():
+            inst = _instance(c, name, t)
+            if inst:
+                instances[name] = inst
+    seen: dict[tuple[str, int], str] = {}
+    for inst in instances.values():
+        key = (inst.interface, inst.vrid)
+        if key in seen:
+            c.fail(f"vrrpd.instance.{inst.name}.vrid", f"VRID {inst.vrid} on {inst.interface} is already used by instance {seen[key]}")
+        seen[key] = inst.name
+    groups: dict[str, SyncGroupConfig] = {}
+    member_of: dict[str, str] = {}
+    for gname, g in (top.get("sync_group") or {}).items():
+        prefix = f"vrrpd.sync_group.{gname}"
+        if not isinstance(g, dict):
+            c.fail(prefix, "must be a table with instances = [...]")
+            continue
+        c.unknown(g, {"instances", "notify"}, prefix)
+        members = g.get("instances")
+        if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+            c.fail(f"{prefix}.instances", f"must be a non-empty list of instance names, got {members!r}")
+            continue
+        for m in members:
+            if m not in raw_inst:
+                c.fail(f"{prefix}.instances", f"no instance named {m!r} (defined: {', '.join(sorted(raw_inst)) or 'none'})")
+            elif m in member_of:
+                c.fail(f"{prefix}.instances", f"instance {m!r} is already in sync group {member_of[m]!r}")
+            else:
+                member_of[m] = gname
+        groups[gname] = SyncGroupConfig(gname, tuple(members), c.command(g, "notify", prefix))
+    if c.problems:
+        raise ConfigError(c.problems)
+    return VrrpdConfig(path=path, control_socket=sock, instances=instances, sync_groups=groups, transition_hold_timeout=hold)
+
+
+def load(path: str | Path) -> VrrpdConfig:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError([f"{p}: cannot read: {e.strerror}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{p.name}: TOML syntax error: {e}"]) from None
+    return parse(data, str(p))

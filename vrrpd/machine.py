@@ -1,0 +1,409 @@
+"""RFC 3768 §6 state machine for one virtual router, sans-IO.
+
+Inputs are method calls carrying `now` (seconds, any monotonic origin); outputs are
+lists of actions for the driver to carry out, in order. `next_deadline()` tells the
+driver when to call `handle_timer()`. Nothing here reads a clock, sleeps, or touches a
+socket, so the whole protocol runs in virtual time in the tests.
+
+Beyond the RFC (each a documented choice, see docs/protocol.md):
+- FAULT state (interface down, sync-group member in fault), as keepalived has.
+- A master that hears a lower-priority advert answers at once with an advert and a
+  GARP burst (at most once per advert interval), so a healed split brain converges in
+  one round trip instead of one advert interval.
+- Address-list mismatches are counted and accepted unless `strict`.
+- `preempt_delay`: a backup that hears a lower-priority master waits that long, from
+  the first such advert, before preempting.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .packet import AUTH_SIMPLE, Advert, Reason, Rejected
+from .status import Counters
+
+
+class State(str, Enum):
+    INIT = "initialize"
+    BACKUP = "backup"
+    MASTER = "master"
+    FAULT = "fault"
+
+
+@dataclass(frozen=True)
+class RouterParams:
+    """What the state machine needs from an instance's configuration."""
+
+    name: str
+    vrid: int
+    priority: int
+    virtual_addresses: tuple[ipaddress.IPv4Address, ...]
+    advert_interval: int = 1
+    preempt: bool = True
+    preempt_delay: float = 0.0
+    auth_type: int = 0
+    auth_data: bytes = bytes(8)
+    strict: bool = False
+    garp_count: int = 5
+    garp_repeat_delay: float = 5.0
+
+
+# ---- actions -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendAdvert:
+    priority: int
+
+
+@dataclass(frozen=True)
+class AddAddresses:
+    pass
+
+
+@dataclass(frozen=True)
+class RemoveAddresses:
+    pass
+
+
+@dataclass(frozen=True)
+class SendGarp:
+    count: int
+
+
+@dataclass(frozen=True)
+class Transition:
+    old: State
+    new: State
+    reason: str
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A received advert failed an instance-level check (already counted)."""
+
+    reason: Reason
+    detail: str
+
+
+@dataclass(frozen=True)
+class Noticed:
+    """An advert was accepted but something about it deserves a (rate-limited) log line."""
+
+    reason: Reason
+    detail: str
+
+
+Action = SendAdvert | AddAddresses | RemoveAddresses | SendGarp | Transition | Dropped | Noticed
+
+
+def skew_time(priority: int) -> float:
+    return (256 - priority) / 256
+
+
+def master_down_interval(advert_interval: float, priority: int) -> float:
+    return 3 * advert_interval + skew_time(priority)
+
+
+@dataclass
+class VirtualRouter:
+    params: RouterParams
+    primary_ip: ipaddress.IPv4Address | None = None
+    state: State = State.INIT
+    effective_priority: int = 0
+    master_ip: ipaddress.IPv4Address | None = None
+    master_priority: int | None = None
+    master_reason: str = "not started"
+    last_event: str = "created"
+    counters: Counters = field(default_factory=Counters)
+    fault_reasons: dict[str, str] = field(default_factory=dict)
+    started: bool = False
+    # timers (absolute times, None when not armed)
+    adver_at: float | None = None
+    master_down_at: float | None = None
+    garp_repeat_at: float | None = None
+    # preempt_delay bookkeeping: when we first heard the current lower-priority master
+    lower_seen_at: float | None = None
+    # why the master-down timer was last set, to explain a takeover
+    _down_cause: str = "startup"
+    _last_answer_at: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.effective_priority:
+            self.effective_priority = self.params.priority
+
+    # ---- derived values --------------------------------------------------------------
+
+    @property
+    def owner(self) -> bool:
+        return self.effective_priority == 255
+
+    @property
+    def skew_time(self) -> float:
+        return skew_time(self.effective_priority)
+
+    @property
+    def master_down_interval(self) -> float:
+        return master_down_interval(self.params.advert_interval, self.effective_priority)
+
+    def next_deadline(self) -> float | None:
+        timers = [t for t in (self.adver_at, self.master_down_at, self.garp_repeat_at) if t is not None]
+        return min(timers) if timers else None
+
+    # ---- events ----------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Action]:
+        """Startup event (§6.4.1). Enters FAULT instead while a fault reason is set."""
+        self.started = True
+        if self.state != State.INIT:
+            return []
+        return self._startup(now)
+
+    def _startup(self, now: float) -> list[Action]:
+        if self.primary_ip is None:
+            self.fault_reasons.setdefault("no-address", "no IPv4 address on the interface")
+        if self.fault_reasons:
+            return self._to_fault(now)
+        if self.owner:
+            return self._to_master(now, "priority 255: address owner")
+        self._to_backup_timers(now, self.master_down_interval, "startup")
+        self.master_reason = "waiting for adverts"
+        return [self._transition(State.BACKUP, now, "startup: waiting Master_Down_Interval for a master")]
+
+    def shutdown(self, now: float) -> list[Action]:
+        """Shutdown event: a master says goodbye with priority 0 (§6.4.3)."""
+        self.started = False
+        actions: list[Action] = []
+        if self.state == State.MASTER:
+            actions += [self._advert(0), RemoveAddresses()]
+            self.counters.released_master += 1
+        self._clear_timers()
+        if self.state != State.INIT:
+            actions.append(self._transition(State.INIT, now, "shutdown"))
+        return actions
+
+    def handle_timer(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        if self.state == State.MASTER:
+            if self.adver_at is not None and now >= self.adver_at:
+                actions.append(self._advert(self.effective_priority))
+                self.adver_at = now + self.params.advert_interval
+            if self.garp_repeat_at is not None and now >= self.garp_repeat_at:
+                self.garp_repeat_at = None
+                actions.append(SendGarp(self.params.garp_count))
+        elif self.state == State.BACKUP:
+            if self.master_down_at is not None and now >= self.master_down_at:
+                actions += self._to_master(now, self._takeover_reason())
+        return actions
+
+    def receive(self, adv: Advert, now: float) -> list[Action]:
+        """An advert that passed the packet-level checks and carries our VRID."""
+        if adv.src is not None and adv.src == self.primary_ip:
+            return []  # our own advert looped back; not an event
+        rejected = self.check(adv)
+        if isinstance(rejected, Dropped):
+            return [rejected]
+        actions: list[Action] = [rejected] if rejected is not None else []
+        self.counters.adverts_rx += 1
+        if adv.priority == 0:
+            self.counters.prio0_rx += 1
+        if self.state == State.BACKUP:
+            actions += self._backup_receive(adv, now)
+        elif self.state == State.MASTER:
+            actions += self._master_receive(adv, now)
+        return actions
+
+    def check(self, adv: Advert) -> Dropped | Noticed | None:
+        """Instance-level checks of §7.1 after the VRID match, in RFC order."""
+        p = self.params
+        if self.owner:
+            return self._drop(Reason.OWNER, f"address owner ignores advert from {adv.src}")
+        if adv.auth_type != p.auth_type:
+            return self._drop(Reason.AUTH_TYPE, f"auth type {adv.auth_type} from {adv.src}, configured {p.auth_type}")
+        if p.auth_type == AUTH_SIMPLE and adv.auth_data != p.auth_data:
+            return self._drop(Reason.AUTH, f"wrong password from {adv.src}")
+        notice = None
+        if set(adv.addresses) != set(p.virtual_addresses):
+            self.counters.address_list_errors += 1
+            detail = (
+                f"{adv.src} advertises {', '.join(map(str, adv.addresses)) or 'no address'}, "
+                f"configured {', '.join(map(str, p.virtual_addresses))}"
+            )
+            if p.strict and adv.priority != 255:
+                return Dropped(Reason.ADDRESS_LIST, detail + " (strict: dropped)")
+            notice = Noticed(Reason.ADDRESS_LIST, detail + " (accepted)")
+        if adv.advert_interval != p.advert_interval:
+            return self._drop(
+                Reason.INTERVAL, f"advert interval {adv.advert_interval}s from {adv.src}, configured {p.advert_interval}s"
+            )
+        return notice
+
+    def count_rejected(self, rej: Rejected) -> None:
+        """Count a packet-level rejection attributed to this instance."""
+        self.counters.bump(rej.reason.value)
+
+    def set_primary_ip(self, ip: ipaddress.IPv4Address | None, now: float) -> list[Action]:
+        self.primary_ip = ip
+        return self.set_fault("no-address", None if ip else "no IPv4 address on the interface", now)
+
+    def set_fault(self, key: str, reason: str | None, now: float) -> list[Action]:
+        """Set (reason given) or clear (None) one fault cause, e.g. 'link', 'group'."""
+        if reason is None:
+            if self.fault_reasons.pop(key, None) is None:
+                return []
+            if self.fault_reasons or self.state != State.FAULT or not self.started:
+                return []
+            self.last_event = f"fault cleared ({key})"
+            return self._startup(now)  # leave FAULT the way Initialize does at startup
+        new = key not in self.fault_reasons
+        self.fault_reasons[key] = reason
+        if not new or not self.started or self.state == State.FAULT:
+            return []
+        return self._to_fault(now)
+
+    def set_effective_priority(self, priority: int, now: float) -> list[Action]:
+        """Tracking changed our priority. A master tells the others at once."""
+        # Only a configured owner may advertise 255; weights never make one.
+        priority = max(1, min(255 if self.params.priority == 255 else 254, priority))
+        if priority == self.effective_priority:
+            return []
+        old, self.effective_priority = self.effective_priority, priority
+        self.last_event = f"effective priority {old} -> {priority}"
+        if self.state == State.MASTER:
+            self.adver_at = now + self.params.advert_interval
+            return [self._advert(priority)]
+        return []
+
+    def force(self, target: State, now: float, reason: str) -> list[Action]:
+        """Sync group: move with the group. Only BACKUP<->MASTER moves are forced."""
+        if target == State.MASTER and self.state == State.BACKUP:
+            return self._to_master(now, reason)
+        if target == State.BACKUP and self.state == State.MASTER:
+            return self._to_backup(now, reason)
+        return []
+
+    # ---- state logic ----------------------------------------------------------------
+
+    def _backup_receive(self, adv: Advert, now: float) -> list[Action]:
+        if adv.priority == 0:
+            # The master is leaving: take over after Skew_Time only (§6.4.2).
+            self.master_down_at = now + self.skew_time
+            self._down_cause = f"master {adv.src} left (priority 0)"
+            self.last_event = f"priority 0 from {adv.src}"
+            return []
+        if not self.params.preempt or adv.priority >= self.effective_priority:
+            self.master_down_at = now + self.master_down_interval
+            self._down_cause = f"no advert from master {adv.src} for Master_Down_Interval"
+            self.lower_seen_at = None
+            self._note_master(adv)
+            return []
+        # Lower priority and we preempt: the advert is discarded, the timer runs on.
+        if self.params.preempt_delay > 0:
+            if self.lower_seen_at is None:
+                self.lower_seen_at = now
+            preempt_at = self.lower_seen_at + self.params.preempt_delay
+            if self.master_down_at is None or self.master_down_at < preempt_at:
+                self.master_down_at = preempt_at
+        self._down_cause = f"preempting lower-priority master {adv.src} ({adv.priority} < {self.effective_priority})"
+        self._note_master(adv)
+        return []
+
+    def _master_receive(self, adv: Advert, now: float) -> list[Action]:
+        if adv.priority == 0:
+            # Another master left; make sure the backups hear us at once (§6.4.3).
+            self.adver_at = now + self.params.advert_interval
+            return [self._advert(self.effective_priority)]
+        higher = adv.priority > self.effective_priority or (
+            adv.priority == self.effective_priority
+            and self.primary_ip is not None
+            and adv.src is not None
+            and int(adv.src) > int(self.primary_ip)
+        )
+        if higher:
+            why = (
+                f"{adv.src} has higher priority {adv.priority} > {self.effective_priority}"
+                if adv.priority != self.effective_priority
+                else f"{adv.src} has equal priority {adv.priority} and a higher IP"
+            )
+            self._note_master(adv)
+            return self._to_backup(now, why)
+        # A lower-priority master (a healed split brain, a restarted peer): answer now.
+        if self._last_answer_at is not None and now - self._last_answer_at < self.params.advert_interval:
+            return []
+        self._last_answer_at = now
+        self.adver_at = now + self.params.advert_interval
+        self.last_event = f"answered lower-priority advert from {adv.src} ({adv.priority})"
+        return [self._advert(self.effective_priority), SendGarp(self.params.garp_count)]
+
+    def _note_master(self, adv: Advert) -> None:
+        self.master_ip = adv.src
+        self.master_priority = adv.priority
+        if self.state == State.BACKUP:
+            self.master_reason = f"{adv.src} is master with priority {adv.priority} (ours {self.effective_priority})"
+
+    def _takeover_reason(self) -> str:
+        return self._down_cause if self._down_cause != "startup" else "no master heard within Master_Down_Interval of startup"
+
+    def _to_master(self, now: float, reason: str) -> list[Action]:
+        self._clear_timers()
+        self.adver_at = now + self.params.advert_interval
+        if self.params.garp_repeat_delay > 0:
+            self.garp_repeat_at = now + self.params.garp_repeat_delay
+        self.master_ip = self.primary_ip
+        self.master_priority = self.effective_priority
+        self.master_reason = reason
+        self.lower_seen_at = None
+        self.counters.became_master += 1
+        t = self._transition(State.MASTER, now, reason)
+        return [t, self._advert(self.effective_priority), AddAddresses(), SendGarp(self.params.garp_count)]
+
+    def _to_backup(self, now: float, reason: str) -> list[Action]:
+        was_master = self.state == State.MASTER
+        self._to_backup_timers(now, self.master_down_interval, "no advert from the new master for Master_Down_Interval")
+        if self.master_ip == self.primary_ip:
+            self.master_ip = None
+        self.master_reason = reason
+        actions: list[Action] = [self._transition(State.BACKUP, now, reason)]
+        if was_master:
+            self.counters.released_master += 1
+            actions.append(RemoveAddresses())
+        return actions
+
+    def _to_backup_timers(self, now: float, delay: float, cause: str) -> None:
+        self._clear_timers()
+        self.master_down_at = now + delay
+        self._down_cause = cause
+        self.lower_seen_at = None
+
+    def _to_fault(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        if self.state == State.MASTER:
+            # Hand over quickly if we still can send: peers wait Skew_Time, not MDI.
+            actions += [self._advert(0), RemoveAddresses()]
+            self.counters.released_master += 1
+        self._clear_timers()
+        self.master_ip = None
+        reason = "; ".join(self.fault_reasons.values())
+        self.master_reason = f"fault: {reason}"
+        actions.insert(0, self._transition(State.FAULT, now, reason))
+        return actions
+
+    def _clear_timers(self) -> None:
+        self.adver_at = self.master_down_at = self.garp_repeat_at = None
+
+    def _transition(self, new: State, now: float, reason: str) -> Transition:
+        old, self.state = self.state, new
+        self.last_event = f"{old.value} -> {new.value}: {reason}"
+        return Transition(old, new, reason)
+
+    def _advert(self, priority: int) -> SendAdvert:
+        self.counters.adverts_tx += 1
+        if priority == 0:
+            self.counters.prio0_tx += 1
+        return SendAdvert(priority)
+
+    def _drop(self, reason: Reason, detail: str) -> Dropped:
+        self.counters.bump(reason.value)
+        return Dropped(reason, detail)
