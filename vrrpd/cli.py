@@ -1,0 +1,95 @@
+"""Command lines: `vrrpd` (the daemon) and `vrrpctl` (status, events, metrics)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import config as config_mod
+from .status import InstanceStatus, render_text
+
+
+def vrrpd_main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="vrrpd", description="VRRPv2 (RFC 3768) router daemon")
+    ap.add_argument("-c", "--config", required=True, help="TOML configuration file")
+    ap.add_argument("--check", action="store_true", help="validate the configuration and exit (0 ok, 1 problems)")
+    ap.add_argument("--log-format", choices=("text", "json"), default="text")
+    ap.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    args = ap.parse_args(argv)
+    try:
+        cfg = config_mod.load(args.config)
+    except config_mod.ConfigError as e:
+        for p in e.problems:
+            print(f"vrrpd: {p}", file=sys.stderr)
+        return 1
+    if args.check:
+        print(f"{args.config}: ok, {len(cfg.instances)} instance(s), {len(cfg.sync_groups)} sync group(s)")
+        return 0
+    if os.geteuid() != 0:
+        print("vrrpd: needs root (raw sockets, addresses, macvlan)", file=sys.stderr)
+        return 1
+    import trio
+
+    from . import log as log_mod
+    from .daemon import serve
+
+    log_mod.setup(args.log_format, args.log_level)
+    trio.run(serve, cfg)
+    return 0
+
+
+def _socket_path(args) -> str:
+    if args.socket:
+        return args.socket
+    if args.config:
+        return config_mod.load(args.config).control_socket
+    return os.environ.get("VRRPCTL_SOCKET", config_mod.DEFAULT_CONTROL_SOCKET)
+
+
+def vrrpctl_main(argv: list[str] | None = None) -> int:
+    from .control import request
+
+    ap = argparse.ArgumentParser(prog="vrrpctl", description="query a running vrrpd")
+    ap.add_argument("-s", "--socket", help=f"control socket (default {config_mod.DEFAULT_CONTROL_SOCKET} or $VRRPCTL_SOCKET)")
+    ap.add_argument("-c", "--config", help="read the control socket path from this config file")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    st = sub.add_parser("status", help="state, priorities, timers and counters of every instance")
+    st.add_argument("--json", action="store_true")
+    st.add_argument("instance", nargs="?", help="only this instance")
+    sub.add_parser("events", help="stream transitions as JSON lines")
+    sub.add_parser("metrics", help="Prometheus text exposition")
+    args = ap.parse_args(argv)
+    try:
+        path = _socket_path(args)
+        if args.cmd == "events":
+            for event in request(path, "events"):
+                print(json.dumps(event), flush=True)
+            return 0
+        reply = request(path, args.cmd)
+    except config_mod.ConfigError as e:
+        print("\n".join(f"vrrpctl: {p}" for p in e.problems), file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as e:
+        print(f"vrrpctl: cannot talk to vrrpd on {path}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    if not reply.get("ok"):
+        print(f"vrrpctl: {reply.get('error', 'no answer')}", file=sys.stderr)
+        return 1
+    if args.cmd == "metrics":
+        sys.stdout.write(reply["text"])
+        return 0
+    instances = reply["instances"]
+    if args.instance:
+        instances = [i for i in instances if i["name"] == args.instance]
+        if not instances:
+            print(f"vrrpctl: no instance named {args.instance}", file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps({"daemon": reply["daemon"], "instances": instances}, indent=2))
+    else:
+        print(render_text([InstanceStatus.from_dict(i) for i in instances]), end="")
+    return 0

@@ -1,0 +1,163 @@
+"""Links, addresses and the virtual-MAC macvlan, through pyroute2 (slow path).
+
+pyroute2's async API is asyncio-only, so under trio its sync API runs in one worker
+thread at a time (`NetlinkWorker.call`). Everything here is idempotent: adding an
+address that exists or deleting one that is gone is not an error, so a restart after a
+crash converges instead of failing.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000
+IFA_F_SECONDARY = 0x01
+IFA_F_NOPREFIXROUTE = 0x200
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    name: str
+    index: int
+    mac: bytes
+    up: bool  # administratively up and carrier present
+    kind: str | None = None
+
+
+class NetlinkWorker:
+    """Serialises pyroute2 calls in a worker thread; one IPRoute for the daemon's life."""
+
+    def __init__(self) -> None:
+        self._ipr: IPRoute | None = None
+        self._limiter = trio.CapacityLimiter(1)
+
+    def _get(self) -> IPRoute:
+        if self._ipr is None:
+            self._ipr = IPRoute()
+        return self._ipr
+
+    async def call(self, fn, *args):
+        return await trio.to_thread.run_sync(lambda: fn(self._get(), *args), limiter=self._limiter)
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+
+def _link_info(msg) -> LinkInfo:
+    flags = msg["flags"]
+    mac = msg.get_attr("IFLA_ADDRESS") or "00:00:00:00:00:00"
+    linkinfo = msg.get_attr("IFLA_LINKINFO")
+    kind = linkinfo.get_attr("IFLA_INFO_KIND") if linkinfo else None
+    return LinkInfo(
+        name=msg.get_attr("IFLA_IFNAME"),
+        index=msg["index"],
+        mac=bytes(int(x, 16) for x in mac.split(":")),
+        up=bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP),
+        kind=kind,
+    )
+
+
+def get_links(ipr: IPRoute) -> dict[str, LinkInfo]:
+    return {li.name: li for li in map(_link_info, ipr.get_links())}
+
+
+def primary_ipv4(ipr: IPRoute, index: int, exclude: set[ipaddress.IPv4Address]) -> ipaddress.IPv4Address | None:
+    """The interface's primary IPv4 address: the first non-secondary one that is not a VIP."""
+    best = None
+    for msg in ipr.get_addr(family=socket.AF_INET, index=index):
+        ip = ipaddress.IPv4Address(msg.get_attr("IFA_ADDRESS"))
+        if ip in exclude:
+            continue
+        if not msg["flags"] & IFA_F_SECONDARY:
+            return ip
+        best = best or ip
+    return best
+
+
+def ensure_macvlan(ipr: IPRoute, parent_index: int, name: str, mac: str) -> int:
+    """Create (or reuse) the macvlan carrying the virtual MAC; returns its index.
+
+    IPv6 is disabled on it before it comes up: otherwise the backup's macvlan would
+    send DAD/MLD with the virtual MAC and teach the switch the wrong port.
+
+    Mode "bridge", not "private": both routers own a macvlan with the same virtual MAC,
+    and in private mode a multicast frame arriving with our own macvlan's MAC as its
+    source is taken for a local loop and consumed by that macvlan, so the parent's VRRP
+    socket would never see the peer's adverts (both would become master).
+    """
+    found = ipr.link_lookup(ifname=name)
+    if found:
+        idx = found[0]
+        msg = ipr.get_links(idx)[0]
+        info = _link_info(msg)
+        data = (msg.get_attr("IFLA_LINKINFO") or {}).get_attr("IFLA_INFO_DATA") if msg.get_attr("IFLA_LINKINFO") else None
+        mode = data.get_attr("IFLA_MACVLAN_MODE") if data else None
+        if info.kind != "macvlan" or info.mac != bytes(int(x, 16) for x in mac.split(":")) or mode != 4:
+            ipr.link("del", index=idx)
+            found = []
+    if not found:
+        ipr.link("add", ifname=name, kind="macvlan", link=parent_index, macvlan_mode="bridge", address=mac)
+        idx = ipr.link_lookup(ifname=name)[0]
+    else:
+        idx = found[0]
+    write_sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "1", missing_ok=True)
+    # Answer ARP only for addresses on this interface (the VIPs), and do not drop the
+    # replies that arrive on it while the route back goes through the parent.
+    write_sysctl(f"net/ipv4/conf/{name}/arp_ignore", "1")
+    write_sysctl(f"net/ipv4/conf/{name}/rp_filter", "0")
+    ipr.link("set", index=idx, state="up")
+    return idx
+
+
+def delete_link(ipr: IPRoute, name: str) -> None:
+    for idx in ipr.link_lookup(ifname=name):
+        try:
+            ipr.link("del", index=idx)
+        except NetlinkError as e:
+            if e.code != errno.ENODEV:
+                raise
+
+
+def add_addresses(ipr: IPRoute, index: int, addrs: list[ipaddress.IPv4Interface], noprefixroute: bool) -> None:
+    for a in addrs:
+        kw = {"flags": IFA_F_NOPREFIXROUTE} if noprefixroute else {}
+        try:
+            ipr.addr("add", index=index, address=str(a.ip), prefixlen=a.network.prefixlen, **kw)
+        except NetlinkError as e:
+            if e.code != errno.EEXIST:
+                raise
+
+
+def remove_addresses(ipr: IPRoute, index: int, addrs: list[ipaddress.IPv4Interface]) -> None:
+    for a in addrs:
+        try:
+            ipr.addr("del", index=index, address=str(a.ip), prefixlen=a.network.prefixlen)
+        except NetlinkError as e:
+            if e.code not in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
+                raise
+
+
+def write_sysctl(path: str, value: str, missing_ok: bool = False) -> None:
+    try:
+        Path("/proc/sys", path).write_text(value)
+    except FileNotFoundError:
+        if not missing_ok:
+            raise
+
+
+def read_sysctl(path: str) -> str | None:
+    try:
+        return Path("/proc/sys", path).read_text().strip()
+    except OSError:
+        return None
