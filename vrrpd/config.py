@@ -238,6 +238,15 @@ def _instance(c: _Checker, name: str, t: Any) -> InstanceConfig | None:
             if ti:
                 tracks.append(TrackInterface(ti, w or 0))
     garp_count = c.integer(t, "garp_count", prefix, 0, 100, 5)
+    # Check every remaining key before giving up on the instance, so that one bad
+    # required field does not hide the other problems of the same table.
+    preempt = c.boolean(t, "preempt", prefix, True)
+    preempt_delay = c.number(t, "preempt_delay", prefix, 0, 3600, 0.0)
+    use_vmac = c.boolean(t, "use_vmac", prefix, True)
+    strict = c.boolean(t, "strict", prefix, False)
+    notify = c.command(t, "notify", prefix)
+    garp_interval = c.number(t, "garp_interval", prefix, 0, 10, 0.0)
+    garp_repeat_delay = c.number(t, "garp_repeat_delay", prefix, 0, 3600, 5.0)
     if None in (iface, vrid, prio, interval, garp_count) or not vips:
         return None
     return InstanceConfig(
@@ -246,18 +255,18 @@ def _instance(c: _Checker, name: str, t: Any) -> InstanceConfig | None:
         vrid=vrid,
         priority=prio,
         advert_interval=interval,
-        preempt=c.boolean(t, "preempt", prefix, True),
-        preempt_delay=c.number(t, "preempt_delay", prefix, 0, 3600, 0.0),
+        preempt=preempt,
+        preempt_delay=preempt_delay,
         virtual_addresses=tuple(vips),
-        use_vmac=c.boolean(t, "use_vmac", prefix, True),
+        use_vmac=use_vmac,
         auth_type=auth_type,
         auth_password=password,
         track_interfaces=tuple(tracks),
-        strict=c.boolean(t, "strict", prefix, False),
-        notify=c.command(t, "notify", prefix),
+        strict=strict,
+        notify=notify,
         garp_count=garp_count,
-        garp_interval=c.number(t, "garp_interval", prefix, 0, 10, 0.0),
-        garp_repeat_delay=c.number(t, "garp_repeat_delay", prefix, 0, 3600, 5.0),
+        garp_interval=garp_interval,
+        garp_repeat_delay=garp_repeat_delay,
     )
 
 
@@ -273,6 +282,7 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
     raw_inst = top.get("instance", {})
     if not isinstance(raw_inst, dict) or not raw_inst:
         c.fail("vrrpd.instance", "no instance defined: add a [vrrpd.instance.NAME] table")
+        raw_inst = {}
     else:
         for name, t in raw_inst.items():
             inst = _instance(c, name, t)
@@ -286,7 +296,11 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
         seen[key] = inst.name
     groups: dict[str, SyncGroupConfig] = {}
     member_of: dict[str, str] = {}
-    for gname, g in (top.get("sync_group") or {}).items():
+    raw_groups = top.get("sync_group") or {}
+    if not isinstance(raw_groups, dict):
+        c.fail("vrrpd.sync_group", "must be a table of [vrrpd.sync_group.NAME] tables")
+        raw_groups = {}
+    for gname, g in raw_groups.items():
         prefix = f"vrrpd.sync_group.{gname}"
         if not isinstance(g, dict):
             c.fail(prefix, "must be a table with instances = [...]")

@@ -29,6 +29,7 @@ class ControlServer:
         self.daemon = daemon
         self.path = path
         self.sock: trio.socket.SocketType | None = None
+        self._scope = trio.CancelScope()
 
     async def start(self, nursery: trio.Nursery) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +49,7 @@ class ControlServer:
         nursery.start_soon(self._accept_loop, nursery)
 
     def close(self) -> None:
+        self._scope.cancel()  # stop accepting before the socket goes away
         if self.sock is not None:
             self.sock.close()
             try:
@@ -56,9 +58,15 @@ class ControlServer:
                 pass
 
     async def _accept_loop(self, nursery: trio.Nursery) -> None:
-        while True:
-            conn, _ = await self.sock.accept()
-            nursery.start_soon(self._serve, trio.SocketStream(conn))
+        with self._scope:
+            while True:
+                try:
+                    conn, _ = await self.sock.accept()
+                except OSError as e:
+                    log.warning("control socket: accept failed: %s", e)
+                    await trio.sleep(0.1)
+                    continue
+                nursery.start_soon(self._serve, trio.SocketStream(conn))
 
     async def _serve(self, stream: trio.SocketStream) -> None:
         async with stream:

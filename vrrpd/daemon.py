@@ -91,7 +91,7 @@ class Daemon:
                 self.nursery = nursery
                 control = ControlServer(self, self.cfg.control_socket)
                 await control.start(nursery)
-                nursery.start_soon(watch_links, self._refresh.set)
+                nursery.start_soon(watch_links, lambda: self._refresh.set())  # late-bound: the event is replaced after each refresh
                 await self._refresh_links()
                 for icfg in self.cfg.instances.values():
                     await self._add_instance(icfg)
@@ -108,8 +108,8 @@ class Daemon:
                     log.info("%s: leaving (priority 0 for every master)", signal.Signals(signum).name)
                     break
                 await self.shutdown()
-                control.close()
                 nursery.cancel_scope.cancel()
+                control.close()
         self.nl.close()
 
     async def shutdown(self) -> None:

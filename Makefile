@@ -1,0 +1,14 @@
+# Thin wrappers around ./run for those who have make; ./run works without it.
+.PHONY: demo test test-all setup clean bench
+demo:
+	./run demo
+test:
+	./run test
+test-all:
+	./run test -m ''
+setup:
+	./run setup
+clean:
+	./run clean
+bench:
+	./run setup && .venv/bin/python -m bench

@@ -1,0 +1,191 @@
+"""vrrpd in the lab: write configs, start daemons in lab hosts, read their status,
+and read VRRP/ARP timelines out of captures. Shared by the tests and the demo.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vrrpd.control import request
+from vrrpd.packet import ETH_P_ARP, Advert, parse_frame
+
+from .lab import Host, Proc, wait_for
+
+
+_INLINE_TABLES = {"auth"}  # written as { type = "pass", password = "..." }
+
+
+def toml_dump(data: dict, prefix: str = "") -> str:
+    """Just enough TOML for our configs: nested tables, scalars, lists, inline tables."""
+    lines, subtables = [], []
+    for k, v in data.items():
+        key = k if k.replace("-", "").replace("_", "").isalnum() else json.dumps(k)
+        if isinstance(v, dict) and k not in _INLINE_TABLES:
+            subtables.append((key, v))
+        else:
+            lines.append(f"{key} = {_toml_value(v)}")
+    out = []
+    if lines:
+        if prefix:
+            out.append(f"\n[{prefix}]")
+        out += lines
+    for key, v in subtables:
+        out.append(toml_dump(v, f"{prefix}.{key}" if prefix else key))
+    return "\n".join(out)
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def vrrpd_binary() -> list[str]:
+    """How to run vrrpd: the console script next to this interpreter, or the module."""
+    script = Path(sys.executable).with_name("vrrpd")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "vrrpd"]
+
+
+@dataclass
+class Vrrpd:
+    """A vrrpd running in a lab host."""
+
+    host: Host
+    proc: Proc
+    config_path: Path
+    socket: str
+
+    def status(self) -> dict[str, dict]:
+        reply = request(self.socket, "status", timeout=3)
+        return {i["name"]: i for i in reply["instances"]}
+
+    def state(self, instance: str) -> str | None:
+        try:
+            return self.status()[instance]["state"]
+        except (OSError, KeyError, ValueError):
+            return None
+
+    def counters(self, instance: str) -> dict[str, int]:
+        return self.status()[instance]["counters"]
+
+    def wait_state(self, instance: str, state: str, timeout: float = 10.0) -> float:
+        """Wait until `instance` is in `state`; returns the time.monotonic() it was seen."""
+        wait_for(lambda: self.state(instance) == state, timeout=timeout,
+                 what=f"{self.host.name} {instance} to be {state}")
+        return time.monotonic()
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        wait_for(lambda: os.path.exists(self.socket) and self._answers(), timeout=timeout,
+                 what=f"vrrpd on {self.host.name} to answer on its control socket")
+
+    def _answers(self) -> bool:
+        try:
+            self.status()
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def write_config(self, cfg: dict) -> None:
+        self.config_path.write_text(toml_dump(cfg) + "\n")
+
+
+def vrrpd_config(socket: str, instances: dict[str, dict], sync_groups: dict[str, list[str]] | None = None) -> dict:
+    cfg: dict = {"vrrpd": {"control_socket": socket, "instance": instances}}
+    if sync_groups:
+        cfg["vrrpd"]["sync_group"] = {g: {"instances": m} for g, m in sync_groups.items()}
+    return cfg
+
+
+def start_vrrpd(host: Host, instances: dict[str, dict], sync_groups: dict[str, list[str]] | None = None,
+                name: str = "vrrpd", extra_args: list[str] | None = None, wait: bool = True,
+                config: dict | None = None) -> Vrrpd:
+    """Write a config into the lab's workdir and start vrrpd in `host` (never elsewhere:
+    Host.start refuses anything that is not this lab's namespace)."""
+    workdir = Path(host.lab.workdir)
+    sock = str(workdir / f"{name}-{host.name}.sock")
+    cfg_path = workdir / f"{name}-{host.name}.toml"
+    cfg = config or vrrpd_config(sock, instances, sync_groups)
+    if config is not None:
+        sock = cfg["vrrpd"]["control_socket"]
+    cfg_path.write_text(toml_dump(cfg) + "\n")
+    proc = host.start([*vrrpd_binary(), "-c", str(cfg_path), *(extra_args or [])], name=name)
+    d = Vrrpd(host, proc, cfg_path, sock)
+    if wait:
+        d.wait_ready()
+    return d
+
+
+# ---- captures ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WireEvent:
+    time: float  # capture timestamp (seconds since the epoch)
+    kind: str  # "advert" or "garp" or "arp"
+    src_ip: str
+    src_mac: str
+    priority: int | None = None
+    vrid: int | None = None
+
+
+def read_pcap(path: str | os.PathLike) -> list[tuple[float, bytes]]:
+    """(timestamp, frame) for each packet of a classic pcap file (what tcpdump -w writes)."""
+    data = Path(path).read_bytes()
+    if len(data) < 24:
+        return []
+    magic = struct.unpack_from("<I", data)[0]
+    if magic in (0xA1B2C3D4, 0xA1B23C4D):
+        endian = "<"
+    else:
+        endian = ">"
+        magic = struct.unpack_from(">I", data)[0]
+    nano = magic == 0xA1B23C4D
+    out, off = [], 24
+    while off + 16 <= len(data):
+        sec, frac, caplen, _ = struct.unpack_from(endian + "IIII", data, off)
+        off += 16
+        frame = data[off:off + caplen]
+        off += caplen
+        out.append((sec + frac / (1e9 if nano else 1e6), frame))
+    return out
+
+
+def wire_events(path: str | os.PathLike) -> list[WireEvent]:
+    """VRRP adverts and ARP packets in a capture, in order."""
+    events = []
+    for ts, frame in read_pcap(path):
+        if len(frame) < 14:
+            continue
+        src_mac = ":".join(f"{b:02x}" for b in frame[6:12])
+        ethertype = struct.unpack_from("!H", frame, 12)[0]
+        if ethertype == ETH_P_ARP and len(frame) >= 42:
+            op = struct.unpack_from("!H", frame, 20)[0]
+            spa = str(ipaddress.IPv4Address(frame[28:32]))
+            tpa = str(ipaddress.IPv4Address(frame[38:42]))
+            kind = "garp" if spa == tpa else "arp"
+            events.append(WireEvent(ts, kind if op in (1, 2) else "arp", spa, src_mac))
+            continue
+        adv = parse_frame(frame)
+        if isinstance(adv, Advert):
+            events.append(WireEvent(ts, "advert", str(adv.src), src_mac, adv.priority, adv.vrid))
+    return events
+
+
+def tcpdump_available() -> bool:
+    return shutil.which("tcpdump") is not None
