@@ -220,6 +220,7 @@ class Daemon:
     async def _instance_task(self, inst: Instance) -> None:
         with inst.cancel:
             await self._execute(inst, inst.machine.start(trio.current_time()))
+            self._group_fault(inst)
             while True:
                 deadline = inst.machine.next_deadline()
                 with trio.move_on_at(deadline if deadline is not None else math.inf):
@@ -247,6 +248,7 @@ class Daemon:
             actions += m.set_fault("link", inst.tracker.fault_reason(), now)
             actions += m.set_effective_priority(inst.tracker.effective_priority(), now)
             await self._execute(inst, actions)
+            self._group_fault(inst)
 
     # ---- actions ---------------------------------------------------------------------
 
@@ -342,14 +344,22 @@ class Daemon:
             elif self.nursery is not None:
                 self.nursery.start_soon(hook)
         if inst.group and inst.group in self.groups:
+            self._group_commands(self.groups[inst.group].on_transition(inst.name, t.old, t.new, forced=forced))
+
+    def _group_fault(self, inst: Instance) -> None:
+        """Tell the sync group whether this member has a fault of its own."""
+        if inst.group and inst.group in self.groups:
             own = bool(set(inst.machine.fault_reasons) - {GROUP_FAULT_KEY})
-            for member, cmd in self.groups[inst.group].on_transition(inst.name, t.old, t.new, forced=forced, own_fault=own):
-                other = self.instances.get(member)
-                if other is not None:
-                    try:
-                        other.send_in.send_nowait(("group", cmd))
-                    except trio.WouldBlock:
-                        log.error("%s: inbox full, sync group command dropped", member)
+            self._group_commands(self.groups[inst.group].on_fault(inst.name, own))
+
+    def _group_commands(self, commands: list) -> None:
+        for member, cmd in commands:
+            other = self.instances.get(member)
+            if other is not None:
+                try:
+                    other.send_in.send_nowait(("group", cmd))
+                except trio.WouldBlock:
+                    log.error("%s: inbox full, sync group command dropped", member)
 
     def _hook_env(self, inst: Instance, reason: str, old: str = "") -> dict[str, str]:
         return {"VRRP_VRID": str(inst.cfg.vrid), "VRRP_REASON": reason, "VRRP_OLD_STATE": old, "VRRP_INTERFACE": inst.cfg.interface}

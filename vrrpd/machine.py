@@ -5,14 +5,15 @@ lists of actions for the driver to carry out, in order. `next_deadline()` tells 
 driver when to call `handle_timer()`. Nothing here reads a clock, sleeps, or touches a
 socket, so the whole protocol runs in virtual time in the tests.
 
-Beyond the RFC (each a documented choice, see docs/protocol.md):
+Beyond the RFC (each a documented choice, see docs/vrrpd.md):
 - FAULT state (interface down, sync-group member in fault), as keepalived has.
 - A master that hears a lower-priority advert answers at once with an advert and a
   GARP burst (at most once per advert interval), so a healed split brain converges in
   one round trip instead of one advert interval.
 - Address-list mismatches are counted and accepted unless `strict`.
 - `preempt_delay`: a backup that hears a lower-priority master waits that long, from
-  the first such advert, before preempting.
+  the first such advert, before preempting; meanwhile that master's adverts keep it
+  alive, so its death is still noticed after Master_Down_Interval.
 """
 
 from __future__ import annotations
@@ -224,20 +225,23 @@ class VirtualRouter:
             return self._drop(Reason.AUTH_TYPE, f"auth type {adv.auth_type} from {adv.src}, configured {p.auth_type}")
         if p.auth_type == AUTH_SIMPLE and adv.auth_data != p.auth_data:
             return self._drop(Reason.AUTH, f"wrong password from {adv.src}")
-        notice = None
-        if set(adv.addresses) != set(p.virtual_addresses):
+        mismatch = set(adv.addresses) != set(p.virtual_addresses)
+        detail = (
+            f"{adv.src} advertises {', '.join(map(str, adv.addresses)) or 'no address'}, "
+            f"configured {', '.join(map(str, p.virtual_addresses))}"
+        )
+        if mismatch and p.strict and adv.priority != 255:
             self.counters.address_list_errors += 1
-            detail = (
-                f"{adv.src} advertises {', '.join(map(str, adv.addresses)) or 'no address'}, "
-                f"configured {', '.join(map(str, p.virtual_addresses))}"
-            )
-            if p.strict and adv.priority != 255:
-                return Dropped(Reason.ADDRESS_LIST, detail + " (strict: dropped)")
-            notice = Noticed(Reason.ADDRESS_LIST, detail + " (accepted)")
+            return Dropped(Reason.ADDRESS_LIST, detail + " (strict: dropped)")
         if adv.advert_interval != p.advert_interval:
+            # Dropped for the interval: counted under that reason only, one count per packet.
             return self._drop(
                 Reason.INTERVAL, f"advert interval {adv.advert_interval}s from {adv.src}, configured {p.advert_interval}s"
             )
+        notice = None
+        if mismatch:
+            self.counters.address_list_errors += 1
+            notice = Noticed(Reason.ADDRESS_LIST, detail + " (accepted)")
         return notice
 
     def count_rejected(self, rej: Rejected) -> None:
@@ -300,13 +304,19 @@ class VirtualRouter:
             self._note_master(adv)
             return []
         # Lower priority and we preempt: the advert is discarded, the timer runs on.
+        self._down_cause = f"preempting lower-priority master {adv.src} ({adv.priority} < {self.effective_priority})"
         if self.params.preempt_delay > 0:
             if self.lower_seen_at is None:
                 self.lower_seen_at = now
             preempt_at = self.lower_seen_at + self.params.preempt_delay
-            if self.master_down_at is None or self.master_down_at < preempt_at:
-                self.master_down_at = preempt_at
-        self._down_cause = f"preempting lower-priority master {adv.src} ({adv.priority} < {self.effective_priority})"
+            # Until preempt_at the lower master's adverts keep it alive (as keepalived
+            # does): if it dies meanwhile we take over Master_Down_Interval after its
+            # last advert, instead of leaving the segment masterless until preempt_at.
+            keep = min(preempt_at, now + self.master_down_interval)
+            if self.master_down_at is None or self.master_down_at < keep:
+                self.master_down_at = keep
+                if keep < preempt_at:
+                    self._down_cause = f"no advert from lower-priority master {adv.src} for Master_Down_Interval"
         self._note_master(adv)
         return []
 
@@ -361,6 +371,7 @@ class VirtualRouter:
 
     def _to_backup(self, now: float, reason: str) -> list[Action]:
         was_master = self.state == State.MASTER
+        self._last_answer_at = None
         self._to_backup_timers(now, self.master_down_interval, "no advert from the new master for Master_Down_Interval")
         if self.master_ip == self.primary_ip:
             self.master_ip = None

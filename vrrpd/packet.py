@@ -5,7 +5,7 @@ payload) and applies the packet-level receive checks of RFC 3768 §7.1 in RFC or
 TTL, version, length/completeness, checksum, type. It returns an `Advert` or a
 `Rejected(reason)`; it never raises on input from the wire. The per-instance checks
 (VRID, owner, auth, address list, interval) need configuration and live in
-`vrrpd.checks`.
+`VirtualRouter.check` (machine.py).
 
 `build_advert()` / `build_frame()` produce the bytes we send. We send whole Ethernet
 frames from an AF_PACKET socket so the source MAC is exactly the virtual MAC, whatever

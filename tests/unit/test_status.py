@@ -1,0 +1,151 @@
+"""vrrpd.status: the status schema, its JSON round trip, text and Prometheus renderings."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from vrrpd.machine import RouterParams, VirtualRouter
+from vrrpd.status import COUNTER_NAMES, Counters, InstanceStatus, render_metrics, render_text
+
+
+def sample(**kw) -> InstanceStatus:
+    counters = Counters(**{name: i + 1 for i, name in enumerate(COUNTER_NAMES)})
+    values = dict(
+        name="WAN",
+        interface="eth0",
+        vrid=51,
+        state="master",
+        priority=150,
+        effective_priority=90,
+        master_ip="10.0.0.2",
+        advert_interval=1,
+        skew_time=0.6484375,
+        master_down_interval=3.6484375,
+        vmac="00:00:5e:00:01:33",
+        virtual_addresses=["203.0.113.1/24", "203.0.113.2/24"],
+        last_event="backup -> master: no advert",
+        master_reason="no master heard",
+        sync_group="MAIN",
+        preempt=False,
+        primary_ip="10.0.0.2",
+        fault_reasons=["a", "b"],
+        since=1700000000.5,
+        counters=counters,
+    )
+    values.update(kw)
+    return InstanceStatus(**values)
+
+
+def test_counters_bump():
+    c = Counters()
+    c.bump("ttl_errors")
+    c.bump("adverts_rx", 5)
+    assert (c.ttl_errors, c.adverts_rx) == (1, 5)
+    with pytest.raises(AttributeError):
+        c.bump("no_such_counter")
+
+
+def test_counter_names_order_and_content():
+    assert COUNTER_NAMES[:3] == ("adverts_rx", "adverts_tx", "became_master")
+    checks = [n for n in COUNTER_NAMES if n.endswith(("errors", "failures", "discards"))]
+    assert checks == [
+        "ttl_errors", "version_errors", "length_errors", "checksum_errors", "type_errors", "vrid_errors",
+        "owner_discards", "auth_type_errors", "auth_failures", "address_list_errors", "interval_errors",
+        "send_errors",
+    ]
+
+
+def test_round_trip_through_json():
+    st = sample()
+    d = st.to_dict()
+    assert d["counters"]["adverts_rx"] == 1
+    assert d["counters"]["send_errors"] == len(COUNTER_NAMES)
+    back = InstanceStatus.from_dict(json.loads(json.dumps(d)))
+    assert back == st
+    assert isinstance(back.counters, Counters)
+
+
+def test_from_dict_ignores_unknown_fields_and_counters():
+    d = sample().to_dict()
+    d["added_in_a_later_version"] = 1
+    d["counters"]["future_counter"] = 7
+    back = InstanceStatus.from_dict(d)
+    assert back == sample()
+
+
+def test_from_dict_minimal():
+    d = sample().to_dict()
+    for k in ("sync_group", "preempt", "primary_ip", "fault_reasons", "since", "counters"):
+        del d[k]
+    back = InstanceStatus.from_dict(d)
+    assert back.counters == Counters()
+    assert back.preempt is True and back.sync_group is None and back.fault_reasons == []
+
+
+def test_render_text():
+    text = render_text([sample()])
+    lines = text.splitlines()
+    assert lines[0] == "WAN: MASTER  vrid 51 on eth0  sync group MAIN"
+    assert "  priority        90 (configured 150)   preempt off" in lines
+    assert "  master          10.0.0.2  (no master heard)" in lines
+    assert "  timers          advert 1s  skew 0.648s  master-down 3.648s" in lines
+    assert "  vmac            00:00:5e:00:01:33" in lines
+    assert "  addresses       203.0.113.1/24, 203.0.113.2/24" in lines
+    assert "  fault           a; b" in lines
+    assert "  adverts         rx 1  tx 2  prio0 rx 5 tx 6  garp tx 7" in lines
+    assert "  transitions     became master 3  released 4" in lines
+    dropped = next(line for line in lines if line.startswith("  dropped"))
+    c = sample().counters
+    for name in COUNTER_NAMES:
+        if name.endswith(("errors", "failures", "discards")):
+            assert f"{name} {getattr(c, name)}" in dropped
+
+
+def test_render_text_quiet_instance():
+    st = sample(counters=Counters(), fault_reasons=[], vmac=None, effective_priority=150, sync_group=None, master_ip=None)
+    lines = render_text([st]).splitlines()
+    assert lines[0] == "WAN: MASTER  vrid 51 on eth0"
+    assert "  priority        150   preempt off" in lines
+    assert "  master          -  (no master heard)" in lines
+    assert "  vmac            - (addresses on the parent)" in lines
+    assert not any(line.startswith("  fault") for line in lines)
+    assert "  dropped         none 0" in lines
+    assert not any(line.startswith("  dropped") for line in render_text([st], verbose=False).splitlines())
+
+
+def test_render_text_several_instances():
+    text = render_text([sample(), sample(name="LAN", vrid=52, state="backup")])
+    assert "WAN: MASTER" in text and "LAN: BACKUP  vrid 52" in text
+
+
+def test_render_metrics():
+    st = sample(counters=Counters(adverts_rx=12, checksum_errors=3, owner_discards=1))
+    out = render_metrics([st, sample(name="LAN", vrid=52, state="fault", counters=Counters())])
+    lines = out.splitlines()
+    assert out.endswith("\n")
+    assert 'vrrp_state{instance="WAN",vrid="51",state="master"} 1' in lines
+    assert 'vrrp_state{instance="WAN",vrid="51",state="backup"} 0' in lines
+    assert 'vrrp_state{instance="LAN",vrid="52",state="fault"} 1' in lines
+    assert 'vrrp_state{instance="LAN",vrid="52",state="master"} 0' in lines
+    assert 'vrrp_effective_priority{instance="WAN",vrid="51"} 90' in lines
+    assert 'vrrp_adverts_rx_total{instance="WAN",vrid="51"} 12' in lines
+    assert 'vrrp_checksum_errors_total{instance="WAN",vrid="51"} 3' in lines
+    assert 'vrrp_owner_discards_total{instance="WAN",vrid="51"} 1' in lines
+    assert 'vrrp_adverts_rx_total{instance="LAN",vrid="52"} 0' in lines
+    for name in COUNTER_NAMES:
+        assert f"# TYPE vrrp_{name}_total counter" in lines
+        assert sum(1 for line in lines if line.startswith(f"vrrp_{name}_total{{")) == 2
+    # every sample line is "name{labels} integer"
+    for line in lines:
+        if not line.startswith("#"):
+            name_labels, value = line.rsplit(" ", 1)
+            assert name_labels.endswith("}") and int(value) >= 0
+
+
+def test_machine_counters_are_the_status_counters():
+    vr = VirtualRouter(RouterParams(name="x", vrid=1, priority=100, virtual_addresses=()))
+    assert isinstance(vr.counters, Counters)
+    assert [f.name for f in dataclasses.fields(vr.counters)] == list(COUNTER_NAMES)

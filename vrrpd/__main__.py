@@ -1,0 +1,5 @@
+import sys
+
+from .cli import vrrpd_main
+
+sys.exit(vrrpd_main())
