@@ -6,6 +6,13 @@ Request: one JSON object per line, e.g. {"cmd": "status"}. Replies:
 - events:  {"ok": true, "subscribed": true}, then one JSON object per transition, until
            the client closes. A reader that falls 256 events behind is disconnected
            rather than slowing the daemon down.
+           With {"cmd": "events", "name": "ctsync", "hold": ["MAIN-GW"]} the subscriber
+           also *holds* transitions to master of the instances of those sync groups (or
+           instance names; "*" for all): such an event carries "hold_id": N, and vrrpd
+           sends its adverts at once but adds the virtual addresses and sends gratuitous
+           ARP only once the subscriber has written {"ack": N} back on the same socket,
+           or transition_hold_timeout has passed (logged, counted as hold_timeouts).
+           This is how ctsync commits the replicated state before the VIPs move.
 Anything else gets {"ok": false, "error": "..."}.
 """
 
@@ -15,6 +22,7 @@ import json
 import logging
 import os
 import socket
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
@@ -22,6 +30,42 @@ import trio
 from .status import render_metrics
 
 log = logging.getLogger("vrrpd")
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One `events` client; with hold groups, it gates moves to master (see above)."""
+
+    name: str
+    send: trio.MemorySendChannel
+    hold_on: frozenset[str] = frozenset()
+    pending: dict[int, trio.Event] = field(default_factory=dict)
+
+    def holds(self, instance: str, group: str | None) -> bool:
+        return bool(self.hold_on) and ("*" in self.hold_on or instance in self.hold_on or (group is not None and group in self.hold_on))
+
+    def hold(self, hold_id: int) -> trio.Event:
+        ev = self.pending[hold_id] = trio.Event()
+        return ev
+
+    def ack(self, hold_id: int) -> None:
+        ev = self.pending.pop(hold_id, None)
+        if ev is not None:
+            ev.set()
+
+    def offer(self, event: dict) -> bool:
+        try:
+            self.send.send_nowait(event)
+            return True
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            self.release_all()
+            return False
+
+    def release_all(self) -> None:
+        """A subscriber that is gone must not hold anything up."""
+        for ev in self.pending.values():
+            ev.set()
+        self.pending.clear()
 
 
 class ControlServer:
@@ -71,7 +115,7 @@ class ControlServer:
     async def _serve(self, stream: trio.SocketStream) -> None:
         async with stream:
             try:
-                line = await _read_line(stream)
+                line, rest = await _read_line(stream)
                 try:
                     req = json.loads(line)
                     cmd = req.get("cmd") if isinstance(req, dict) else None
@@ -87,25 +131,59 @@ class ControlServer:
                 elif cmd == "metrics":
                     await _send(stream, {"ok": True, "text": render_metrics(self.daemon.status())})
                 elif cmd == "events":
-                    await self._events(stream)
+                    await self._events(stream, req, rest)
                 else:
                     await _send(stream, {"ok": False, "error": f"unknown request {line[:80]!r}; try status, metrics, events"})
             except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
                 pass
 
-    async def _events(self, stream: trio.SocketStream) -> None:
+    async def _events(self, stream: trio.SocketStream, req: dict, rest: bytes) -> None:
+        hold = req.get("hold") or []
+        if isinstance(hold, str):
+            hold = [hold]
+        if not isinstance(hold, list) or not all(isinstance(h, str) for h in hold):
+            await _send(stream, {"ok": False, "error": "hold must be a list of sync group or instance names"})
+            return
         send, recv = trio.open_memory_channel(256)
-        self.daemon.subscribers.add(send)
+        sub = Subscriber(str(req.get("name") or "anonymous"), send, frozenset(hold))
+        self.daemon.subscribers.add(sub)
+        if hold:
+            log.info("subscriber %s holds moves to master of %s", sub.name, ", ".join(hold))
         try:
-            await _send(stream, {"ok": True, "subscribed": True})
-            async with recv:
-                async for event in recv:
-                    await _send(stream, event)
+            await _send(stream, {"ok": True, "subscribed": True, "hold": sorted(hold)})
+            async with trio.open_nursery() as n:
+                n.start_soon(self._read_acks, stream, sub, rest, n.cancel_scope)
+                async with recv:
+                    async for event in recv:
+                        await _send(stream, event)
         finally:
-            self.daemon.subscribers.discard(send)
+            self.daemon.subscribers.discard(sub)
+            sub.release_all()
+            if hold:
+                log.info("subscriber %s went away", sub.name)
+
+    async def _read_acks(self, stream: trio.SocketStream, sub: Subscriber, buf: bytes, scope: trio.CancelScope) -> None:
+        try:
+            while True:
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    try:
+                        msg = json.loads(line)
+                        if isinstance(msg, dict) and isinstance(msg.get("ack"), int):
+                            sub.ack(msg["ack"])
+                    except ValueError:
+                        pass
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    break
+                buf += chunk
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            pass
+        scope.cancel()  # the client closed: stop streaming to it
 
 
-async def _read_line(stream: trio.SocketStream, limit: int = 65536) -> str:
+async def _read_line(stream: trio.SocketStream, limit: int = 65536) -> tuple[str, bytes]:
+    """The first line, and whatever arrived after it (acks may follow at once)."""
     buf = b""
     while b"\n" not in buf:
         chunk = await stream.receive_some(4096)
@@ -114,19 +192,20 @@ async def _read_line(stream: trio.SocketStream, limit: int = 65536) -> str:
         buf += chunk
         if len(buf) > limit:
             break
-    return buf.split(b"\n", 1)[0].decode(errors="replace")
+    line, _, rest = buf.partition(b"\n")
+    return line.decode(errors="replace"), rest
 
 
 async def _send(stream: trio.SocketStream, obj: dict) -> None:
     await stream.send_all(json.dumps(obj).encode() + b"\n")
 
 
-def request(path: str, cmd: str, timeout: float = 5.0):
+def request(path: str, cmd: str, timeout: float = 5.0, **params):
     """Blocking client used by vrrpctl: returns the reply object, or an iterator for events."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     s.connect(path)
-    s.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
+    s.sendall(json.dumps({"cmd": cmd, **params}).encode() + b"\n")
     f = s.makefile("rb")
     if cmd == "events":
         s.settimeout(None)

@@ -21,7 +21,7 @@ import trio
 
 from . import config as config_mod
 from .config import InstanceConfig, VrrpdConfig
-from .control import ControlServer
+from .control import ControlServer, Subscriber
 from .group import GROUP_FAULT_KEY, Force, HoldFault, SyncGroup
 from .io import links as nl
 from .io.linkmon import watch_links
@@ -62,6 +62,10 @@ class Instance:
     since: float | None = None
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
     ident: int = 0
+    # Address changes and the state check before a held AddAddresses happen under this
+    # lock, so a RemoveAddresses can never be overtaken by a late add.
+    addr_lock: trio.Lock = field(default_factory=trio.Lock)
+    last_hold: float | None = None  # seconds the last master transition waited for subscribers
 
     @property
     def name(self) -> str:
@@ -78,7 +82,8 @@ class Daemon:
         self.tx: dict[str, trio.socket.SocketType] = {}
         self.links: dict[str, nl.LinkInfo] = {}
         self.limiter = RateLimiter(10.0)
-        self.subscribers: set[trio.MemorySendChannel] = set()
+        self.subscribers: set[Subscriber] = set()
+        self._hold_ids = 0
         self._refresh = trio.Event()
         self.nursery: trio.Nursery | None = None
         self.started_at = time.time()
@@ -253,8 +258,12 @@ class Daemon:
     # ---- actions ---------------------------------------------------------------------
 
     async def _execute(self, inst: Instance, actions: list, forced: bool = False, hooks: list | None = None) -> None:
+        held: list[trio.Event] = []
+        deferred: list = []
         for act in actions:
-            if isinstance(act, SendAdvert):
+            if held and isinstance(act, (AddAddresses, SendGarp)):
+                deferred.append(act)  # after the subscribers' go (commit before the VIPs move)
+            elif isinstance(act, SendAdvert):
                 self._send_advert(inst, act.priority)
             elif isinstance(act, AddAddresses):
                 await self._addresses(inst, add=True)
@@ -264,9 +273,32 @@ class Daemon:
                 if act.count and self.nursery is not None:
                     self.nursery.start_soon(self._garp_burst, inst, act.count)
             elif isinstance(act, Transition):
-                self._on_transition(inst, act, forced, hooks)
+                held = self._on_transition(inst, act, forced, hooks)
             elif isinstance(act, (Dropped, Noticed)):
                 self._log_limited(inst, act.reason.value, act.detail, warn=isinstance(act, Noticed))
+        if deferred:
+            # The protocol goes on (adverts keep flowing) while the hold runs in its own task.
+            self.nursery.start_soon(self._after_hold, inst, held, deferred)
+
+    async def _after_hold(self, inst: Instance, held: list[trio.Event], deferred: list) -> None:
+        t0 = trio.current_time()
+        timeout = self.cfg.transition_hold_timeout
+        with trio.move_on_after(timeout) as scope:
+            for ev in held:
+                await ev.wait()
+        inst.last_hold = trio.current_time() - t0
+        if scope.cancelled_caught:
+            inst.machine.counters.hold_timeouts += 1
+            log.warning("%s: subscribers did not confirm within %.1fs; adding the virtual addresses anyway", inst.name, timeout)
+        else:
+            log.info("%s: subscribers confirmed after %.3fs; adding the virtual addresses", inst.name, inst.last_hold)
+        if inst.machine.state != State.MASTER:
+            return  # lost mastership meanwhile: nothing to add
+        for act in deferred:
+            if isinstance(act, AddAddresses):
+                await self._addresses(inst, add=True, only_if_master=True)
+            elif isinstance(act, SendGarp) and act.count:
+                self.nursery.start_soon(self._garp_burst, inst, act.count)
 
     def _send_advert(self, inst: Instance, priority: int) -> None:
         sock = self.tx.get(inst.cfg.interface)
@@ -283,10 +315,16 @@ class Daemon:
             m.counters.send_errors += 1
             self._log_limited(inst, "send", f"advert not sent on {inst.cfg.interface}: {e.strerror or e}")
 
-    async def _addresses(self, inst: Instance, add: bool) -> None:
+    async def _addresses(self, inst: Instance, add: bool, only_if_master: bool = False) -> None:
         if inst.addr_index is None:
             return
         vips = list(inst.cfg.virtual_addresses)
+        async with inst.addr_lock:
+            if only_if_master and inst.machine.state != State.MASTER:
+                return
+            await self._change_addresses(inst, add, vips)
+
+    async def _change_addresses(self, inst: Instance, add: bool, vips: list) -> None:
         try:
             if add:
                 # noprefixroute on the macvlan: the VIP subnet keeps routing via the parent.
@@ -314,7 +352,8 @@ class Daemon:
             if inst.cfg.garp_interval and i + 1 < count:
                 await trio.sleep(inst.cfg.garp_interval)
 
-    def _on_transition(self, inst: Instance, t: Transition, forced: bool, hooks: list | None) -> None:
+    def _on_transition(self, inst: Instance, t: Transition, forced: bool, hooks: list | None) -> list[trio.Event]:
+        """Log and publish a transition; returns what a move to master must wait for."""
         inst.since = time.time()
         log.info(
             "%s: %s -> %s (%s)",
@@ -332,11 +371,19 @@ class Daemon:
             "reason": t.reason,
             "priority": inst.machine.effective_priority,
         }
-        for ch in list(self.subscribers):
-            try:
-                ch.send_nowait(event)
-            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                self.subscribers.discard(ch)  # a stuck reader is dropped, never waited for
+        held: list[trio.Event] = []
+        holders = [s for s in self.subscribers if t.new == State.MASTER and s.holds(inst.name, inst.group)]
+        if holders:
+            self._hold_ids += 1
+            event["hold_id"] = self._hold_ids
+        for sub in list(self.subscribers):
+            waiter = sub.hold(self._hold_ids) if sub in holders else None
+            if sub.offer(event):
+                if waiter is not None:
+                    held.append(waiter)
+            else:
+                self.subscribers.discard(sub)  # a stuck reader is dropped, never waited for
+                log.warning("event subscriber %s dropped: it fell too far behind", sub.name)
         if inst.cfg.notify and t.new != State.INIT:
             hook = lambda: run_hook(inst.cfg.notify, inst.name, inst.group, t.new.value, self._hook_env(inst, t.reason, t.old.value))
             if hooks is not None:
@@ -345,6 +392,7 @@ class Daemon:
                 self.nursery.start_soon(hook)
         if inst.group and inst.group in self.groups:
             self._group_commands(self.groups[inst.group].on_transition(inst.name, t.old, t.new, forced=forced))
+        return held
 
     def _group_fault(self, inst: Instance) -> None:
         """Tell the sync group whether this member has a fault of its own."""
@@ -512,6 +560,7 @@ class Daemon:
                     primary_ip=str(m.primary_ip) if m.primary_ip else None,
                     fault_reasons=list(m.fault_reasons.values()),
                     since=inst.since,
+                    last_hold=inst.last_hold,
                     counters=m.counters,
                 )
             )

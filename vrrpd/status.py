@@ -32,6 +32,7 @@ class Counters:
     address_list_errors: int = 0  # counted; dropped only with strict = true
     interval_errors: int = 0
     send_errors: int = 0
+    hold_timeouts: int = 0  # master transitions whose subscribers did not confirm in time
 
     def bump(self, name: str, by: int = 1) -> None:
         setattr(self, name, getattr(self, name) + by)
@@ -61,6 +62,7 @@ class InstanceStatus:
     primary_ip: str | None = None
     fault_reasons: list[str] = field(default_factory=list)
     since: float | None = None  # wall-clock time of the last transition
+    last_hold: float | None = None  # seconds the last move to master waited for subscribers
     counters: Counters = field(default_factory=Counters)
 
     def to_dict(self) -> dict:

@@ -62,7 +62,7 @@ def test_round_trip_through_json():
     st = sample()
     d = st.to_dict()
     assert d["counters"]["adverts_rx"] == 1
-    assert d["counters"]["send_errors"] == len(COUNTER_NAMES)
+    assert d["counters"][COUNTER_NAMES[-1]] == len(COUNTER_NAMES)
     back = InstanceStatus.from_dict(json.loads(json.dumps(d)))
     assert back == st
     assert isinstance(back.counters, Counters)
