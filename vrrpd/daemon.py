@@ -329,7 +329,11 @@ class Daemon:
             if add:
                 # noprefixroute on the macvlan: the VIP subnet keeps routing via the parent.
                 await self.nl.call(nl.add_addresses, inst.addr_index, vips, inst.cfg.use_vmac)
+                if inst.cfg.use_vmac:
+                    await self.nl.call(nl.set_link_state, inst.addr_index, True)
             else:
+                if inst.cfg.use_vmac:
+                    await self.nl.call(nl.set_link_state, inst.addr_index, False)
                 await self.nl.call(nl.remove_addresses, inst.addr_index, vips)
         except Exception as e:  # noqa: BLE001 - the kernel said no; keep running and say so
             log.error("%s: %s virtual addresses failed: %s", inst.name, "adding" if add else "removing", e)

@@ -88,8 +88,8 @@ def primary_ipv4(ipr: IPRoute, index: int, exclude: set[ipaddress.IPv4Address]) 
 def ensure_macvlan(ipr: IPRoute, parent_index: int, name: str, mac: str) -> int:
     """Create (or reuse) the macvlan carrying the virtual MAC; returns its index.
 
-    IPv6 is disabled on it before it comes up: otherwise the backup's macvlan would
-    send DAD/MLD with the virtual MAC and teach the switch the wrong port.
+    IPv6 is disabled on it before it ever comes up: otherwise it would send DAD/MLD with
+    the virtual MAC when it does.
 
     Mode "bridge", not "private": both routers own a macvlan with the same virtual MAC,
     and in private mode a multicast frame arriving with our own macvlan's MAC as its
@@ -116,8 +116,21 @@ def ensure_macvlan(ipr: IPRoute, parent_index: int, name: str, mac: str) -> int:
     # replies that arrive on it while the route back goes through the parent.
     write_sysctl(f"net/ipv4/conf/{name}/arp_ignore", "1")
     write_sysctl(f"net/ipv4/conf/{name}/rp_filter", "0")
-    ipr.link("set", index=idx, state="up")
+    # Down until the instance holds its addresses: see set_link_state.
+    ipr.link("set", index=idx, state="down")
     return idx
+
+
+def set_link_state(ipr: IPRoute, index: int, up: bool) -> None:
+    """Bring the macvlan up with the VIPs and down without them.
+
+    A down macvlan does not claim frames sent to the virtual MAC, so the kernel drops
+    them instead of forwarding them. That matters right after a takeover: our first
+    advert (from the virtual MAC) already moves the switch's forwarding entry to us, and
+    until the replicated conntrack state is committed a forwarded packet would create a
+    fresh entry that clashes with the committed one. Dropped, it is retransmitted.
+    """
+    ipr.link("set", index=index, state="up" if up else "down")
 
 
 def delete_link(ipr: IPRoute, name: str) -> None:
