@@ -82,6 +82,11 @@ class CommitResult(NamedTuple):
     errno: int  # 0: committed
 
 
+def _with_seq(msg: bytes, seq: int) -> bytes:
+    """The same netlink message with another sequence number (nlmsghdr bytes 8-11)."""
+    return msg[:8] + struct.pack("=I", seq & 0xFFFFFFFF) + msg[12:]
+
+
 def _with_ack(msg: bytes) -> bytes:
     flags = _FLAGS.unpack_from(msg, 6)[0]
     if flags & NLM_F_ACK:
@@ -333,6 +338,15 @@ class CtSocket:
                 await self._pipeline(entries, again, lambda e, seq: encode_update(e, seq, uflags),
                                      results, chunk_bytes)
         return [CommitResult(e, r) for e, r in zip(entries, results)]
+
+    async def commit_raw(self, messages: Sequence[bytes], chunk_bytes: int = 1 << 16) -> list[int]:
+        """Send pre-encoded IPCTNL_MSG_CT_NEW messages (e.g. ctsync's cache, which keeps
+        each entry ready to send), patching only their sequence numbers; one errno per
+        message (0 = done). The fastest commit: no parsing or encoding at failover."""
+        results = [0] * len(messages)
+        if messages:
+            await self._pipeline(messages, range(len(messages)), _with_seq, results, chunk_bytes)
+        return results
 
     async def _pipeline(self, entries: Sequence[Entry], indices: Sequence[int], encode,
                         results: list[int], chunk_bytes: int) -> None:

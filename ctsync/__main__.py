@@ -1,0 +1,5 @@
+import sys
+
+from .cli import ctsync_main
+
+sys.exit(ctsync_main())

@@ -1,0 +1,104 @@
+"""Command lines: `ctsync` (the daemon) and `ctsyncctl`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from vrrpd.config import ConfigError
+
+from . import config as config_mod
+
+
+def ctsync_main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="ctsync", description="conntrack replication for stateful NAT failover")
+    ap.add_argument("-c", "--config", required=True, help="TOML configuration file (its [ctsync] table)")
+    ap.add_argument("--check", action="store_true", help="validate the configuration and exit (0 ok, 1 problems)")
+    ap.add_argument("--log-format", choices=("text", "json"), default="text")
+    ap.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    args = ap.parse_args(argv)
+    try:
+        cfg = config_mod.load(args.config)
+    except ConfigError as e:
+        for p in e.problems:
+            print(f"ctsync: {p}", file=sys.stderr)
+        return 1
+    if args.check:
+        print(f"{args.config}: ok, mode {cfg.mode}, peer {cfg.peer_address} on {cfg.sync_interface}")
+        return 0
+    if os.geteuid() != 0:
+        print("ctsync: needs root (ctnetlink)", file=sys.stderr)
+        return 1
+    import trio
+
+    from vrrpd import log as log_mod
+
+    from .daemon import Daemon
+
+    log_mod.setup(args.log_format, args.log_level, name="ctsync")
+    trio.run(Daemon(cfg).run)
+    return 0
+
+
+def _text_status(s: dict) -> str:
+    c, ch, lc = s["counters"], s["channel"], s["last_commit"]
+    lines = [
+        f"role            {s['role']} ({s['mode']} mode){'  following vrrpd group ' + s['failover_group'] if s['failover_group'] else ''}"
+        + ("" if not s["failover_group"] or s["vrrpd_connected"] else "  [vrrpd not reachable]"),
+        f"peer            {'alive' if s['peer_alive'] else 'NOT HEARD'}  role {s['peer_role'] or '?'}  ready {s['peer_ready']}",
+        f"in sync         {s['in_sync']}  (ready: {s['ready']})",
+        f"caches          internal {s['internal_entries']}  external {s['external_entries']} ({s['external_bytes_per_entry']} bytes/entry)",
+        f"kernel events   {c['events_rx']} (own ignored {c['events_ignored_own']}, filtered {c['events_filtered']})  overruns {c['overruns']}",
+        f"resyncs         requested {c['resyncs_requested']}  sent {c['resyncs_sent']}  received {c['resyncs_received']}  stale dropped {c['stale_dropped']}",
+        f"sync link       datagrams tx {ch['datagrams_tx']} rx {ch['datagrams_rx']}  messages tx {ch['messages_tx']} rx {ch['messages_rx']}",
+        f"repairs         retransmits {ch['retransmits']}  nacks tx {ch['nacks_tx']} rx {ch['nacks_rx']}  lost {ch['lost']}  unacked {s['unacked']}",
+        f"rejected        auth failures {ch['auth_failures']}  replayed {ch['replayed']}  malformed {ch['malformed']}",
+        f"commits         {s['commits']}  errors {s['commit_errors'] or 'none'}  NAT clashes {s['nat_clashes']}  NAT verify failures {s['nat_verify_failures']}",
+    ]
+    if lc:
+        lines.append(f"last commit     {lc.get('committed', lc['count'])}/{lc['count']} entries in {lc['duration']:.3f}s ({lc['reason']})")
+    for cl in s["last_clashes"]:
+        lines.append(f"  clash: {cl}")
+    return "\n".join(lines) + "\n"
+
+
+def ctsyncctl_main(argv: list[str] | None = None) -> int:
+    from .control import request
+
+    ap = argparse.ArgumentParser(prog="ctsyncctl", description="query and drive a running ctsync")
+    ap.add_argument("-s", "--socket", help=f"control socket (default {config_mod.DEFAULT_CONTROL_SOCKET} or $CTSYNCCTL_SOCKET)")
+    ap.add_argument("-c", "--config", help="read the control socket path from this config file")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    st = sub.add_parser("status", help="role, peer, caches, counters")
+    st.add_argument("--json", action="store_true")
+    sub.add_parser("commit", help="commit the external cache into the kernel; returns when done (for keepalived notify_master)")
+    sub.add_parser("flush", help="empty the external cache")
+    sub.add_parser("resync", help="act as backup: stop committing, ask the peer for its whole table")
+    sub.add_parser("dump", help="print the external cache as JSON lines")
+    args = ap.parse_args(argv)
+    try:
+        path = args.socket or (config_mod.load(args.config).control_socket if args.config else
+                               os.environ.get("CTSYNCCTL_SOCKET", config_mod.DEFAULT_CONTROL_SOCKET))
+        reply = request(path, args.cmd, timeout=None if args.cmd == "commit" else 30)
+    except ConfigError as e:
+        print("\n".join(f"ctsyncctl: {p}" for p in e.problems), file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as e:
+        print(f"ctsyncctl: cannot talk to ctsync: {e}", file=sys.stderr)
+        return 2
+    if not reply.get("ok"):
+        print(f"ctsyncctl: {reply.get('error', 'no answer')}", file=sys.stderr)
+        return 1
+    if args.cmd == "status":
+        print(json.dumps(reply["status"], indent=2) if args.json else _text_status(reply["status"]), end="" if not args.json else "\n")
+    elif args.cmd == "commit":
+        c = reply["commit"]
+        print(f"committed {c.get('committed', c['count'])} of {c['count']} entries in {c['duration']:.3f}s")
+    elif args.cmd == "flush":
+        print(f"flushed {reply['flushed']} entries")
+    elif args.cmd == "dump":
+        for e in reply["entries"]:
+            print(json.dumps(e))
+    return 0

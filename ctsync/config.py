@@ -1,0 +1,166 @@
+"""The [ctsync] table of the box's configuration file (the same file as [vrrpd]).
+
+Errors name file, dotted key and problem, like vrrpd's (and reuse its checker).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vrrpd.config import DEFAULT_CONTROL_SOCKET as VRRPD_DEFAULT_SOCKET
+from vrrpd.config import ConfigError, _Checker
+
+DEFAULT_CONTROL_SOCKET = "/run/hapair/ctsync.sock"
+DEFAULT_PORT = 3780
+MODES = ("commit", "inject")
+PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "icmp": socket.IPPROTO_ICMP,
+             "icmpv6": socket.IPPROTO_ICMPV6, "sctp": 132, "gre": 47, "udplite": 136, "dccp": 33}
+TCP_STATES = {"none": 0, "syn_sent": 1, "syn_recv": 2, "established": 3, "fin_wait": 4, "close_wait": 5,
+              "last_ack": 6, "time_wait": 7, "close": 8, "syn_sent2": 9}
+
+_KEYS = {"sync_interface", "local_address", "peer_address", "port", "key", "key_file", "mode", "failover",
+         "ignore_addresses", "ignore_protocols", "ignore_tcp_states", "netlink_rcvbuf", "resend_queue",
+         "mtu", "control_socket", "node_id", "commit_timeout", "heartbeat_interval", "peer_timeout"}
+
+
+@dataclass(frozen=True)
+class Failover:
+    vrrp_sync_group: str | None = None  # follow this vrrpd sync group (or instance)
+    vrrpd_socket: str = VRRPD_DEFAULT_SOCKET
+
+
+@dataclass(frozen=True)
+class CtsyncConfig:
+    path: str
+    sync_interface: str
+    local_address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    peer_address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    key: bytes
+    port: int = DEFAULT_PORT
+    mode: str = "commit"
+    failover: Failover = field(default_factory=Failover)
+    ignore_addresses: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    ignore_protocols: frozenset[int] = frozenset()
+    ignore_tcp_states: frozenset[int] = frozenset()
+    netlink_rcvbuf: int = 32 << 20
+    resend_queue: int = 8192
+    mtu: int = 1400
+    control_socket: str = DEFAULT_CONTROL_SOCKET
+    node_id: int = 0  # 0: derived from local_address
+    commit_timeout: float = 10.0
+    heartbeat_interval: float = 1.0
+    peer_timeout: float = 3.0
+
+
+def parse(data: dict, path: str = "") -> CtsyncConfig:
+    c = _Checker(path)
+    t = data.get("ctsync")
+    if not isinstance(t, dict):
+        raise ConfigError([f"{c.file}: ctsync: missing table [ctsync]"])
+    c.unknown(t, _KEYS, "ctsync")
+    iface = c.string(t, "sync_interface", "ctsync")
+    addrs = {}
+    for k in ("local_address", "peer_address"):
+        v = c.string(t, k, "ctsync")
+        if v is not None:
+            try:
+                addrs[k] = ipaddress.ip_address(v)
+            except ValueError:
+                c.fail(f"ctsync.{k}", f"not an IP address: {v!r}")
+    if len(addrs) == 2 and addrs["local_address"].version != addrs["peer_address"].version:
+        c.fail("ctsync.peer_address", "must be of the same IP version as local_address")
+    key = b""
+    if "key" in t and "key_file" in t:
+        c.fail("ctsync.key", "give key or key_file, not both")
+    elif "key" in t:
+        v = c.string(t, "key", "ctsync")
+        key = v.encode() if v else b""
+    elif "key_file" in t:
+        kf = c.string(t, "key_file", "ctsync")
+        if kf:
+            p = Path(kf) if Path(kf).is_absolute() or not path else Path(path).parent / kf
+            try:
+                key = p.read_bytes().strip()
+            except OSError as e:
+                c.fail("ctsync.key_file", f"cannot read {p}: {e.strerror}")
+    else:
+        c.fail("ctsync.key", "missing (required): a shared secret (key = \"...\" or key_file = \"/etc/hapair/ctsync.key\")")
+    if ("key" in t or "key_file" in t) and key is not None and 0 < len(key) < 16:
+        c.fail("ctsync.key", f"at least 16 bytes of secret, got {len(key)}")
+    mode = c.string(t, "mode", "ctsync", "commit")
+    if mode not in MODES:
+        c.fail("ctsync.mode", f"must be \"commit\" or \"inject\", got {mode!r}")
+    fo = t.get("failover", {})
+    failover = Failover(vrrpd_socket=_vrrpd_socket(data))
+    if not isinstance(fo, dict):
+        c.fail("ctsync.failover", "must be a table like { vrrp_sync_group = \"MAIN-GW\" }")
+    else:
+        c.unknown(fo, {"vrrp_sync_group", "vrrpd_socket"}, "ctsync.failover")
+        failover = Failover(
+            vrrp_sync_group=c.string(fo, "vrrp_sync_group", "ctsync.failover", "") or None,
+            vrrpd_socket=c.string(fo, "vrrpd_socket", "ctsync.failover", failover.vrrpd_socket),
+        )
+    nets = []
+    for i, a in enumerate(t.get("ignore_addresses", [])):
+        try:
+            nets.append(ipaddress.ip_network(a, strict=False))
+        except (ValueError, TypeError):
+            c.fail(f"ctsync.ignore_addresses[{i}]", f"not an address or CIDR: {a!r}")
+    protos = set()
+    for i, p in enumerate(t.get("ignore_protocols", [])):
+        if isinstance(p, int) and not isinstance(p, bool) and 0 <= p <= 255:
+            protos.add(p)
+        elif isinstance(p, str) and p.lower() in PROTOCOLS:
+            protos.add(PROTOCOLS[p.lower()])
+        else:
+            c.fail(f"ctsync.ignore_protocols[{i}]", f"unknown protocol {p!r} (names: {', '.join(PROTOCOLS)} or a number)")
+    states = set()
+    for i, s in enumerate(t.get("ignore_tcp_states", [])):
+        if isinstance(s, str) and s.lower() in TCP_STATES:
+            states.add(TCP_STATES[s.lower()])
+        else:
+            c.fail(f"ctsync.ignore_tcp_states[{i}]", f"unknown TCP state {s!r} (one of: {', '.join(TCP_STATES)})")
+    port = c.integer(t, "port", "ctsync", 1, 65535, DEFAULT_PORT)
+    rcvbuf = c.integer(t, "netlink_rcvbuf", "ctsync", 8192, 1 << 30, 32 << 20)
+    resend = c.integer(t, "resend_queue", "ctsync", 16, 1 << 20, 8192)
+    mtu = c.integer(t, "mtu", "ctsync", 576, 65000, 1400)
+    node = c.integer(t, "node_id", "ctsync", 0, 65535, 0)
+    sock = c.string(t, "control_socket", "ctsync", DEFAULT_CONTROL_SOCKET)
+    ctimeout = c.number(t, "commit_timeout", "ctsync", 0.1, 600, 10.0)
+    hb = c.number(t, "heartbeat_interval", "ctsync", 0.05, 60, 1.0)
+    pt = c.number(t, "peer_timeout", "ctsync", 0.1, 600, 3.0)
+    if c.problems:
+        raise ConfigError(c.problems)
+    local = addrs["local_address"]
+    return CtsyncConfig(
+        path=path, sync_interface=iface, local_address=local, peer_address=addrs["peer_address"], key=key,
+        port=port, mode=mode, failover=failover, ignore_addresses=tuple(nets), ignore_protocols=frozenset(protos),
+        ignore_tcp_states=frozenset(states), netlink_rcvbuf=rcvbuf, resend_queue=resend, mtu=mtu,
+        control_socket=sock, node_id=node or (int(local) & 0xFFFF) or 1, commit_timeout=ctimeout,
+        heartbeat_interval=hb, peer_timeout=pt,
+    )
+
+
+def _vrrpd_socket(data: dict) -> str:
+    """Default: the control socket of the [vrrpd] table of the same file."""
+    v = data.get("vrrpd")
+    if isinstance(v, dict) and isinstance(v.get("control_socket"), str):
+        return v["control_socket"]
+    return VRRPD_DEFAULT_SOCKET
+
+
+def load(path: str | Path) -> CtsyncConfig:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError([f"{p}: cannot read: {e.strerror}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{p.name}: TOML syntax error: {e}"]) from None
+    return parse(data, str(p))

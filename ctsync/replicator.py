@@ -1,0 +1,308 @@
+"""ctsync's core, sans-IO: kernel events -> sync messages; sync messages -> cache or
+kernel; failover -> commit. Time is an argument; the driver (daemon.py) does the I/O.
+
+Inputs (each returns nothing; read the actions with `poll(now)`):
+    kernel_event(kind, entry, portid, now)   an event of our own kernel
+    overrun(now)                             the event socket lost events (ENOBUFS)
+    send_table(entries, now, reason)         a dump of our kernel, after DumpKernel
+    datagram(data, now)                      a datagram from the sync link
+    become_master(now) / become_backup(now)  the VRRP sync group moved
+    handle_timer(now)                        at next_deadline()
+Actions:
+    SendDatagrams(list[bytes])               to the peer
+    DumpKernel(reason)                       dump our table and call send_table
+    Commit(messages)                         write the external cache into the kernel
+    Inject(messages) / Remove(tuples)        write peer entries into our kernel (inject mode)
+
+Both nodes always send their own kernel's events (so a failback finds the state where
+it went); events caused by our own commits carry our netlink portid and are ignored.
+Every `refresh_interval` each node pushes its whole table between RESYNC_BEGIN/END
+markers: the peer drops what the push did not contain. That converges the replica after
+any impairment, and keeps alive entries whose kernel timeout is refreshed by traffic
+without an event (a UDP flow after it is assured).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass, field
+
+from .cache import ExternalCache, entry_key
+from .channel import Channel
+from .config import CtsyncConfig
+from .ctnetlink.codec import CodecError, Entry, Tuple, encode_new, parse_message
+from .ctnetlink.constants import NLM_F_CREATE, NLM_F_EXCL
+from .wire import Message, MsgType
+
+_HB = struct.Struct("!BBI")  # role (0 backup, 1 master), ready, external cache size
+_RID = struct.Struct("!I")
+_END = struct.Struct("!II")
+KIND_NEW, KIND_UPDATE, KIND_DESTROY = "new", "update", "destroy"
+
+
+@dataclass(frozen=True)
+class SendDatagrams:
+    datagrams: list[bytes]
+
+
+@dataclass(frozen=True)
+class DumpKernel:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Commit:
+    messages: list[bytes]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Inject:
+    messages: list[bytes]
+
+
+@dataclass(frozen=True)
+class Remove:
+    tuples: list[tuple[Tuple, int]]  # (original tuple, zone)
+
+
+Action = SendDatagrams | DumpKernel | Commit | Inject | Remove
+
+
+@dataclass
+class Counters:
+    events_rx: int = 0
+    events_ignored_own: int = 0
+    events_filtered: int = 0
+    overruns: int = 0
+    resyncs_requested: int = 0
+    resyncs_sent: int = 0
+    resyncs_received: int = 0
+    entries_rx: int = 0
+    destroys_rx: int = 0
+    bad_entries: int = 0
+    stale_dropped: int = 0
+
+
+def tuple_from_key(key: bytes) -> tuple[Tuple, int]:
+    family, proto, zone = struct.unpack_from("!BBH", key)
+    n = 4 if family == socket.AF_INET else 16
+    mk = ipaddress.IPv4Address if n == 4 else ipaddress.IPv6Address
+    src, dst = mk(key[4:4 + n]), mk(key[4 + n:4 + 2 * n])
+    rest = key[4 + 2 * n:]
+    if proto in (socket.IPPROTO_ICMP, socket.IPPROTO_ICMPV6):
+        icmp_id, icmp_type, icmp_code = struct.unpack("!HBB", rest)
+        return Tuple(family, proto, src, dst, icmp_id=icmp_id, icmp_type=icmp_type, icmp_code=icmp_code), zone
+    sport, dport = struct.unpack("!HH", rest)
+    return Tuple(family, proto, src, dst, sport, dport), zone
+
+
+@dataclass
+class Replicator:
+    cfg: CtsyncConfig
+    epoch: int
+    role: str = "backup"
+    refresh_interval: float = 30.0
+    resync_retry: float = 5.0
+    counters: Counters = field(default_factory=Counters)
+
+    def __post_init__(self) -> None:
+        self.channel = Channel(self.cfg.node_id, self.epoch, self.cfg.key, mtu=self.cfg.mtu,
+                               resend_limit=self.cfg.resend_queue, peer_timeout=self.cfg.peer_timeout)
+        self.cache = ExternalCache()
+        self.internal: set[bytes] = set()  # keys of our own kernel's replicated entries
+        self.own_portids: set[int] = set()
+        self.peer_role: str | None = None
+        self.peer_ready = False
+        self.in_sync = False
+        self._actions: list[Action] = []
+        self._resync_id = 0
+        self._resync_asked_at: float | None = None
+        self._incoming: dict[int, set[bytes]] = {}  # resync id -> keys seen in the push
+        self._hb_at: float | None = None
+        self._expire_at: float | None = None
+        self._refresh_at: float | None = None
+
+    # ---- derived ------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """A backup is ready once its first bulk resync from the peer is complete."""
+        return self.in_sync
+
+    def next_deadline(self) -> float | None:
+        ds = [t for t in (self._hb_at, self._expire_at, self._refresh_at, self.channel.next_deadline()) if t is not None]
+        if self._resync_asked_at is not None:
+            ds.append(self._resync_asked_at + self.resync_retry)
+        return min(ds) if ds else None
+
+    # ---- inputs -------------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        self._hb_at = now
+        self._expire_at = now + 5.0
+        self._refresh_at = now + self.refresh_interval
+        self.request_resync(now, "start")
+
+    def kernel_event(self, kind: str, entry: Entry | None, portid: int, now: float) -> None:
+        self.counters.events_rx += 1
+        if portid and portid in self.own_portids:
+            self.counters.events_ignored_own += 1  # caused by our own commit or injection
+            return
+        if entry is None or self._filtered(entry):
+            self.counters.events_filtered += 1
+            return
+        key = entry_key(entry)
+        if kind == KIND_DESTROY:
+            self.internal.discard(key)
+            self.channel.send(Message(MsgType.DESTROY, key), now)
+        else:
+            self.internal.add(key)
+            self._send_entry(entry, now)
+
+    def overrun(self, now: float) -> None:
+        """Events were lost: our peer's copy may miss some; push the whole table."""
+        self.counters.overruns += 1
+        self._actions.append(DumpKernel("event overrun"))
+
+    def send_table(self, entries: list[Entry], now: float, reason: str) -> None:
+        self._resync_id = (self._resync_id + 1) & 0xFFFFFFFF
+        rid = self._resync_id
+        self.counters.resyncs_sent += 1
+        self.channel.send(Message(MsgType.RESYNC_BEGIN, _RID.pack(rid)), now)
+        keys = set()
+        for e in entries:
+            if not self._filtered(e):
+                keys.add(entry_key(e))
+                self._send_entry(e, now)
+        self.internal = keys
+        self.channel.send(Message(MsgType.RESYNC_END, _END.pack(rid, len(keys))), now)
+
+    def request_resync(self, now: float, why: str) -> None:
+        self.counters.resyncs_requested += 1
+        self._resync_asked_at = now
+        self.channel.send(Message(MsgType.RESYNC_REQUEST, why.encode()[:64]), now)
+
+    def datagram(self, data: bytes, now: float) -> None:
+        d = self.channel.receive_datagram(data, now)
+        if d.peer_restarted:
+            self.in_sync = False
+            self.request_resync(now, "peer restarted")
+        for m in d.messages:
+            self._message(m, now)
+        if d.lost:
+            self.in_sync = False
+            self.request_resync(now, "gap in the sync stream")
+
+    def become_master(self, now: float) -> Commit | None:
+        """The group goes master: returns the commit to run before the VIPs move."""
+        self.role = "master"
+        self._hb_at = now  # tell the peer at once
+        if self.cfg.mode == "commit":
+            return Commit(self.cache.messages(), "became master")
+        return None
+
+    def become_backup(self, now: float) -> None:
+        self.role = "backup"
+        self._hb_at = now
+        self.in_sync = False
+        self.request_resync(now, "became backup")
+
+    def handle_timer(self, now: float) -> None:
+        self.channel.handle_timer(now)
+        if self._hb_at is not None and now >= self._hb_at:
+            body = _HB.pack(1 if self.role == "master" else 0, int(self.ready), len(self.cache))
+            self.channel.send_unreliable(Message(MsgType.HEARTBEAT, body), now)
+            self._hb_at = now + self.cfg.heartbeat_interval
+        if self._expire_at is not None and now >= self._expire_at:
+            self.cache.expire(now)
+            self._expire_at = now + 5.0
+        if self._refresh_at is not None and now >= self._refresh_at:
+            self._actions.append(DumpKernel("periodic refresh"))
+            self._refresh_at = now + self.refresh_interval
+        if self._resync_asked_at is not None and now >= self._resync_asked_at + self.resync_retry:
+            if self.channel.peer_alive(now):
+                self.request_resync(now, "no answer to the last request")
+            else:
+                self._resync_asked_at = now  # ask again when the peer is back
+
+    def poll(self, now: float) -> list[Action]:
+        actions, self._actions = self._actions, []
+        if self.channel.has_output(now):
+            out = self.channel.datagrams_to_send(now)
+            if out:
+                actions.append(SendDatagrams(out))
+        return actions
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _filtered(self, e: Entry) -> bool:
+        c = self.cfg
+        if e.proto in c.ignore_protocols:
+            return True
+        if e.tcp_state is not None and e.tcp_state in c.ignore_tcp_states:
+            return True
+        if c.ignore_addresses:
+            o = e.orig
+            for net in c.ignore_addresses:
+                if o.src in net or o.dst in net:
+                    return True
+        return False
+
+    def _send_entry(self, e: Entry, now: float) -> None:
+        try:
+            body = encode_new(e, 0, NLM_F_CREATE | NLM_F_EXCL, True)
+        except CodecError:
+            self.counters.bad_entries += 1
+            return
+        self.channel.send(Message(MsgType.ENTRY, body), now)
+
+    def _message(self, m: Message, now: float) -> None:
+        t = m.type
+        if t == MsgType.ENTRY:
+            try:
+                _, _, _, _, e = parse_message(m.body)
+            except CodecError:
+                e = None
+            if not isinstance(e, Entry):
+                self.counters.bad_entries += 1
+                return
+            self.counters.entries_rx += 1
+            key = entry_key(e)
+            self.cache.put(key, m.body, now + max(e.timeout, 1))
+            for seen in self._incoming.values():
+                seen.add(key)
+            if self.cfg.mode == "inject":
+                self._actions.append(Inject([m.body]))
+        elif t == MsgType.DESTROY:
+            self.counters.destroys_rx += 1
+            if self.cache.delete(m.body) and self.cfg.mode == "inject":
+                try:
+                    self._actions.append(Remove([tuple_from_key(m.body)]))
+                except (struct.error, ValueError):
+                    self.counters.bad_entries += 1
+        elif t == MsgType.HEARTBEAT and len(m.body) == _HB.size:
+            role, ready, _ = _HB.unpack(m.body)
+            self.peer_role = "master" if role else "backup"
+            self.peer_ready = bool(ready)
+        elif t == MsgType.RESYNC_REQUEST:
+            self._actions.append(DumpKernel(f"peer asked: {m.body.decode(errors='replace')}"))
+        elif t == MsgType.RESYNC_BEGIN and len(m.body) == _RID.size:
+            rid = _RID.unpack(m.body)[0]
+            self._incoming = {rid: set()}  # a newer push supersedes an unfinished one
+        elif t == MsgType.RESYNC_END and len(m.body) == _END.size:
+            rid, _n = _END.unpack(m.body)
+            seen = self._incoming.pop(rid, None)
+            if seen is None:
+                return
+            stale = [k for k in self.cache.keys() if k not in seen]
+            for k in stale:
+                self.cache.delete(k)
+            if stale and self.cfg.mode == "inject":
+                self._actions.append(Remove([tuple_from_key(k) for k in stale]))
+            self.counters.stale_dropped += len(stale)
+            self.counters.resyncs_received += 1
+            self.in_sync = True
+            self._resync_asked_at = None

@@ -1,0 +1,166 @@
+"""The replicator core in virtual time: two nodes joined by a (possibly lossy) link."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import socket
+
+from ctsync.cache import entry_key
+from ctsync.config import parse
+from ctsync.ctnetlink.codec import Entry, Tuple, parse_message
+from ctsync.ctnetlink.constants import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY, IPS_SRC_NAT
+from ctsync.replicator import Commit, DumpKernel, Inject, Remove, Replicator, SendDatagrams
+
+A = ipaddress.ip_address
+
+
+def cfg(local, peer, **kw):
+    t = {"sync_interface": "sync0", "local_address": local, "peer_address": peer, "key": "0123456789abcdef0123"}
+    t.update(kw)
+    return parse({"ctsync": t}, "r.toml")
+
+
+def entry(i: int, proto=6, timeout=300) -> Entry:
+    o = Tuple(socket.AF_INET, proto, A("192.168.100.10"), A("10.10.0.200"), 10000 + i, 9000)
+    r = Tuple(socket.AF_INET, proto, A("10.10.0.200"), A("10.10.0.101"), 9000, 20000 + i)
+    return Entry(o, r, IPS_SRC_NAT | IPS_CONFIRMED | IPS_SEEN_REPLY | IPS_ASSURED, timeout,
+                 tcp_state=3 if proto == 6 else None)
+
+
+class Net:
+    """Two replicators; the 'kernel' of each is a dict, dumps come from it."""
+
+    def __init__(self, loss=0.0, seed=1, **kw):
+        self.n = {"a": Replicator(cfg("172.16.0.1", "172.16.0.2", **kw), epoch=1),
+                  "b": Replicator(cfg("172.16.0.2", "172.16.0.1", **kw), epoch=2)}
+        self.kernel = {"a": {}, "b": {}}
+        self.injected = {"a": [], "b": []}
+        self.removed = {"a": [], "b": []}
+        self.now = 0.0
+        self.rng = random.Random(seed)
+        self.loss = loss
+        for r in self.n.values():
+            r.start(0.0)
+
+    def event(self, node, kind, e):
+        if kind == "destroy":
+            self.kernel[node].pop(entry_key(e), None)
+        else:
+            self.kernel[node][entry_key(e)] = e
+        self.n[node].kernel_event(kind, e, 0, self.now)
+
+    def run(self, seconds, step=0.01):
+        end = self.now + seconds
+        while self.now < end:
+            for name, r in self.n.items():
+                other = self.n["b" if name == "a" else "a"]
+                r.handle_timer(self.now)
+                for act in r.poll(self.now):
+                    if isinstance(act, SendDatagrams):
+                        for d in act.datagrams:
+                            if self.rng.random() >= self.loss:
+                                other.datagram(d, self.now)
+                    elif isinstance(act, DumpKernel):
+                        r.send_table(list(self.kernel[name].values()), self.now, act.reason)
+                    elif isinstance(act, Inject):
+                        self.injected[name] += act.messages
+                    elif isinstance(act, Remove):
+                        self.removed[name] += act.tuples
+            self.now = round(self.now + step, 6)
+
+
+def cached_keys(r: Replicator) -> set[bytes]:
+    return set(r.cache.keys())
+
+
+def test_events_reach_the_peer_cache_and_failover_commits_them():
+    net = Net()
+    net.run(0.5)
+    for i in range(50):
+        net.event("a", "new", entry(i))
+    net.event("a", "destroy", entry(7))
+    net.run(1.0)
+    b = net.n["b"]
+    assert cached_keys(b) == {entry_key(entry(i)) for i in range(50) if i != 7}
+    assert b.in_sync and net.n["a"].in_sync
+    commit = b.become_master(net.now)
+    assert isinstance(commit, Commit) and len(commit.messages) == 49
+    # each message is a commit-ready CT_NEW that parses back to the original entry
+    e = parse_message(commit.messages[0])[4]
+    assert e.src_nat and e.reply.dst == A("10.10.0.101")
+
+
+def test_own_commits_are_not_sent_back():
+    net = Net()
+    net.n["b"].own_portids = {4242}
+    net.run(0.3)
+    net.n["b"].kernel_event("new", entry(1), 4242, net.now)
+    net.run(0.5)
+    assert len(net.n["a"].cache) == 0
+    assert net.n["b"].counters.events_ignored_own == 1
+
+
+def test_filters():
+    net = Net(ignore_addresses=["10.10.0.200/32"], ignore_protocols=["udp"])
+    net.run(0.2)
+    net.event("a", "new", entry(1))
+    net.event("a", "new", entry(2, proto=17))
+    net.run(0.5)
+    assert len(net.n["b"].cache) == 0
+    assert net.n["a"].counters.events_filtered == 2
+
+
+def test_lossy_link_converges():
+    net = Net(loss=0.3, seed=5)
+    net.run(0.5)
+    for i in range(300):
+        net.event("a", "new", entry(i))
+    for i in range(0, 300, 3):
+        net.event("a", "destroy", entry(i))
+    net.run(3.0)
+    net.loss = 0.0
+    net.run(3.0)
+    assert cached_keys(net.n["b"]) == set(net.kernel["a"])
+
+
+def test_overrun_pushes_the_whole_table_and_drops_stale():
+    net = Net()
+    net.run(0.5)
+    for i in range(20):
+        net.event("a", "new", entry(i))
+    net.run(0.5)
+    # a's kernel loses 10 entries without the events reaching ctsync (an overrun)
+    for i in range(10):
+        net.kernel["a"].pop(entry_key(entry(i)))
+    net.n["a"].overrun(net.now)
+    net.run(0.5)
+    assert cached_keys(net.n["b"]) == set(net.kernel["a"])
+    assert net.n["b"].counters.stale_dropped == 10
+
+
+def test_inject_mode_writes_as_entries_arrive():
+    net = Net(mode="inject")
+    net.run(0.3)
+    net.event("a", "new", entry(1))
+    net.event("a", "destroy", entry(1))
+    net.run(0.5)
+    assert len(net.injected["b"]) == 1 and len(net.removed["b"]) == 1
+    assert net.n["b"].become_master(net.now) is None  # nothing to commit at failover
+
+
+def test_entries_expire_without_refresh_but_refresh_keeps_them():
+    net = Net()
+    net.run(0.3)
+    net.event("a", "new", entry(1, proto=17, timeout=20))
+    net.run(25.0, step=0.05)  # a periodic refresh (30 s) has not happened yet: expired
+    assert len(net.n["b"].cache) == 0
+    net.run(10.0, step=0.05)  # the refresh at 30 s brings it back (a still has it)
+    assert len(net.n["b"].cache) == 1
+
+
+def test_backup_not_ready_until_first_resync():
+    net = Net()
+    assert not net.n["b"].ready
+    net.run(0.5)
+    assert net.n["b"].ready
