@@ -28,7 +28,7 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from .wire import Datagram, Message, MsgType, ReplayWindow, WireError, decode, encode, overhead
+from .wire import Datagram, Message, ReplayWindow, WireError, decode, encode, overhead
 
 PROBE = 7  # channel-internal: body u64 = highest rseq sent, lets the peer see a lost tail
 SKIP = 8  # channel-internal: body u64 first, u64 last = rseqs the sender can no longer resend

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vrrpd.config import DEFAULT_CONTROL_SOCKET as VRRPD_DEFAULT_SOCKET
-from vrrpd.config import ConfigError, _Checker
+from vrrpd.config import ConfigError, _Checker, read_toml
 
 DEFAULT_CONTROL_SOCKET = "/run/hapair/ctsync.sock"
 DEFAULT_PORT = 3780
@@ -154,13 +153,4 @@ def _vrrpd_socket(data: dict) -> str:
 
 
 def load(path: str | Path) -> CtsyncConfig:
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ConfigError([f"{p}: cannot read: {e.strerror}"]) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError([f"{p.name}: TOML syntax error: {e}"]) from None
-    return parse(data, str(p))
+    return parse(read_toml(path), str(path))

@@ -11,9 +11,10 @@ import json
 import logging
 import os
 import socket
-from pathlib import Path
 
 import trio
+
+from vrrpd.control import bind_unix_socket
 
 from .ctnetlink.codec import CodecError, Entry, parse_message
 
@@ -28,20 +29,7 @@ class ControlServer:
         self._scope = trio.CancelScope()
 
     async def start(self, nursery: trio.Nursery) -> None:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        if os.path.exists(self.path):
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(self.path)
-                raise SystemExit(f"ctsync: another ctsync is already listening on {self.path}")
-            except (ConnectionRefusedError, FileNotFoundError):
-                os.unlink(self.path)
-            finally:
-                probe.close()
-        self.sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        await self.sock.bind(self.path)
-        os.chmod(self.path, 0o660)
-        self.sock.listen(16)
+        self.sock = await bind_unix_socket(self.path, "ctsync")
         nursery.start_soon(self._accept, nursery)
 
     def close(self) -> None:

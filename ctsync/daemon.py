@@ -29,7 +29,7 @@ from .ctnetlink.constants import NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NE
 from .ctnetlink.socket import CtSocket, EventKind
 from .ctnetlink.sysctl import get_sysctl, set_sysctl
 from .cache import entry_key
-from .replicator import KIND_DESTROY, KIND_NEW, KIND_UPDATE, Commit, DumpKernel, Inject, Remove, Replicator, SendDatagrams
+from .replicator import KIND_DESTROY, KIND_NEW, KIND_UPDATE, DumpKernel, Inject, Remove, Replicator, SendDatagrams
 
 log = logging.getLogger("ctsync")
 _KINDS = {EventKind.NEW: KIND_NEW, EventKind.UPDATE: KIND_UPDATE, EventKind.DESTROY: KIND_DESTROY}
@@ -111,7 +111,17 @@ class Daemon:
             now = trio.current_time()
             if ev.kind == EventKind.OVERRUN:
                 log.warning("conntrack event overrun (receive buffer full): events lost; pushing the whole table to the peer")
-                self.rep.overrun(now)
+                # Read the queue empty before the dump: until then the kernel drops
+                # events without reporting it again (see CtSocket.read_queued).
+                while True:
+                    evs, empty = self.events_sock.read_queued()
+                    for e in evs:
+                        if e.kind != EventKind.OVERRUN:
+                            self.rep.kernel_event(_KINDS[e.kind], e.entry, e.portid, trio.current_time())
+                    if empty:
+                        break
+                    await trio.lowlevel.checkpoint()
+                self.rep.overrun(trio.current_time())
             else:
                 self.rep.kernel_event(_KINDS[ev.kind], ev.entry, ev.portid, now)
             self.poke()
@@ -143,6 +153,7 @@ class Daemon:
                         except OSError as e:
                             log.debug("sync send failed: %s", e)
                 elif isinstance(act, DumpKernel):
+                    self.rep.begin_table(trio.current_time())  # before the events read during the dump
                     entries = await self.cmd.dump()
                     self.rep.send_table(entries, trio.current_time(), act.reason)
                     log.info("sent our table to the peer (%d entries): %s", len(entries), act.reason)

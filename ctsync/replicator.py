@@ -121,6 +121,7 @@ class Replicator:
         self._resync_id = 0
         self._resync_asked_at: float | None = None
         self._incoming: dict[int, set[bytes]] = {}  # resync id -> keys seen in the push
+        self._dump_touched: set[bytes] | None = None  # keys with events while our dump runs
         self._hb_at: float | None = None
         self._expire_at: float | None = None
         self._refresh_at: float | None = None
@@ -155,6 +156,8 @@ class Replicator:
             self.counters.events_filtered += 1
             return
         key = entry_key(entry)
+        if self._dump_touched is not None:
+            self._dump_touched.add(key)  # newer than (or as new as) what the dump may hold
         if kind == KIND_DESTROY:
             self.internal.discard(key)
             self.channel.send(Message(MsgType.DESTROY, key), now)
@@ -167,17 +170,32 @@ class Replicator:
         self.counters.overruns += 1
         self._actions.append(DumpKernel("event overrun"))
 
-    def send_table(self, entries: list[Entry], now: float, reason: str) -> None:
+    def begin_table(self, now: float) -> None:
+        """Our kernel dump starts (call it before dumping): RESYNC_BEGIN goes into the
+        stream now, so that the events read while the dump runs follow it. The peer then
+        counts the entries they announce as part of the push (an entry created during the
+        dump and missing from it is not dropped as stale), and `send_table` leaves out
+        the dump's view of every entry they touched (an entry destroyed during the dump
+        does not come back from it, an update is not overwritten by an older state)."""
         self._resync_id = (self._resync_id + 1) & 0xFFFFFFFF
+        self._dump_touched = set()
+        self.channel.send(Message(MsgType.RESYNC_BEGIN, _RID.pack(self._resync_id)), now)
+
+    def send_table(self, entries: list[Entry], now: float, reason: str) -> None:
+        if self._dump_touched is None:
+            self.begin_table(now)  # no events in between: the dump is exact
+        touched, self._dump_touched = self._dump_touched, None
         rid = self._resync_id
         self.counters.resyncs_sent += 1
-        self.channel.send(Message(MsgType.RESYNC_BEGIN, _RID.pack(rid)), now)
         keys = set()
         for e in entries:
             if not self._filtered(e):
-                keys.add(entry_key(e))
+                k = entry_key(e)
+                if k in touched:
+                    continue  # its event, already in the stream after BEGIN, is newer
+                keys.add(k)
                 self._send_entry(e, now)
-        self.internal = keys
+        self.internal = keys | (self.internal & touched)
         self.channel.send(Message(MsgType.RESYNC_END, _END.pack(rid, len(keys))), now)
 
     def request_resync(self, now: float, why: str) -> None:

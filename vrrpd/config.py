@@ -323,14 +323,18 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
     return VrrpdConfig(path=path, control_socket=sock, instances=instances, sync_groups=groups, transition_hold_timeout=hold)
 
 
-def load(path: str | Path) -> VrrpdConfig:
+def read_toml(path: str | Path) -> dict:
+    """The file as TOML, or ConfigError naming the file and the problem."""
     p = Path(path)
     try:
         text = p.read_text()
     except OSError as e:
         raise ConfigError([f"{p}: cannot read: {e.strerror}"]) from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{p.name}: TOML syntax error: {e}"]) from None
-    return parse(data, str(p))
+
+
+def load(path: str | Path) -> VrrpdConfig:
+    return parse(read_toml(path), str(path))

@@ -68,6 +68,26 @@ class Subscriber:
         self.pending.clear()
 
 
+async def bind_unix_socket(path: str, prog: str) -> trio.socket.SocketType:
+    """Listen on a Unix socket for a control protocol; refuse if a live daemon has it,
+    take it over if it is a stale leftover of a crash."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if os.path.exists(path):
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+            raise SystemExit(f"{prog}: another {prog} is already listening on {path}")
+        except (ConnectionRefusedError, FileNotFoundError):
+            os.unlink(path)  # stale socket from a crash
+        finally:
+            probe.close()
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await sock.bind(path)
+    os.chmod(path, 0o660)
+    sock.listen(16)
+    return sock
+
+
 class ControlServer:
     def __init__(self, daemon, path: str):
         self.daemon = daemon
@@ -76,20 +96,7 @@ class ControlServer:
         self._scope = trio.CancelScope()
 
     async def start(self, nursery: trio.Nursery) -> None:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        if os.path.exists(self.path):
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(self.path)
-                raise SystemExit(f"vrrpd: another vrrpd is already listening on {self.path}")
-            except (ConnectionRefusedError, FileNotFoundError):
-                os.unlink(self.path)  # stale socket from a crash
-            finally:
-                probe.close()
-        self.sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        await self.sock.bind(self.path)
-        os.chmod(self.path, 0o660)
-        self.sock.listen(16)
+        self.sock = await bind_unix_socket(self.path, "vrrpd")
         nursery.start_soon(self._accept_loop, nursery)
 
     def close(self) -> None:

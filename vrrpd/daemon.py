@@ -9,7 +9,6 @@ them into tracking events. Nothing here decides protocol behaviour: see machine.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import os

@@ -467,6 +467,37 @@ class CtSocket:
             self._queue_events(self._messages(data))
         return pending.popleft()
 
+    def read_queued(self, max_datagrams: int = 64) -> tuple[list[Event], bool]:
+        """Events already queued, read without waiting (at most ``max_datagrams``
+        datagrams), and whether the receive queue was found empty.
+
+        After an OVERRUN, read until it is empty before dumping the table: the
+        kernel reports only the first lost event (ENOBUFS) until the queue has
+        been found empty (NETLINK_S_CONGESTED), so events lost in between go
+        unreported, and a dump started earlier may not cover them.  ENOBUFS met
+        here only counts (the coming dump covers those losses too)."""
+        out = list(self._pending)
+        self._pending.clear()
+        if self._backlog:
+            self._queue_events(list(self._backlog))
+            self._backlog.clear()
+        for _ in range(max_datagrams):
+            out.extend(self._pending)
+            self._pending.clear()
+            try:
+                data = self._recv_nowait()
+            except OSError as e:
+                if e.errno != _errno.ENOBUFS:
+                    raise
+                self.overruns += 1
+                continue
+            if data is None:
+                return out, True
+            self._queue_events(self._messages(data))
+        out.extend(self._pending)
+        self._pending.clear()
+        return out, False
+
     def _queue_events(self, msgs: list[Message]) -> None:
         for m in msgs:
             t = m.msgtype

@@ -645,9 +645,11 @@ def test_events_new_update_destroy_and_own_portid(lab):
     assert all(e.kind != EventKind.OVERRUN for e in seen)
 
 
-def test_events_sysctl_2_misses_destroy_of_entries_older_than_the_listener(lab):
-    """Why set_conntrack_events(1): with the default 2 the event cache is only
-    attached to entries created while a listener exists."""
+def test_events_sysctl_1_reports_destroy_of_entries_older_than_the_listener(lab):
+    """Why ctsync sets nf_conntrack_events=1: with the default 2 the event cache is
+    only attached to entries created while a listener exists, so their DESTROY may
+    never be reported (seen on this kernel, but not deterministically under load, so
+    only the behaviour ctsync relies on is asserted)."""
     r = lab.add_host("r", ipv6=False)
     e = Entry(Tuple(C.AF_INET, 17, A("10.1.0.7"), A("10.2.0.2"), 7, 7),
               Tuple(C.AF_INET, 17, A("10.2.0.2"), A("10.1.0.7"), 7, 7), C.IPS_CONFIRMED, 30)
@@ -664,7 +666,6 @@ def test_events_sysctl_2_misses_destroy_of_entries_older_than_the_listener(lab):
                         got.append((x.kind, x.portid == cs.portid, x.entry.orig == e.orig))
                 return got
 
-    assert run(main, 2) == []
     assert run(main, 1) == [(EventKind.DESTROY, True, True)]
 
 

@@ -1,0 +1,112 @@
+"""Idle cost of one daemon: CPU (% of one core) and RSS with N instances.
+
+One lab per measurement: router r1 alone on the bridge, one daemon with N
+instances on eth0 (N = 1: VRID 7, VIP 10.0.0.100/24; N > 1: VRIDs 1..N, VIP
+10.0.0.(100+i)/24 each), priority 100.  Nobody else speaks, so every instance
+becomes master and sends one advert per second: the steady state of a master.
+
+After all instances are master, the startup transients are allowed to pass
+(``settle``: both stacks send a second GARP burst 5 s after becoming master),
+then CPU time is read from ``/proc/PID/stat`` (utime + stime, which include
+every thread of the process, also threads that have exited) at the start and
+the end of the window, for every process of the daemon's process group
+(vrrpd: one process; keepalived: the parent and its VRRP child).  Nothing
+queries the daemons during the window.  As a cross-check with ns resolution
+(utime/stime are sampled at the scheduler tick and reported in 1/100 s), the
+scheduler's own run time of every thread (/proc/PID/task/TID/schedstat) is
+read at both ends too.  RSS is VmRSS from
+``/proc/PID/status`` at the end of the window, summed over the processes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from halab import Lab, wait_for
+
+from .stacks import Stack, build_pair, deadline
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of a process (all its threads), in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    # rest[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return int(rest[11]) + int(rest[12])
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def task_runtime_ns(pid: int) -> dict[int, int]:
+    """Scheduler run time (ns, exact) of each live thread of ``pid``, from
+    /proc/PID/task/TID/schedstat; a cross-check of the tick-sampled stat."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                out[int(tid)] = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def _runtime(pids: list[int]) -> dict[tuple[int, int], int]:
+    return {(p, t): ns for p in pids for t, ns in task_runtime_ns(p).items()}
+
+
+def idle_run(stack: Stack, count: int, window: float, settle: float, budget: float) -> dict:
+    with Lab() as lab:
+        with deadline(budget, f"{stack.name} idle run with {count} instance(s)"):
+            _, hosts = build_pair(lab, hosts=("r1",))
+            t_start = time.monotonic()
+            d = stack.start(hosts["r1"], 100, count)
+            wait_for(lambda: stack.masters(d) == count, timeout=30 + count, interval=0.5,
+                     what=f"all {count} {stack.name} instance(s) to become master")
+            startup_s = time.monotonic() - t_start
+            time.sleep(settle)
+            pids = sorted(d.proc.group_pids())
+            r0 = _runtime(pids)
+            c0, t0 = sum(cpu_ticks(p) for p in pids), time.monotonic()
+            time.sleep(window)
+            c1, t1 = sum(cpu_ticks(p) for p in pids), time.monotonic()
+            r1 = _runtime(pids)
+            rss = sum(rss_kib(p) for p in pids)
+            nthreads = sum(threads(p) for p in pids)
+            if sorted(d.proc.group_pids()) != pids:
+                raise RuntimeError(f"{stack.name} processes changed during the window")
+            still = stack.masters(d)
+            if still != count:
+                raise RuntimeError(f"only {still} of {count} {stack.name} instances master after the window")
+    cpu_s = (c1 - c0) / CLK_TCK
+    elapsed = t1 - t0
+    # Threads that exist at both ends; a thread born or gone in the window is
+    # counted from 0 / up to its last reading (it shows in threads_changed).
+    sched_ns = sum(ns - r0.get(k, 0) for k, ns in r1.items())
+    changed = len(set(r0) ^ set(r1))
+    return {
+        "instances": count,
+        "window_s": round(elapsed, 3),
+        "cpu_seconds": cpu_s,
+        "cpu_percent": 100.0 * cpu_s / elapsed,
+        "cpu_resolution_percent": 100.0 / CLK_TCK / elapsed,
+        "sched_cpu_seconds": sched_ns / 1e9,
+        "sched_cpu_percent": 100.0 * sched_ns / 1e9 / elapsed,
+        "threads_changed": changed,
+        "rss_kib": rss,
+        "processes": len(pids),
+        "threads": nthreads,
+        "startup_to_all_master_s": round(startup_s, 2),
+    }

@@ -1,0 +1,198 @@
+"""The two VRRP stacks under test, behind one small interface, and the topology.
+
+Topology (the same as the netns tests' ``pair`` fixture)::
+
+    r1 10.0.0.2 ─┐
+    r2 10.0.0.3 ─┼─ bridge "lan" (switch namespace, multicast snooping off)
+    h  10.0.0.4 ─┘          VIP 10.0.0.100/24, VRID 7, advert interval 1 s
+
+Both stacks run with their defaults: vrrpd puts the VIP on a virtual-MAC
+macvlan; keepalived puts it on eth0 and sends from eth0's MAC (multicast
+VRRPv2, no vrrp_strict).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+from dataclasses import dataclass
+
+from halab import Host, Lab, Proc, wait_for
+from halab.daemons import start_keepalived
+from halab.vrrp import Vrrpd, start_vrrpd
+from vrrpd.packet import mac_str, vmac
+
+ADDRS = {"r1": "10.0.0.2", "r2": "10.0.0.3", "h": "10.0.0.4"}
+VIP = "10.0.0.100"
+VRID = 7
+IFACE = "eth0"
+
+
+class BenchTimeout(Exception):
+    """A run went over its time budget."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float, what: str):
+    """Raise BenchTimeout in the main thread if the block runs longer than
+    ``seconds``.  Use it *inside* ``with Lab()`` so that the timer is cancelled
+    before the lab is torn down (teardown must never be interrupted)."""
+
+    def _expired(signum, frame):
+        raise BenchTimeout(f"{what}: over its {seconds:.0f} s budget")
+
+    old = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))  # 0 would disarm it
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def build_pair(lab: Lab, hosts=("r1", "r2", "h")):
+    br = lab.add_bridge("lan")
+    out = {}
+    for name in hosts:
+        out[name] = lab.add_host(name)
+        lab.connect(out[name], br, IFACE, f"{ADDRS[name]}/24")
+    return br, out
+
+
+# ---------------------------------------------------------------------------
+# configs
+
+
+def vrrpd_instances(count: int = 1, priority: int = 100, first_vrid: int | None = None) -> dict[str, dict]:
+    """``count`` instances on eth0.  One instance: VRID 7, VIP 10.0.0.100.
+    Several: VRIDs 1..count, VIP 10.0.0.(100+i)/24 each."""
+    if count == 1 and first_vrid is None:
+        return {"V": {"interface": IFACE, "vrid": VRID, "priority": priority, "advert_interval": 1,
+                      "virtual_addresses": [f"{VIP}/24"]}}
+    start = first_vrid or 1
+    return {f"V{i}": {"interface": IFACE, "vrid": i, "priority": priority, "advert_interval": 1,
+                      "virtual_addresses": [f"10.0.0.{100 + i}/24"]}
+            for i in range(start, start + count)}
+
+
+def keepalived_conf(count: int = 1, priority: int = 100, router_id: str = "bench") -> str:
+    """The keepalived equivalent of :func:`vrrpd_instances`: multicast VRRPv2
+    on eth0, state BACKUP, advert_int 1, no vrrp_strict, everything else default."""
+    if count == 1:
+        specs = [("VI_1", VRID, VIP)]
+    else:
+        specs = [(f"VI_{i}", i, f"10.0.0.{100 + i}") for i in range(1, count + 1)]
+    blocks = [f"global_defs {{\n    router_id {router_id}\n}}\n"]
+    for name, vrid, vip in specs:
+        blocks.append(f"""vrrp_instance {name} {{
+    state BACKUP
+    interface {IFACE}
+    virtual_router_id {vrid}
+    priority {priority}
+    advert_int 1
+    virtual_ipaddress {{
+        {vip}/24
+    }}
+}}
+""")
+    return "\n".join(blocks)
+
+
+# ---------------------------------------------------------------------------
+# stacks
+
+
+@dataclass
+class Daemon:
+    """One running daemon of either stack."""
+
+    stack: "Stack"
+    host: Host
+    proc: Proc
+    vrrpd: Vrrpd | None = None
+
+
+class Stack:
+    name = ""
+
+    def start(self, host: Host, priority: int, count: int = 1, tag: str = "") -> Daemon:
+        raise NotImplementedError
+
+    def is_master(self, d: Daemon) -> bool:
+        raise NotImplementedError
+
+    def is_backup(self, d: Daemon) -> bool:
+        raise NotImplementedError
+
+    def masters(self, d: Daemon) -> int:
+        """How many of the daemon's instances are master."""
+        raise NotImplementedError
+
+    def announce_mac(self, host: Host) -> str:
+        """Source MAC of the adverts and GARPs this stack sends from ``host``."""
+        raise NotImplementedError
+
+    def wait_master(self, d: Daemon, timeout: float) -> None:
+        wait_for(lambda: self.is_master(d), timeout=timeout, interval=0.1,
+                 what=f"{self.name} on {d.host.name} to become master")
+
+    def wait_backup(self, d: Daemon, timeout: float) -> None:
+        wait_for(lambda: self.is_backup(d), timeout=timeout, interval=0.05,
+                 what=f"{self.name} on {d.host.name} to be backup")
+
+
+class VrrpdStack(Stack):
+    name = "vrrpd"
+
+    def start(self, host, priority, count=1, tag=""):
+        v = start_vrrpd(host, vrrpd_instances(count, priority), name=f"vrrpd{tag}")
+        return Daemon(self, host, v.proc, v)
+
+    def is_master(self, d):
+        return d.vrrpd.state("V") == "master"
+
+    def is_backup(self, d):
+        return d.vrrpd.state("V") == "backup"
+
+    def masters(self, d):
+        try:
+            return sum(1 for i in d.vrrpd.status().values() if i["state"] == "master")
+        except (OSError, ValueError):
+            return 0
+
+    def announce_mac(self, host):
+        return mac_str(vmac(VRID))
+
+
+class KeepalivedStack(Stack):
+    name = "keepalived"
+
+    def start(self, host, priority, count=1, tag=""):
+        if shutil.which("keepalived") is None:
+            raise RuntimeError("keepalived is not installed (apt-get install keepalived)")
+        p = start_keepalived(host, keepalived_conf(count, priority, router_id=host.name),
+                             name=f"keepalived{tag}")
+        d = Daemon(self, host, p)
+        # Parent + VRRP child up before anyone measures anything.
+        wait_for(lambda: len(p.group_pids()) >= 2 or not p.alive(), timeout=10,
+                 what="keepalived parent and VRRP child")
+        if not p.alive():
+            raise RuntimeError(f"keepalived exited: {p.read_log()[-2000:]}")
+        return d
+
+    def is_master(self, d):
+        return d.host.has_addr(IFACE, VIP)
+
+    def is_backup(self, d):
+        return "Entering BACKUP STATE" in d.proc.read_log() and not d.host.has_addr(IFACE, VIP)
+
+    def masters(self, d):
+        return sum(1 for a in d.host.ipv4_addrs(IFACE) if a.split("/")[0] != ADDRS[d.host.name])
+
+    def announce_mac(self, host):
+        return host.link_mac(IFACE)
+
+
+STACKS: dict[str, Stack] = {"vrrpd": VrrpdStack(), "keepalived": KeepalivedStack()}
+
