@@ -91,8 +91,16 @@ class Vrrpd:
         return time.monotonic()
 
     def wait_ready(self, timeout: float = 10.0) -> None:
-        wait_for(lambda: os.path.exists(self.socket) and self._answers(), timeout=timeout,
-                 what=f"vrrpd on {self.host.name} to answer on its control socket")
+        def ready():
+            if not self.proc.alive():
+                from .lab import LabError
+
+                raise LabError(f"vrrpd on {self.host.name} exited with {self.proc.returncode}:\n"
+                               f"{self.proc.read_log()[-2000:]}")
+            return os.path.exists(self.socket) and self._answers()
+
+        wait_for(ready, timeout=timeout, what=f"vrrpd on {self.host.name} to answer on its control socket "
+                 f"(log: {self.proc.read_log()[-500:]!r})")
 
     def _answers(self) -> bool:
         try:

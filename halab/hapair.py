@@ -1,0 +1,299 @@
+"""The classic two-router HA pair with NAT, in a lab.
+
+::
+
+      c 192.168.100.10  (default route via the LAN VIP 192.168.100.1)
+          |
+    ------+------------------------ bridge "lan"  192.168.100.0/24
+          |                     |
+     eth1 .2                 eth1 .3
+        r1 ---- sync0 ------- r2        172.16.0.1/30 <-> 172.16.0.2/30 (direct veth)
+     eth0 .2                 eth0 .3
+          |                     |
+    ------+---------------------+--+--- bridge "wan"  10.10.0.0/24
+                                   |
+                          s 10.10.0.200  (the "internet": no route back to the
+                                          LAN, it only ever sees 10.10.0.101)
+
+Both routers forward, SNAT the LAN to the WAN VIP 10.10.0.101 (as in Vyatta's
+example) and, with ``ruleset="strict"``, only let established/related
+traffic in from the WAN (stateful firewall, ``nf_conntrack_tcp_loose=0``): a
+router that takes over *without* the conntrack state drops the packets of
+the flows it does not know.  ``ruleset="permissive"`` accepts everything and
+lets conntrack pick up TCP connections mid-stream (``tcp_loose=1``).
+
+VRRP (see :meth:`HaPair.vrrpd_instances`): instance ``WAN`` on eth0 (VRID 1,
+VIP 10.10.0.101/24) and ``LAN`` on eth1 (VRID 2, VIP 192.168.100.1/24), sync
+group ``MAIN-GW``, like ``configs/r1.toml`` / ``configs/r2.toml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .lab import Bridge, Host, Lab, LabError, Proc, wait_for
+from .vrrp import Vrrpd, start_vrrpd as _start_vrrpd
+
+__all__ = [
+    "HaPair", "build_hapair", "nft_ruleset", "RULESETS",
+    "LAN_NET", "LAN_VIP", "WAN_NET", "WAN_VIP", "CLIENT_IP", "SERVER_IP",
+    "ROUTER_ADDRS", "SYNC_ADDRS", "SYNC_GROUP", "INSTANCES",
+]
+
+LAN_NET = "192.168.100.0/24"
+LAN_VIP = "192.168.100.1"
+WAN_NET = "10.10.0.0/24"
+WAN_VIP = "10.10.0.101"
+CLIENT_IP = "192.168.100.10"
+SERVER_IP = "10.10.0.200"
+ROUTER_ADDRS = {
+    "r1": {"eth0": "10.10.0.2/24", "eth1": "192.168.100.2/24", "sync0": "172.16.0.1/30"},
+    "r2": {"eth0": "10.10.0.3/24", "eth1": "192.168.100.3/24", "sync0": "172.16.0.2/30"},
+}
+SYNC_ADDRS = {"r1": "172.16.0.1", "r2": "172.16.0.2"}
+SYNC_GROUP = "MAIN-GW"
+INSTANCES = ("WAN", "LAN")
+RULESETS = ("strict", "permissive")
+ROUTER_LINKS = ("eth0", "eth1", "sync0")
+
+
+def nft_ruleset(ruleset: str = "strict") -> str:
+    """The nftables ruleset loaded on both routers (``nft -f``), as text.
+
+    The NAT table is the same for both: LAN sources leaving by eth0 are
+    SNATed to the WAN VIP.  (VRRP puts the VIPs on macvlans ``vrrpN.ethX``
+    with ``noprefixroute``, so the route to the WAN still leaves by eth0;
+    packets *to* a VIP arrive on the macvlan, hence the interface sets.)
+    """
+    if ruleset not in RULESETS:
+        raise ValueError(f"ruleset must be one of {RULESETS}, got {ruleset!r}")
+    nat = f"""\
+table ip nat {{
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "eth0" ip saddr {LAN_NET} snat to {WAN_VIP}
+    }}
+}}
+"""
+    if ruleset == "strict":
+        filt = f"""\
+table ip filter {{
+    chain forward {{
+        type filter hook forward priority filter; policy drop;
+        ct state invalid drop
+        ct state established,related accept
+        iifname {{ "eth1", "vrrp2.eth1" }} oifname "eth0" ip saddr {LAN_NET} ct state new accept
+    }}
+}}
+"""
+    else:
+        filt = """\
+table ip filter {
+    chain forward {
+        type filter hook forward priority filter; policy accept;
+    }
+}
+"""
+    return nat + filt
+
+
+def _sysctls(ruleset: str) -> dict[str, object]:
+    """Sysctls of both routers (set after the ruleset is loaded, so that the
+    nf_conntrack ones exist)."""
+    return {
+        "net.ipv4.ip_forward": 1,
+        "net.ipv4.conf.all.rp_filter": 0,
+        "net.ipv4.conf.default.rp_filter": 0,
+        "net.netfilter.nf_conntrack_events": 1,
+        "net.netfilter.nf_conntrack_tcp_loose": 0 if ruleset == "strict" else 1,
+    }
+
+
+@dataclass
+class HaPair:
+    """The built topology (see the module docstring) and helpers to run it."""
+
+    lab: Lab
+    c: Host
+    s: Host
+    r1: Host
+    r2: Host
+    lan: Bridge
+    wan: Bridge
+    ruleset: str = "strict"
+    sync: bool = True
+    vrrpd: dict[str, Vrrpd] = field(default_factory=dict)
+
+    # -- lookups
+    def router(self, router: Host | str) -> Host:
+        """``"r1"``/``"r2"`` or one of the router Hosts -> the Host."""
+        if isinstance(router, str):
+            if router not in ("r1", "r2"):
+                raise LabError(f"no router {router!r} (r1 or r2)")
+            return getattr(self, router)
+        if router is self.r1 or router is self.r2:
+            return router
+        raise LabError(f"{router!r} is not a router of this pair")
+
+    @property
+    def routers(self) -> tuple[Host, Host]:
+        return (self.r1, self.r2)
+
+    # -- vrrpd
+    def vrrpd_instances(self, priority: int, advert_interval: int = 1, **extra) -> dict[str, dict]:
+        """The two instances for :func:`halab.vrrp.start_vrrpd` (``extra`` keys,
+        e.g. ``preempt=False``, go into both)."""
+        common = {"priority": priority, "advert_interval": advert_interval, "preempt": True}
+        common.update(extra)
+        return {
+            "WAN": {"interface": "eth0", "vrid": 1, **common,
+                    "virtual_addresses": [f"{WAN_VIP}/24"]},
+            "LAN": {"interface": "eth1", "vrid": 2, **common,
+                    "virtual_addresses": [f"{LAN_VIP}/24"]},
+        }
+
+    def sync_groups(self) -> dict[str, list[str]]:
+        return {SYNC_GROUP: list(INSTANCES)}
+
+    def start_vrrpd(self, router: Host | str, priority: int, *, advert_interval: int = 1,
+                    name: str = "vrrpd", extra_args: list[str] | None = None,
+                    wait: bool = True, **instance_kw) -> Vrrpd:
+        """Start vrrpd with both instances and the sync group in ``router``;
+        the handle is also kept in ``self.vrrpd[router name]``."""
+        host = self.router(router)
+        d = _start_vrrpd(host, self.vrrpd_instances(priority, advert_interval, **instance_kw),
+                         self.sync_groups(), name=name, extra_args=extra_args, wait=wait)
+        self.vrrpd[host.name] = d
+        return d
+
+    def state(self, router: Host | str) -> dict[str, str | None]:
+        """{'WAN': state, 'LAN': state} of the vrrpd started in ``router``,
+        upper case ('MASTER', 'BACKUP', 'FAULT', ...; None for an
+        instance/daemon that does not answer)."""
+        d = self.vrrpd.get(self.router(router).name)
+        if d is None:
+            return {i: None for i in INSTANCES}
+        try:
+            st = d.status()
+        except (OSError, ValueError):
+            return {i: None for i in INSTANCES}
+        out = {}
+        for i in INSTANCES:
+            v = st.get(i, {}).get("state")
+            out[i] = v.upper() if isinstance(v, str) else None
+        return out
+
+    def holds_vips(self, router: Host | str) -> bool:
+        """Both VIPs configured on an interface that is up (what the kernel
+        says, not what vrrpd reports)."""
+        host = self.router(router)
+        held = set()
+        for link in host._ip_json("-4", "addr", "show", "up"):
+            if "UP" not in link.get("flags", []) or "LOWER_UP" not in link.get("flags", []):
+                continue
+            held.update(a.get("local") for a in link.get("addr_info", []))
+        return {WAN_VIP, LAN_VIP} <= held
+
+    def wait_master(self, router: Host | str, timeout: float = 15.0) -> None:
+        """Wait until both instances of ``router`` are MASTER *and* the VIPs
+        are really on an up interface there."""
+        host = self.router(router)
+        wait_for(lambda: all(v == "MASTER" for v in self.state(host).values()),
+                 timeout=timeout, interval=0.05, what=f"{host.name} MASTER on WAN and LAN")
+        try:
+            wait_for(lambda: self.holds_vips(host), timeout=2.0, interval=0.05,
+                     what=f"{host.name} to hold both VIPs")
+        except LabError:
+            addrs = host.run(["ip", "-br", "addr"]).stdout
+            d = self.vrrpd.get(host.name)
+            log = d.proc.read_log()[-2000:] if d is not None else ""
+            raise LabError(f"{host.name}: vrrpd reports MASTER on WAN and LAN but the VIPs "
+                           f"are not both on an up interface:\n{addrs}\nvrrpd log:\n{log}") from None
+
+    def wait_backup(self, router: Host | str, timeout: float = 15.0) -> None:
+        host = self.router(router)
+        wait_for(lambda: all(v == "BACKUP" for v in self.state(host).values()),
+                 timeout=timeout, interval=0.05, what=f"{host.name} BACKUP on WAN and LAN")
+
+    # -- failures
+    def procs_in(self, router: Host | str) -> list[Proc]:
+        """Live processes the lab started in ``router``."""
+        host = self.router(router)
+        return [p for p in self.lab.procs if p.host is host and p.alive()]
+
+    def links(self, router: Host | str) -> list[str]:
+        return [i for i in ROUTER_LINKS if i != "sync0" or self.sync]
+
+    def hard_fail(self, router: Host | str) -> list[Proc]:
+        """A crash/power loss: SIGKILL (whole process group) every process the
+        lab started in ``router`` -- no goodbye advert, no cleanup, VIPs stay
+        configured -- then take its eth0, eth1 (and sync0) down.  Returns the
+        killed Procs."""
+        host = self.router(router)
+        killed = self.procs_in(host)
+        for p in killed:
+            p.kill()
+        for ifname in self.links(host):
+            self.lab.set_link(host, ifname, False)
+        return killed
+
+    def revive(self, router: Host | str) -> None:
+        """Links up again (restart the daemons yourself)."""
+        host = self.router(router)
+        for ifname in self.links(host):
+            self.lab.set_link(host, ifname, True)
+
+    # -- state
+    def conntrack(self, router: Host | str, *args: str, timeout: float = 30) -> list[str]:
+        """``conntrack -L ARGS`` in ``router`` (e.g. ``"-n"`` for SNATed
+        entries, ``"-p", "tcp"``); returns the entry lines."""
+        host = self.router(router)
+        cp = host.run(["conntrack", "-L", *args], timeout=timeout)
+        if cp.returncode != 0:
+            raise LabError(f"conntrack -L on {host.name} failed: {cp.stderr.strip()}")
+        return [ln for ln in cp.stdout.splitlines() if ln.strip() and "=" in ln]
+
+    def conntrack_flush(self, router: Host | str) -> None:
+        self.router(router).run(["conntrack", "-F"], timeout=30)
+
+
+def _setup_router(r: Host, ruleset: str) -> None:
+    r.run(["nft", "-f", "-"], check=True, input=nft_ruleset(ruleset), timeout=30)
+    for key, value in _sysctls(ruleset).items():
+        r.sysctl(key, value)
+    for ifname in ("eth0", "eth1", "sync0"):
+        if r.run(["test", "-d", f"/proc/sys/net/ipv4/conf/{ifname}"]).returncode == 0:
+            r.sysctl(f"net.ipv4.conf.{ifname}.rp_filter", 0)
+
+
+def build_hapair(lab: Lab, ruleset: str = "strict", sync: bool = True) -> HaPair:
+    """Build the pair in ``lab`` (hosts c, s, r1, r2; bridges lan, wan).
+
+    ``sync``: create the direct ``sync0`` veth between r1 and r2 (the
+    conntrack replication link); no daemon is started.  IPv6 is off in all
+    hosts (less noise on the wire).  Nothing runs until you start vrrpd
+    (:meth:`HaPair.start_vrrpd`)."""
+    if ruleset not in RULESETS:
+        raise ValueError(f"ruleset must be one of {RULESETS}, got {ruleset!r}")
+    lan = lab.add_bridge("lan")
+    wan = lab.add_bridge("wan")
+    c = lab.add_host("c", ipv6=False)
+    s = lab.add_host("s", ipv6=False)
+    r1 = lab.add_host("r1", ipv6=False)
+    r2 = lab.add_host("r2", ipv6=False)
+    for r in (r1, r2):
+        # Before the links exist, so that every interface inherits it.
+        r.sysctl("net.ipv4.conf.default.rp_filter", 0)
+        r.sysctl("net.ipv4.conf.all.rp_filter", 0)
+    lab.connect(c, lan, "eth0", f"{CLIENT_IP}/24")
+    c.ip("route", "add", "default", "via", LAN_VIP)
+    lab.connect(s, wan, "eth0", f"{SERVER_IP}/24")
+    for r in (r1, r2):
+        addrs = ROUTER_ADDRS[r.name]
+        lab.connect(r, wan, "eth0", addrs["eth0"])
+        lab.connect(r, lan, "eth1", addrs["eth1"])
+    if sync:
+        lab.link(r1, "sync0", ROUTER_ADDRS["r1"]["sync0"], r2, "sync0", ROUTER_ADDRS["r2"]["sync0"])
+    for r in (r1, r2):
+        _setup_router(r, ruleset)
+    return HaPair(lab, c, s, r1, r2, lan, wan, ruleset=ruleset, sync=sync)
