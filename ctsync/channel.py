@@ -84,7 +84,8 @@ class Channel:
         self._unacked: OrderedDict[int, tuple[Message, ...]] = OrderedDict()
         self._progress_at: float | None = None  # last ack progress (for rto)
         self._probe_at: float | None = None
-        self._resend: list[int] = []
+        self._resend: dict[int, None] = {}  # rseqs to resend, in order (a dict: O(1) lookups)
+        self._resent_at: dict[int, float] = {}  # rseq -> last resend: NACKs within rto are not honoured again
         self._skips: list[tuple[int, int]] = []
         # receive side
         self._window = ReplayWindow()
@@ -123,6 +124,7 @@ class Channel:
             msgs = self._unacked.get(rseq)
             if msgs is not None:
                 self.stats.retransmits += 1
+                self._resent_at[rseq] = now
                 out.append(self._datagram(rseq, msgs, now))
         self._resend.clear()
         budget = self.mtu - overhead(0)
@@ -135,7 +137,8 @@ class Channel:
             self._rseq += 1
             self._unacked[self._rseq] = msgs
             if len(self._unacked) > self.resend_limit:
-                self._unacked.popitem(last=False)  # bounded: the peer gets a SKIP if it asks
+                dropped, _ = self._unacked.popitem(last=False)  # bounded: the peer gets a SKIP if it asks
+                self._resent_at.pop(dropped, None)
                 self.stats.resend_overflows += 1
             if self._progress_at is None:
                 self._progress_at = now
@@ -255,7 +258,8 @@ class Channel:
     def _on_ack(self, ack: int, nacks, now: float) -> None:
         progressed = False
         while self._unacked and next(iter(self._unacked)) <= ack:
-            self._unacked.popitem(last=False)
+            acked, _ = self._unacked.popitem(last=False)
+            self._resent_at.pop(acked, None)
             progressed = True
         if progressed:
             self._progress_at = now if self._unacked else None
@@ -267,8 +271,12 @@ class Channel:
             missing_from = None
             for r in range(first, min(last, first + self.resend_limit) + 1):
                 if r in self._unacked:
-                    if r not in self._resend:
-                        self._resend.append(r)
+                    # The peer asks again every nack_interval while a gap is open: a
+                    # datagram resent less than rto ago is on its way (or lost again,
+                    # and asked for again later). Resending it at every NACK would
+                    # multiply a large gap's resends and bury the link and the peer.
+                    if now - self._resent_at.get(r, -self.rto) >= self.rto:
+                        self._resend[r] = None
                 elif r > ack:
                     missing_from = r if missing_from is None else missing_from
             if missing_from is not None:
@@ -282,8 +290,7 @@ class Channel:
             # Nothing acknowledged for a while: resend the oldest, and tell the peer our
             # top so it can NACK a lost tail.
             oldest = next(iter(self._unacked))
-            if oldest not in self._resend:
-                self._resend.append(oldest)
+            self._resend[oldest] = None
             self._probe_at = now
             self._progress_at = now
         if self._rseq and self._probe_at is None and self._unacked:

@@ -168,7 +168,7 @@ class Replicator:
     def overrun(self, now: float) -> None:
         """Events were lost: our peer's copy may miss some; push the whole table."""
         self.counters.overruns += 1
-        self._actions.append(DumpKernel("event overrun"))
+        self._dump("event overrun")
 
     def begin_table(self, now: float) -> None:
         """Our kernel dump starts (call it before dumping): RESYNC_BEGIN goes into the
@@ -238,7 +238,7 @@ class Replicator:
             self.cache.expire(now)
             self._expire_at = now + 5.0
         if self._refresh_at is not None and now >= self._refresh_at:
-            self._actions.append(DumpKernel("periodic refresh"))
+            self._dump("periodic refresh")
             self._refresh_at = now + self.refresh_interval
         if self._resync_asked_at is not None and now >= self._resync_asked_at + self.resync_retry:
             if self.channel.peer_alive(now):
@@ -255,6 +255,12 @@ class Replicator:
         return actions
 
     # ---- internals ----------------------------------------------------------------------
+
+    def _dump(self, reason: str) -> None:
+        """Ask for a table push, unless one is already asked for and not started: a
+        burst of overruns (or requests) then costs one push, not one each."""
+        if not any(isinstance(a, DumpKernel) for a in self._actions):
+            self._actions.append(DumpKernel(reason))
 
     def _filtered(self, e: Entry) -> bool:
         c = self.cfg
@@ -306,7 +312,7 @@ class Replicator:
             self.peer_role = "master" if role else "backup"
             self.peer_ready = bool(ready)
         elif t == MsgType.RESYNC_REQUEST:
-            self._actions.append(DumpKernel(f"peer asked: {m.body.decode(errors='replace')}"))
+            self._dump(f"peer asked: {m.body.decode(errors='replace')}")
         elif t == MsgType.RESYNC_BEGIN and len(m.body) == _RID.size:
             rid = _RID.unpack(m.body)[0]
             self._incoming = {rid: set()}  # a newer push supersedes an unfinished one
