@@ -50,6 +50,7 @@ class ChannelStats:
     auth_failures: int = 0
     replayed: int = 0
     malformed: int = 0
+    unconfirmed: int = 0  # authentic but not echoing our current epoch: replays from before our restart, or a peer that has not heard us yet
     lost: int = 0  # reliable datagrams the peer could not resend (a resync repairs them)
     resend_overflows: int = 0
 
@@ -96,6 +97,7 @@ class Channel:
         self._ack_due: float | None = None
         self._nack_due: float | None = None
         self.last_heard: float | None = None
+        self._echo = 0  # the peer's newest epoch heard (authenticated); echoed in our datagrams
 
     # ---- sending ----------------------------------------------------------------------
 
@@ -165,7 +167,7 @@ class Channel:
             self.stats.acks_tx += 1
             self._ack_due = None
         self.stats.datagrams_tx += 1
-        return encode(Datagram(self.node, self.epoch, self._seq, rseq, self._delivered, nacks, msgs), self.key)
+        return encode(Datagram(self.node, self.epoch, self._seq, rseq, self._delivered, nacks, msgs, echo=self._echo), self.key)
 
     # ---- receiving --------------------------------------------------------------------
 
@@ -181,6 +183,16 @@ class Channel:
             return res
         if d.node == self.node:
             self.stats.malformed += 1  # our own datagram looped back, or a peer with our node id
+            return res
+        if d.epoch > self._echo:
+            self._echo = d.epoch  # learn the peer's epoch (never backwards: old replays cannot undo it)
+        if d.echo != self.epoch:
+            # Not addressed to this incarnation of us: a replay of traffic captured before
+            # we restarted, or the peer's first words before it heard ours. Act on nothing,
+            # not even liveness; answer soon so a real peer learns our epoch.
+            self.stats.unconfirmed += 1
+            if self._ack_due is None:
+                self._ack_due = now
             return res
         refused = self._window.check(d.epoch, d.seq)
         if refused == "replayed":

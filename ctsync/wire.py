@@ -2,11 +2,14 @@
 
 Version 1 datagram (all integers big-endian):
 
-    magic "CTS1" | version u8 = 1 | flags u8 | node id u16 | epoch u64 | seq u64 | rseq u64
-    | ack u64 | nack count u16 | message count u16 | nack ranges | messages | HMAC-SHA256 (32)
+    magic "CTS1" | version u8 = 1 | flags u8 | node id u16 | epoch u64 | echo u64 | seq u64
+    | rseq u64 | ack u64 | nack count u16 | message count u16 | nack ranges | messages
+    | HMAC-SHA256 (32)
 
 - `epoch`: the sender's incarnation (its start time in ns); a restarted peer has a larger
-  one. `seq`: this datagram's number in the epoch, from 1, never reused: it is what the
+  one. `echo`: the peer's epoch as the sender last heard it; a receiver acts only on
+  datagrams that echo its own current epoch, so datagrams captured before it restarted
+  cannot be replayed to it (they echo its previous epoch). `seq`: this datagram's number in the epoch, from 1, never reused: it is what the
   replay window checks, so even a heartbeat cannot be replayed. `rseq`: the number of the
   reliable payload this datagram carries (0: none, e.g. a heartbeat or a bare ack); a
   resend carries the same rseq in a new datagram with a new seq. `ack`: the highest rseq
@@ -32,7 +35,7 @@ from enum import IntEnum
 MAGIC = b"CTS1"
 VERSION = 1
 MAC_LEN = 32
-_HDR = struct.Struct("!4sBBHQQQQHH")  # magic, version, flags, node, epoch, seq, rseq, ack, nack count, msg count
+_HDR = struct.Struct("!4sBBHQQQQQHH")  # magic, version, flags, node, epoch, echo, seq, rseq, ack, nack count, msg count
 _RANGE = struct.Struct("!QQ")
 _TLV = struct.Struct("!BH")
 HEADER_LEN = _HDR.size
@@ -75,10 +78,11 @@ class Datagram:
     nacks: tuple[tuple[int, int], ...] = ()
     messages: tuple[Message, ...] = ()
     flags: int = 0
+    echo: int = 0
 
 
 def encode(d: Datagram, key: bytes) -> bytes:
-    parts = [_HDR.pack(MAGIC, VERSION, d.flags, d.node, d.epoch, d.seq, d.rseq, d.ack, len(d.nacks), len(d.messages))]
+    parts = [_HDR.pack(MAGIC, VERSION, d.flags, d.node, d.epoch, d.echo, d.seq, d.rseq, d.ack, len(d.nacks), len(d.messages))]
     parts += [_RANGE.pack(a, b) for a, b in d.nacks]
     for m in d.messages:
         parts.append(_TLV.pack(m.type, len(m.body)))
@@ -98,7 +102,7 @@ def decode(data: bytes, key: bytes) -> Datagram:
     # make us parse (or count as anything but an auth failure) what they forged.
     if not hmac.compare_digest(mac, hmac.new(key, raw, hashlib.sha256).digest()):
         raise WireError("auth_failures", "HMAC does not verify")
-    _, version, flags, node, epoch, seq, rseq, ack, n_nack, n_msg = _HDR.unpack_from(raw)
+    _, version, flags, node, epoch, echo, seq, rseq, ack, n_nack, n_msg = _HDR.unpack_from(raw)
     if version != VERSION:
         raise WireError("malformed", f"protocol version {version}, we speak {VERSION}")
     off = HEADER_LEN
@@ -120,7 +124,7 @@ def decode(data: bytes, key: bytes) -> Datagram:
         off += ln
     if off != len(raw):
         raise WireError("malformed", f"{len(raw) - off} trailing bytes")
-    return Datagram(node, epoch, seq, rseq, ack, tuple(nacks), tuple(msgs), flags)
+    return Datagram(node, epoch, seq, rseq, ack, tuple(nacks), tuple(msgs), flags, echo)
 
 
 def overhead(n_nacks: int = 0) -> int:

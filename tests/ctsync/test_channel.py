@@ -67,6 +67,37 @@ def pair(**kw):
     return Channel(1, 1000, KEY, **kw), Channel(2, 2000, KEY, **kw)
 
 
+def handshake(a: Channel, b: Channel, now: float = 0.0) -> None:
+    """Each side learns the other's epoch (a datagram acts only once it echoes ours)."""
+    a.send_unreliable(Message(MsgType.HEARTBEAT, b""), now)
+    for d in a.datagrams_to_send(now):
+        b.receive_datagram(d, now)  # unconfirmed: b learns a's epoch and answers
+    for d in b.datagrams_to_send(now):
+        a.receive_datagram(d, now)  # echoes a's epoch: accepted; a learns b's
+    assert b.stats.unconfirmed == 1 and a.stats.unconfirmed == 0
+
+
+def test_cold_start_handshake_then_delivery():
+    a, b = pair()
+    feed(a, 30)
+    link = Link(a, b)
+    link.run(2.0)
+    assert link.got["b"] == bodies(30)  # the first datagram waits for the handshake, then is resent
+    assert b.stats.unconfirmed >= 1
+
+
+def test_replay_to_a_restarted_receiver_is_refused():
+    a, b = pair()
+    handshake(a, b)
+    feed(a, 5)
+    captured = a.datagrams_to_send(0.1)
+    assert len(b.receive_datagram(captured[0], 0.1).messages) == 5
+    b2 = Channel(2, 3000, KEY)  # b restarts: new epoch, empty replay window
+    d = b2.receive_datagram(captured[0], 1.0)
+    assert d.messages == [] and not b2.peer_alive(1.0)
+    assert b2.stats.unconfirmed == 1 and b2.stats.messages_rx == 0
+
+
 def feed(ch: Channel, n: int, start=0):
     for i in range(start, start + n):
         ch.send(Message(MsgType.ENTRY, struct.pack("!I", i) + bytes(60)), 0.0)
@@ -78,6 +109,7 @@ def bodies(n, start=0):
 
 def test_clean_link_delivers_in_order_and_packs():
     a, b = pair()
+    handshake(a, b)
     feed(a, 500)
     link = Link(a, b)
     link.run(2.0)
@@ -117,6 +149,7 @@ def test_bounded_resend_queue_reports_a_lost_gap_and_stays_ordered():
 
 def test_forged_and_replayed_datagrams_change_nothing():
     a, b = pair()
+    handshake(a, b)
     feed(a, 10)
     raw = a.datagrams_to_send(0.0)
     d = b.receive_datagram(raw[0], 0.0)
@@ -126,6 +159,7 @@ def test_forged_and_replayed_datagrams_change_nothing():
     assert b.stats.replayed == 1
     # a forgery: right format, wrong key
     evil = Channel(1, 1000, b"x" * 32)
+    evil._echo = 2000
     feed(evil, 3)
     assert b.receive_datagram(evil.datagrams_to_send(0.0)[0], 0.2).messages == []
     assert b.stats.auth_failures == 1
@@ -136,6 +170,7 @@ def test_forged_and_replayed_datagrams_change_nothing():
     assert b.stats.auth_failures == 2
     # an old epoch (a captured datagram of the peer's previous life)
     old = Channel(1, 999, KEY)
+    old._echo = 2000
     feed(old, 1)
     assert b.receive_datagram(old.datagrams_to_send(0.0)[0], 0.4).messages == []
     assert b.stats.replayed == 2
@@ -144,11 +179,13 @@ def test_forged_and_replayed_datagrams_change_nothing():
 
 def test_peer_liveness_and_restart():
     a, b = pair(peer_timeout=3.0)
+    handshake(a, b)
     a.send_unreliable(Message(MsgType.HEARTBEAT, b"\x01\x01\0\0\0\0"), 0.0)
     d = b.receive_datagram(a.datagrams_to_send(0.0)[0], 0.0)
     assert [m.type for m in d.messages] == [MsgType.HEARTBEAT]
     assert b.peer_alive(2.9) and not b.peer_alive(3.1)
     a2 = Channel(1, 5000, KEY)  # a restarted: new epoch
+    a2._echo = b.epoch  # it has heard b again
     feed(a2, 1)
     d = b.receive_datagram(a2.datagrams_to_send(4.0)[0], 4.0)
     assert d.peer_restarted and len(d.messages) == 1
@@ -163,7 +200,7 @@ def test_decode_never_raises_anything_but_wire_error(data):
 
 
 def test_wire_round_trip():
-    d = Datagram(3, 7, 9, 4, 2, ((5, 6),), (Message(MsgType.ENTRY, b"abc"), Message(MsgType.RESYNC_END, b"")))
+    d = Datagram(3, 7, 9, 4, 2, ((5, 6),), (Message(MsgType.ENTRY, b"abc"), Message(MsgType.RESYNC_END, b"")), echo=11)
     assert decode(encode(d, KEY), KEY) == d
 
 
