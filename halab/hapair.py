@@ -194,14 +194,19 @@ class HaPair:
             held.update(a.get("local") for a in link.get("addr_info", []))
         return {WAN_VIP, LAN_VIP} <= held
 
-    def wait_master(self, router: Host | str, timeout: float = 15.0) -> None:
-        """Wait until both instances of ``router`` are MASTER *and* the VIPs
-        are really on an up interface there."""
+    def wait_master(self, router: Host | str, timeout: float = 15.0,
+                    vip_timeout: float | None = 5.0) -> None:
+        """Wait until both instances of ``router`` are MASTER, then (unless
+        ``vip_timeout`` is None) until the VIPs are really on an up interface
+        there: vrrpd adds them after a holding subscriber (ctsync's commit)
+        confirms, at most ``transition_hold_timeout`` (2 s) later."""
         host = self.router(router)
         wait_for(lambda: all(v == "MASTER" for v in self.state(host).values()),
                  timeout=timeout, interval=0.05, what=f"{host.name} MASTER on WAN and LAN")
+        if vip_timeout is None:
+            return
         try:
-            wait_for(lambda: self.holds_vips(host), timeout=2.0, interval=0.05,
+            wait_for(lambda: self.holds_vips(host), timeout=vip_timeout, interval=0.05,
                      what=f"{host.name} to hold both VIPs")
         except LabError:
             addrs = host.run(["ip", "-br", "addr"]).stdout
@@ -221,7 +226,8 @@ class HaPair:
         host = self.router(router)
         return [p for p in self.lab.procs if p.host is host and p.alive()]
 
-    def links(self, router: Host | str) -> list[str]:
+    def links(self, router: Host | str | None = None) -> list[str]:
+        """The links hard_fail/revive act on (sync0 only if built)."""
         return [i for i in ROUTER_LINKS if i != "sync0" or self.sync]
 
     def hard_fail(self, router: Host | str) -> list[Proc]:

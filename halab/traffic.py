@@ -840,7 +840,8 @@ def udp_flows(server: str, port: int, rate: float, count: int, duration: float, 
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m halab.traffic", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m halab.traffic",
+                                description="Traffic tools for the HA pair lab (JSON reports).")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     a = sub.add_parser("tcp-server", help="TCP echo server")
@@ -1069,7 +1070,7 @@ def short_udp_flows(pair, rate: float, count: int, duration: float, *, port: int
                       {"rate": rate, "count": count, "duration": duration})
 
 
-def _read_report(path: str | None, proc) -> dict | None:
+def _read_report(path: str | None, proc, require: bool = True) -> dict | None:
     from .lab import LabError
     if path is None:
         return None
@@ -1077,16 +1078,19 @@ def _read_report(path: str | None, proc) -> dict | None:
         with open(path) as f:
             return json.load(f)
     except (OSError, ValueError) as e:
+        if not require:
+            return None
         log = proc.read_log()[-3000:] if proc is not None else ""
         raise LabError(f"no report {path} from {proc!r}: {e}\n{log}") from None
 
 
-def collect(runs, grace: float = 15.0, server_timeout: float = 10.0):
+def collect(runs, grace: float = 15.0, server_timeout: float = 10.0, require: bool = True):
     """Wait for the client(s) of ``runs`` (a TrafficRun or a list) to end --
     at most until their ``expected_end`` + ``grace``, then they are SIGTERMed
     (and killed 5 s later) -- then stop the servers (SIGTERM, they write their
     report) and return ``{"client": report, "server": report}`` (a list of
-    them for a list).  Raises LabError if a report is missing."""
+    them for a list).  A missing report raises LabError (with the process's
+    log), or is None with ``require=False`` (e.g. a server you killed)."""
     import subprocess
     single = isinstance(runs, TrafficRun)
     runs = [runs] if single else list(runs)
@@ -1111,8 +1115,8 @@ def collect(runs, grace: float = 15.0, server_timeout: float = 10.0):
                 run.server.wait(server_timeout)
             except subprocess.TimeoutExpired:
                 run.server.kill()
-    out = [{"client": _read_report(r.client_report, r.client),
-            "server": _read_report(r.server_report, r.server)} for r in runs]
+    out = [{"client": _read_report(r.client_report, r.client, require),
+            "server": _read_report(r.server_report, r.server, require)} for r in runs]
     return out[0] if single else out
 
 

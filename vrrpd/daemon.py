@@ -227,8 +227,12 @@ class Daemon:
             self._group_fault(inst)
             while True:
                 deadline = inst.machine.next_deadline()
+                event = None
+                # Only the wait is bounded by the deadline: handling an event (which may
+                # await netlink) must never be cancelled halfway by the instance's own timer.
                 with trio.move_on_at(deadline if deadline is not None else math.inf):
                     event = await inst.recv_in.receive()
+                if event is not None:
                     await self._handle(inst, event)
                     continue
                 await self._execute(inst, inst.machine.handle_timer(trio.current_time()))

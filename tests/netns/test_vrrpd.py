@@ -252,6 +252,10 @@ def test_sync_group_moves_together(lab):
     for inst in ("WAN", "LAN"):
         d1.wait_state(inst, "master", timeout=8)
         d2.wait_state(inst, "backup")
+    # Both hold their VIPs on an up macvlan, including the one the group forced to master
+    # (regression: its timer once cancelled the forced transition halfway).
+    for dev, vip in (("vrrp1.eth0", "10.10.0.101/24"), ("vrrp2.eth1", "192.168.100.1/24")):
+        wait_for(lambda: vip in r["r1"].ipv4_addrs(dev) and r["r1"].link_up(dev), timeout=3, what=f"{vip} on {dev}")
     # r1 loses its LAN link: LAN goes to fault, and WAN must follow, so that r2 takes both.
     lab.set_link(r["r1"], "eth1", up=False)
     d1.wait_state("LAN", "fault", timeout=5)
