@@ -9,43 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 
 import trio
 
-from vrrpd.control import bind_unix_socket
+from vrrpd.control import UnixControlServer
 
 from .ctnetlink.codec import CodecError, Entry, parse_message
 
 log = logging.getLogger("ctsync")
 
 
-class ControlServer:
-    def __init__(self, daemon, path: str):
-        self.daemon = daemon
-        self.path = path
-        self.sock: trio.socket.SocketType | None = None
-        self._scope = trio.CancelScope()
-
-    async def start(self, nursery: trio.Nursery) -> None:
-        self.sock = await bind_unix_socket(self.path, "ctsync")
-        nursery.start_soon(self._accept, nursery)
-
-    def close(self) -> None:
-        self._scope.cancel()
-        if self.sock is not None:
-            self.sock.close()
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-
-    async def _accept(self, nursery: trio.Nursery) -> None:
-        with self._scope:
-            while True:
-                conn, _ = await self.sock.accept()
-                nursery.start_soon(self._serve, trio.SocketStream(conn))
+class ControlServer(UnixControlServer):
+    prog = "ctsync"
 
     async def _serve(self, stream: trio.SocketStream) -> None:
         async with stream:

@@ -88,7 +88,13 @@ async def bind_unix_socket(path: str, prog: str) -> trio.socket.SocketType:
     return sock
 
 
-class ControlServer:
+class UnixControlServer:
+    """Lifecycle shared by vrrpd's and ctsync's control sockets: bind (refusing a live
+    owner), accept connections into the daemon's nursery, close and unlink. Subclasses
+    implement `_serve(stream)`."""
+
+    prog = "daemon"
+
     def __init__(self, daemon, path: str):
         self.daemon = daemon
         self.path = path
@@ -96,7 +102,7 @@ class ControlServer:
         self._scope = trio.CancelScope()
 
     async def start(self, nursery: trio.Nursery) -> None:
-        self.sock = await bind_unix_socket(self.path, "vrrpd")
+        self.sock = await bind_unix_socket(self.path, self.prog)
         nursery.start_soon(self._accept_loop, nursery)
 
     def close(self) -> None:
@@ -118,6 +124,13 @@ class ControlServer:
                     await trio.sleep(0.1)
                     continue
                 nursery.start_soon(self._serve, trio.SocketStream(conn))
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
+        raise NotImplementedError
+
+
+class ControlServer(UnixControlServer):
+    prog = "vrrpd"
 
     async def _serve(self, stream: trio.SocketStream) -> None:
         async with stream:

@@ -193,6 +193,17 @@ class CtSocket:
         n = await self._sock.recv_into(self._buf)
         return self._view[:n]
 
+    async def _recv_reply(self) -> memoryview:
+        """Receive while waiting for an answer: an overrun (events this socket was
+        subscribed to did not fit) is counted and the wait goes on."""
+        while True:
+            try:
+                return await self._recv()
+            except OSError as e:
+                if e.errno != _errno.ENOBUFS:
+                    raise
+                self._overrun()
+
     def _recv_nowait(self) -> memoryview | None:
         try:
             n = self._raw.recv_into(self._buf)
@@ -229,13 +240,7 @@ class CtSocket:
             async with self._lock:
                 await self._sock.send(msg)
                 while True:
-                    try:
-                        data = await self._recv()
-                    except OSError as e:
-                        if e.errno != _errno.ENOBUFS:
-                            raise
-                        self._overrun()
-                        continue
+                    data = await self._recv_reply()
                     for m in self._messages(data):
                         if m.seq == seq and m.msgtype == NLMSG_ERROR and isinstance(m.payload, NlError):
                             return m.payload.errno
@@ -248,13 +253,7 @@ class CtSocket:
             async with self._lock:
                 await self._sock.send(encode_get(t, seq, zone))
                 while True:
-                    try:
-                        data = await self._recv()
-                    except OSError as e:
-                        if e.errno != _errno.ENOBUFS:
-                            raise
-                        self._overrun()
-                        continue
+                    data = await self._recv_reply()
                     for m in self._messages(data):
                         if m.seq != seq:
                             self._park(m)
@@ -276,13 +275,7 @@ class CtSocket:
             async with self._lock:
                 await self._sock.send(encode_dump(family, seq))
                 while True:
-                    try:
-                        data = await self._recv()
-                    except OSError as e:
-                        if e.errno != _errno.ENOBUFS:
-                            raise
-                        self._overrun()
-                        continue
+                    data = await self._recv_reply()
                     for m in self._messages(data):
                         if m.seq != seq:
                             self._park(m)
