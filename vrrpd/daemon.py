@@ -9,8 +9,8 @@ them into tracking events. Nothing here decides protocol behaviour: see machine.
 
 from __future__ import annotations
 
+import itertools
 import logging
-import math
 import os
 import signal
 import time
@@ -40,6 +40,7 @@ from .machine import (
 from .notify import run_hook
 from .packet import Advert, Reason, Rejected, build_frame, build_garp, mac_str, parse_ip_packet, vmac
 from .status import InstanceStatus
+from .timers import TIMER_EVENT, Timers
 from .tracking import Tracker
 
 log = logging.getLogger("vrrpd")
@@ -64,6 +65,7 @@ class Instance:
     # Address changes and the state check before a held AddAddresses happen under this
     # lock, so a RemoveAddresses can never be overtaken by a late add.
     addr_lock: trio.Lock = field(default_factory=trio.Lock)
+    timer_key: int = field(default_factory=itertools.count().__next__)  # unique, never reused
     last_hold: float | None = None  # seconds the last master transition waited for subscribers
 
     @property
@@ -85,6 +87,7 @@ class Daemon:
         self._hold_ids = 0
         self._refresh = trio.Event()
         self.nursery: trio.Nursery | None = None
+        self.timers = Timers()
         self.started_at = time.time()
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -93,6 +96,7 @@ class Daemon:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
+                nursery.start_soon(self.timers.run)
                 control = ControlServer(self, self.cfg.control_socket)
                 await control.start(nursery)
                 nursery.start_soon(watch_links, lambda: self._refresh.set())  # late-bound: the event is replaced after each refresh
@@ -222,20 +226,22 @@ class Daemon:
         return hooks
 
     async def _instance_task(self, inst: Instance) -> None:
+        m = inst.machine
         with inst.cancel:
-            await self._execute(inst, inst.machine.start(trio.current_time()))
-            self._group_fault(inst)
-            while True:
-                deadline = inst.machine.next_deadline()
-                event = None
-                # Only the wait is bounded by the deadline: handling an event (which may
-                # await netlink) must never be cancelled halfway by the instance's own timer.
-                with trio.move_on_at(deadline if deadline is not None else math.inf):
+            try:
+                await self._execute(inst, m.start(trio.current_time()))
+                self._group_fault(inst)
+                while True:
+                    # One event at a time, timer expiries included (vrrpd/timers.py): handling
+                    # an advert (which may await netlink) is never cut short by a deadline.
+                    self.timers.arm(inst.timer_key, m.next_deadline(), inst.send_in)
                     event = await inst.recv_in.receive()
-                if event is not None:
-                    await self._handle(inst, event)
-                    continue
-                await self._execute(inst, inst.machine.handle_timer(trio.current_time()))
+                    if event is TIMER_EVENT:
+                        await self._execute(inst, m.handle_timer(trio.current_time()))
+                    else:
+                        await self._handle(inst, event)
+            finally:
+                self.timers.disarm(inst.timer_key)
 
     async def _handle(self, inst: Instance, event: tuple) -> None:
         kind = event[0]
