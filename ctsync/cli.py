@@ -55,7 +55,8 @@ def _text_status(s: dict) -> str:
         f"sync link       datagrams tx {ch['datagrams_tx']} rx {ch['datagrams_rx']}  messages tx {ch['messages_tx']} rx {ch['messages_rx']}",
         f"repairs         retransmits {ch['retransmits']}  nacks tx {ch['nacks_tx']} rx {ch['nacks_rx']}  lost {ch['lost']}  unacked {s['unacked']}",
         f"rejected        auth failures {ch['auth_failures']}  replayed {ch['replayed']}  unconfirmed {ch['unconfirmed']}  malformed {ch['malformed']}",
-        f"commits         {s['commits']}  errors {s['commit_errors'] or 'none'}  NAT clashes {s['nat_clashes']}  NAT verify failures {s['nat_verify_failures']}",
+        f"commits         {s['commits']}  NAT clashes {s['nat_clashes']}  NAT verify failures {s['nat_verify_failures']}",
+        "commit errors   " + ("  ".join(f"{k} {v}" for k, v in sorted(s["commit_errors"].items())) or "none"),
     ]
     if lc:
         lines.append(f"last commit     {lc.get('committed', lc['count'])}/{lc['count']} entries in {lc['duration']:.3f}s ({lc['reason']})")

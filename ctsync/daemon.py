@@ -166,15 +166,32 @@ class Daemon:
 
     async def _inject(self, messages: list[bytes]) -> None:
         results = await self.cmd.commit_raw(messages)
+        errs, clashes = await self._settle(messages, results)
+        self.commit_errors.update(errs)
+        if clashes:
+            await self._report_clashes(clashes)
+
+    async def _settle(self, messages: list[bytes], results: list[int]) -> tuple[Counter[str], list[Entry]]:
+        """Sort out the creates the kernel refused. EEXIST means either the same flow
+        exists here already (then it is updated) or another local entry holds the
+        public address and port the replicated one needs (a NAT clash: the update finds
+        no entry with our original tuple). Returns the other errors by errno name, and
+        the clashing replicated entries."""
+        errs: Counter[str] = Counter()
+        clashes: list[Entry] = []
         for msg, err in zip(messages, results):
             if err == errno.EEXIST:
                 try:
                     _, _, _, _, e = parse_message(msg)
                     err = await self.cmd.request(encode_update(e, self.cmd.next_seq()))
                 except CodecError:
-                    err = errno.EINVAL
-            if err and err != errno.EEXIST:
-                self.commit_errors[errno.errorcode.get(err, str(err))] += 1
+                    err, e = errno.EINVAL, None
+                if err == errno.ENOENT and isinstance(e, Entry):
+                    clashes.append(e)
+                    continue
+            if err:
+                errs[errno.errorcode.get(err, str(err))] += 1
+        return errs, clashes
 
     # ---- failover -----------------------------------------------------------------------
 
@@ -189,23 +206,7 @@ class Daemon:
                 return self.last_commit
             t0 = time.perf_counter()
             results = await self.cmd.commit_raw(c.messages)
-            errs: Counter[str] = Counter()
-            clashes = []
-            for msg, err in zip(c.messages, results):
-                if err == errno.EEXIST:
-                    # Either the same flow exists here already (update it) or another local
-                    # entry holds the same public address and port (a NAT clash).
-                    try:
-                        _, _, _, _, e = parse_message(msg)
-                        err = await self.cmd.request(encode_update(e, self.cmd.next_seq()))
-                    except CodecError:
-                        err = errno.EINVAL
-                        e = None
-                    if err == errno.ENOENT and e is not None:
-                        clashes.append(e)
-                        continue
-                if err:
-                    errs[errno.errorcode.get(err, str(err))] += 1
+            errs, clashes = await self._settle(c.messages, results)
             duration = time.perf_counter() - t0
             self.commits += 1
             self.commit_errors.update(errs)
@@ -239,18 +240,21 @@ class Daemon:
         return bad
 
     async def _report_clashes(self, clashes: list[Entry]) -> None:
-        local = {}
+        """Name the local entry behind each clash (the one holding the translated reply
+        tuple the replicated entry needs): counted, logged, kept for the status."""
+        local: dict[tuple, Entry] = {}
         for e in await self.cmd.dump():
-            local[(e.reply.src, e.reply.dst, e.reply.sport, e.reply.dport, e.reply.proto)] = e
+            local[(e.zone, e.reply)] = e
+            local.setdefault((e.zone, e.orig.inverse()), e)
         self.nat_clashes += len(clashes)
-        self.last_clashes = []
+        self.commit_errors["nat_clash"] += len(clashes)
         for e in clashes:
-            r = e.reply
-            other = local.get((r.src, r.dst, r.sport, r.dport, r.proto))
-            line = f"replicated {e.orig} (public {e.nat_src or e.nat_dst}) clashes with local {other.orig if other else 'entry'}"
+            other = local.get((e.zone, e.reply))
+            theirs = f"local {other.orig} (public {_public(other)})" if other else "a local entry (gone by now)"
+            line = f"replicated {e.orig} (public {_public(e)}) clashes with {theirs}"
             self.last_clashes.append(line)
             log.warning("NAT clash: %s", line)
-        self.last_clashes = self.last_clashes[-20:]
+        del self.last_clashes[:-20]
 
     def become_backup(self, reason: str) -> None:
         self.rep.become_backup(trio.current_time())
@@ -344,3 +348,12 @@ class Daemon:
             "pid": os.getpid(),
             "started_at": self.started_at,
         }
+
+
+def _public(e: Entry) -> str:
+    """The translated address and port of an entry (its NAT), as addr:port."""
+    nat = e.nat_src or e.nat_dst
+    if nat is None:
+        return f"{e.reply.dst}:{e.reply.icmp_id if e.reply.is_icmp else e.reply.dport}"
+    addr, port = nat
+    return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
