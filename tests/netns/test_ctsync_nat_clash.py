@@ -8,6 +8,10 @@ translated reply tuple (server:5060 -> VIP:P) is the one the replicated SIP entr
 needs. When r1 fails hard, r2's commit must report that clash (counter, status, log,
 with both original tuples), and commit every other entry with its NAT: the 20 TCP
 connections carry on through r2 with the same public ports.
+
+Run with both transports of the sync link: unicast to the peer, and multicast to a
+group joined on sync0 only (then the capture on sync0 must show only datagrams to the
+group, and a datagram to the group from another source must be ignored and counted).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ CONNS = 20
 SECOND_CLIENT = "192.168.100.20"  # a LAN host that reaches the server through r2
 SECOND_SPORT = 40000
 IPS_SRC_NAT = 0x10
+GROUP = "225.0.0.50"
+FOREIGN = "172.16.0.9"  # an extra address on r1's sync0: not the peer address
 
 
 def _cache_entry(ctsync, proto: int, src: str, sport: int, dport: int) -> dict:
@@ -52,13 +58,31 @@ def _send_through_r2(p, public_port: int) -> None:
     p.c.run([sys.executable, "-c", code], check=True)
 
 
-def test_nat_clash_is_reported_and_every_other_entry_commits(lab, capsys):
+def _send_foreign(p, dest: str) -> None:
+    """A datagram to the sync port from r1's sync0, but not from the peer address."""
+    p.r1.ip("addr", "add", f"{FOREIGN}/32", "dev", "sync0")
+    code = ("import socket, struct; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            f"s.bind(({FOREIGN!r}, 0)); "
+            "s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, "
+            f"struct.pack('4s4si', bytes(4), socket.inet_aton({FOREIGN!r}), socket.if_nametoindex('sync0'))); "
+            f"s.sendto(b'CTS1' + bytes(100), ({dest!r}, 3780))")
+    p.r1.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("transport", ["unicast", "multicast"])
+def test_nat_clash_is_reported_and_every_other_entry_commits(lab, capsys, transport):
     p = build_hapair(lab, ruleset="strict")
+    extra = {"multicast_group": GROUP} if transport == "multicast" else {}
+    cap = lab.capture(p.r2, "sync0", "sync0.pcap", bpf="udp port 3780")
     d = {"r1": p.start_vrrpd("r1", 200), "r2": p.start_vrrpd("r2", 100)}
-    c = {r: start_ctsync(getattr(p, r), "commit", d[r].socket) for r in ("r1", "r2")}
+    c = {r: start_ctsync(getattr(p, r), "commit", d[r].socket, **extra) for r in ("r1", "r2")}
     p.wait_master("r1")
     p.wait_backup("r2")
     c["r2"].wait(lambda s: s["in_sync"], 10, "in sync with r1")
+    assert c["r2"].status()["transport"] == ("unicast" if transport == "unicast" else f"multicast {GROUP}")
+    before = c["r2"].status()["channel"]["malformed"]
+    _send_foreign(p, GROUP if transport == "multicast" else "172.16.0.2")
+    c["r2"].wait(lambda s: s["channel"]["malformed"] == before + 1, 5, "the foreign datagram counted")
     tcp = start_tcp(p, conns=CONNS, interval=0.05, duration=14)
     udp = start_udp(p, duration=14)
     c["r2"].wait(lambda s: s["external_entries"] >= CONNS + 1, 15, "the flows replicated")
@@ -71,6 +95,17 @@ def test_nat_clash_is_reported_and_every_other_entry_commits(lab, capsys):
     assert len(local) == 1 and f"dst={WAN_VIP}" in local[0] and f"dport={public_port}" in local[0], local
 
     p.hard_fail("r1")
+    cap.stop()
+    from_r1 = cap.lines("src host 172.16.0.1")
+    to_group, to_peer = cap.count(f"src host 172.16.0.1 and dst host {GROUP}"), cap.count("src host 172.16.0.1 and dst host 172.16.0.2")
+    print(f"{transport}: r1 -> group {to_group}, r1 -> r2 {to_peer} of {len(from_r1)} datagrams")
+    if transport == "multicast":
+        assert to_group > 10 and to_peer == 0
+        assert cap.count(f"src host 172.16.0.2 and dst host {GROUP}") > 10
+        assert cap.count("src host 172.16.0.2 and dst host 172.16.0.1") == 0
+        assert c["r2"].status()["own_datagrams"] == 0  # IP_MULTICAST_LOOP off
+    else:
+        assert to_peer > 10 and to_group == 0
     p.wait_master("r2", timeout=10)
     st = c["r2"].wait(lambda s: s if s["last_commit"] else None, 10, "the failover commit")
     lc = st["last_commit"]
