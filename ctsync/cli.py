@@ -26,7 +26,8 @@ def ctsync_main(argv: list[str] | None = None) -> int:
             print(f"ctsync: {p}", file=sys.stderr)
         return 1
     if args.check:
-        print(f"{args.config}: ok, mode {cfg.mode}, peer {cfg.peer_address} on {cfg.sync_interface}")
+        via = f" via multicast {cfg.multicast_group}" if cfg.multicast_group else ""
+        print(f"{args.config}: ok, mode {cfg.mode}, peer {cfg.peer_address}{via} on {cfg.sync_interface}")
         return 0
     if os.geteuid() != 0:
         print("ctsync: needs root (ctnetlink)", file=sys.stderr)
