@@ -210,7 +210,6 @@ class ControlServer(UnixControlServer):
             pass
         scope.cancel()  # the client closed: stop streaming to it
 
-
     def _demote(self, sub: Subscriber, msg: dict) -> None:
         req = parse_request(msg, sub.hold_on)
         if isinstance(req, str):
