@@ -26,7 +26,8 @@ def ctsync_main(argv: list[str] | None = None) -> int:
             print(f"ctsync: {p}", file=sys.stderr)
         return 1
     if args.check:
-        print(f"{args.config}: ok, mode {cfg.mode}, peer {cfg.peer_address} on {cfg.sync_interface}")
+        via = f" via multicast {cfg.multicast_group}" if cfg.multicast_group else ""
+        print(f"{args.config}: ok, mode {cfg.mode}, peer {cfg.peer_address}{via} on {cfg.sync_interface}")
         return 0
     if os.geteuid() != 0:
         print("ctsync: needs root (ctnetlink)", file=sys.stderr)
@@ -48,14 +49,16 @@ def _text_status(s: dict) -> str:
         f"role            {s['role']} ({s['mode']} mode){'  following vrrpd group ' + s['failover_group'] if s['failover_group'] else ''}"
         + ("" if not s["failover_group"] or s["vrrpd_connected"] else "  [vrrpd not reachable]"),
         f"peer            {'alive' if s['peer_alive'] else 'NOT HEARD'}  role {s['peer_role'] or '?'}  ready {s['peer_ready']}",
-        f"in sync         {s['in_sync']}  (ready: {s['ready']})",
+        f"in sync         {s['in_sync']}  (ready: {s['ready']})"
+        + (f"  NOT READY: vrrpd asked to lower {s['failover_group']} by {s['demoting_vrrpd']}" if s.get("demoting_vrrpd") else ""),
         f"caches          internal {s['internal_entries']}  external {s['external_entries']} ({s['external_bytes_per_entry']} bytes/entry)",
         f"kernel events   {c['events_rx']} (own ignored {c['events_ignored_own']}, filtered {c['events_filtered']})  overruns {c['overruns']}",
         f"resyncs         requested {c['resyncs_requested']}  sent {c['resyncs_sent']}  received {c['resyncs_received']}  stale dropped {c['stale_dropped']}",
-        f"sync link       datagrams tx {ch['datagrams_tx']} rx {ch['datagrams_rx']}  messages tx {ch['messages_tx']} rx {ch['messages_rx']}",
+        f"sync link       {s.get('transport', 'unicast')}  datagrams tx {ch['datagrams_tx']} rx {ch['datagrams_rx']}  messages tx {ch['messages_tx']} rx {ch['messages_rx']}",
         f"repairs         retransmits {ch['retransmits']}  nacks tx {ch['nacks_tx']} rx {ch['nacks_rx']}  lost {ch['lost']}  unacked {s['unacked']}",
         f"rejected        auth failures {ch['auth_failures']}  replayed {ch['replayed']}  unconfirmed {ch['unconfirmed']}  malformed {ch['malformed']}",
-        f"commits         {s['commits']}  errors {s['commit_errors'] or 'none'}  NAT clashes {s['nat_clashes']}  NAT verify failures {s['nat_verify_failures']}",
+        f"commits         {s['commits']}  NAT clashes {s['nat_clashes']}  NAT verify failures {s['nat_verify_failures']}",
+        "commit errors   " + ("  ".join(f"{k} {v}" for k, v in sorted(s["commit_errors"].items())) or "none"),
     ]
     if lc:
         lines.append(f"last commit     {lc.get('committed', lc['count'])}/{lc['count']} entries in {lc['duration']:.3f}s ({lc['reason']})")

@@ -23,13 +23,17 @@ TCP_STATES = {"none": 0, "syn_sent": 1, "syn_recv": 2, "established": 3, "fin_wa
 
 _KEYS = {"sync_interface", "local_address", "peer_address", "port", "key", "key_file", "mode", "failover",
          "ignore_addresses", "ignore_protocols", "ignore_tcp_states", "netlink_rcvbuf", "resend_queue",
-         "mtu", "control_socket", "node_id", "commit_timeout", "heartbeat_interval", "peer_timeout"}
+         "mtu", "control_socket", "node_id", "commit_timeout", "heartbeat_interval", "peer_timeout",
+         "multicast_group"}
 
 
 @dataclass(frozen=True)
 class Failover:
     vrrp_sync_group: str | None = None  # follow this vrrpd sync group (or instance)
     vrrpd_socket: str = VRRPD_DEFAULT_SOCKET
+    # Lower the group's VRRP priority by this much while this backup is not ready (its
+    # bulk resync from a live peer unfinished), as pfsync demotes CARP. 0: never.
+    demote_when_not_ready: int = 0
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class CtsyncConfig:
     commit_timeout: float = 10.0
     heartbeat_interval: float = 1.0
     peer_timeout: float = 3.0
+    # Send to this group (joined on sync_interface only) instead of unicast to the peer;
+    # the peer is still identified by peer_address (the source of its datagrams).
+    multicast_group: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
 
 
 def parse(data: dict, path: str = "") -> CtsyncConfig:
@@ -72,6 +79,26 @@ def parse(data: dict, path: str = "") -> CtsyncConfig:
                 c.fail(f"ctsync.{k}", f"not an IP address: {v!r}")
     if len(addrs) == 2 and addrs["local_address"].version != addrs["peer_address"].version:
         c.fail("ctsync.peer_address", "must be of the same IP version as local_address")
+    if len(addrs) == 2 and addrs["local_address"] == addrs["peer_address"]:
+        c.fail("ctsync.peer_address", "must differ from local_address")
+    for k, a in addrs.items():
+        if a.is_multicast or a.is_unspecified:
+            c.fail(f"ctsync.{k}", f"must be a unicast address of the sync link, got {a}"
+                   + (" (a multicast group goes in multicast_group)" if a.is_multicast else ""))
+    group = None
+    g = c.string(t, "multicast_group", "ctsync", "")
+    if g:
+        try:
+            group = ipaddress.ip_address(g)
+        except ValueError:
+            c.fail("ctsync.multicast_group", f"not an IP address: {g!r}")
+        else:
+            if not group.is_multicast:
+                c.fail("ctsync.multicast_group", f"{g} is not a multicast address (IPv4 224.0.0.0/4, IPv6 ff00::/8; e.g. 225.0.0.50 or ff02::3780)")
+            elif "local_address" in addrs and group.version != addrs["local_address"].version:
+                c.fail("ctsync.multicast_group", "must be of the same IP version as local_address")
+            elif group.version == 6 and group.packed[1] & 0x0F == 1:
+                c.fail("ctsync.multicast_group", f"{g} is interface-local (ff01::/16): it never leaves this box; use ff02::/16")
     key = b""
     if "key" in t and "key_file" in t:
         c.fail("ctsync.key", "give key or key_file, not both")
@@ -98,11 +125,14 @@ def parse(data: dict, path: str = "") -> CtsyncConfig:
     if not isinstance(fo, dict):
         c.fail("ctsync.failover", "must be a table like { vrrp_sync_group = \"MAIN-GW\" }")
     else:
-        c.unknown(fo, {"vrrp_sync_group", "vrrpd_socket"}, "ctsync.failover")
+        c.unknown(fo, {"vrrp_sync_group", "vrrpd_socket", "demote_when_not_ready"}, "ctsync.failover")
         failover = Failover(
             vrrp_sync_group=c.string(fo, "vrrp_sync_group", "ctsync.failover", "") or None,
             vrrpd_socket=c.string(fo, "vrrpd_socket", "ctsync.failover", failover.vrrpd_socket),
+            demote_when_not_ready=c.integer(fo, "demote_when_not_ready", "ctsync.failover", 0, 254, 0),
         )
+        if failover.demote_when_not_ready and not failover.vrrp_sync_group:
+            c.fail("ctsync.failover.demote_when_not_ready", "needs vrrp_sync_group (the group whose priority it lowers)")
     nets = []
     for i, a in enumerate(t.get("ignore_addresses", [])):
         try:
@@ -140,7 +170,7 @@ def parse(data: dict, path: str = "") -> CtsyncConfig:
         port=port, mode=mode, failover=failover, ignore_addresses=tuple(nets), ignore_protocols=frozenset(protos),
         ignore_tcp_states=frozenset(states), netlink_rcvbuf=rcvbuf, resend_queue=resend, mtu=mtu,
         control_socket=sock, node_id=node or (int(local) & 0xFFFF) or 1, commit_timeout=ctimeout,
-        heartbeat_interval=hb, peer_timeout=pt,
+        heartbeat_interval=hb, peer_timeout=pt, multicast_group=group,
     )
 
 

@@ -10,11 +10,13 @@ then do the VIPs and gratuitous ARPs appear. See docs/ctsync.md.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import logging
 import os
 import signal
 import socket
+import struct
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -48,9 +50,14 @@ class Daemon:
         self.nat_verify_failures = 0
         self.last_clashes: list[str] = []
         self.vrrpd_connected = False
+        self.not_ready = False  # what the demotion of the vrrpd group follows
+        self._not_ready_changed = trio.Event()
+        self.demoting = 0  # the weight vrrpd has been asked to apply (0: none)
+        self.own_datagrams = 0  # multicast copies of our own datagrams (ignored)
         self._commit_lock = trio.Lock()
         self.nursery: trio.Nursery | None = None
         self.udp: trio.socket.SocketType | None = None
+        self.mcast_rx: trio.socket.SocketType | None = None  # bound to multicast_group
         self.cmd: CtSocket | None = None
         self.events_sock: CtSocket | None = None
 
@@ -66,6 +73,8 @@ class Daemon:
         self.cmd = CtSocket.open(rcvbuf=max(4 << 20, self.cfg.netlink_rcvbuf // 4))
         self.rep.own_portids = {self.cmd.portid, self.events_sock.portid}
         self.udp = await self._open_udp()
+        if self.cfg.multicast_group is not None:
+            self.mcast_rx = await self._open_multicast_receiver()
         from .control import ControlServer
 
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -76,12 +85,15 @@ class Daemon:
                 now = trio.current_time()
                 self.rep.start(now)
                 n.start_soon(self._kernel_events)
-                n.start_soon(self._udp_receive)
+                n.start_soon(self._udp_receive, self.udp)
+                if self.mcast_rx is not None:
+                    n.start_soon(self._udp_receive, self.mcast_rx)
                 n.start_soon(self._pump)
                 if self.cfg.failover.vrrp_sync_group:
                     n.start_soon(self._follow_vrrpd)
-                log.info("ctsync started: mode %s, sync %s -> %s:%d on %s, node %d", self.cfg.mode,
-                         self.cfg.local_address, self.cfg.peer_address, self.cfg.port, self.cfg.sync_interface, self.cfg.node_id)
+                via = f" via multicast {self.cfg.multicast_group}" if self.cfg.multicast_group else ""
+                log.info("ctsync started: mode %s, sync %s -> %s:%d%s on %s, node %d", self.cfg.mode,
+                         self.cfg.local_address, self.cfg.peer_address, self.cfg.port, via, self.cfg.sync_interface, self.cfg.node_id)
                 task_status.started()
                 async for signum in signals:
                     log.info("%s: leaving", signal.Signals(signum).name)
@@ -91,6 +103,8 @@ class Daemon:
         for s in (self.events_sock, self.cmd):
             s.close()
         self.udp.close()
+        if self.mcast_rx is not None:
+            self.mcast_rx.close()
 
     async def _open_udp(self) -> trio.socket.SocketType:
         fam = socket.AF_INET if self.cfg.local_address.version == 4 else socket.AF_INET6
@@ -99,6 +113,39 @@ class Daemon:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
         await s.bind((str(self.cfg.local_address), self.cfg.port))
+        group = self.cfg.multicast_group
+        if group is not None:
+            # Sends to the group leave by the sync interface only, from local_address
+            # (the socket is bound to it: the peer identifies us by it), one hop, and
+            # are not looped back to us.
+            ifindex = socket.if_nametoindex(self.cfg.sync_interface)
+            if fam == socket.AF_INET:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
+                             struct.pack("4s4si", bytes(4), self.cfg.local_address.packed, ifindex))
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+            else:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+        return s
+
+    async def _open_multicast_receiver(self) -> trio.socket.SocketType:
+        """A socket bound to the group on the sync interface, the group joined there only
+        (the socket bound to local_address does not see datagrams sent to the group)."""
+        group = self.cfg.multicast_group
+        ifindex = socket.if_nametoindex(self.cfg.sync_interface)
+        fam = socket.AF_INET if group.version == 4 else socket.AF_INET6
+        s = trio.socket.socket(fam, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.cfg.sync_interface.encode())
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        if fam == socket.AF_INET:
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                         struct.pack("4s4si", group.packed, self.cfg.local_address.packed, ifindex))
+            await s.bind((str(group), self.cfg.port))
+        else:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, struct.pack("16si", group.packed, ifindex))
+            await s.bind((str(group), self.cfg.port, 0, ifindex))
         return s
 
     def poke(self) -> None:
@@ -126,18 +173,25 @@ class Daemon:
                 self.rep.kernel_event(_KINDS[ev.kind], ev.entry, ev.portid, now)
             self.poke()
 
-    async def _udp_receive(self) -> None:
-        peer = str(self.cfg.peer_address)
+    async def _udp_receive(self, sock: trio.socket.SocketType) -> None:
+        peer, local = self.cfg.peer_address, self.cfg.local_address
         while True:
-            data, addr = await self.udp.recvfrom(65535)
-            if addr[0] != peer:
-                self.rep.channel.stats.malformed += 1  # not from our peer: ignored, counted
+            data, addr = await sock.recvfrom(65535)
+            try:
+                src = ipaddress.ip_address(addr[0].split("%", 1)[0])
+            except ValueError:
+                src = None
+            if src != peer:
+                if src == local:
+                    self.own_datagrams += 1  # our own, sent to the group: not looped back normally
+                else:
+                    self.rep.channel.stats.malformed += 1  # not from our peer: ignored, counted
                 continue
             self.rep.datagram(data, trio.current_time())
             self.poke()
 
     async def _pump(self) -> None:
-        dest = (str(self.cfg.peer_address), self.cfg.port)
+        dest = self._destination()
         while True:
             deadline = self.rep.next_deadline()
             with trio.move_on_at(deadline if deadline is not None else trio.current_time() + 1.0):
@@ -145,6 +199,11 @@ class Daemon:
             self.wake = trio.Event()
             now = trio.current_time()
             self.rep.handle_timer(now)
+            not_ready = self.rep.not_ready(now)
+            if not_ready != self.not_ready:
+                self.not_ready = not_ready
+                log.info("%s", "not ready: no complete table from the peer yet" if not_ready else "ready")
+                self._not_ready_changed.set()
             for act in self.rep.poll(now):
                 if isinstance(act, SendDatagrams):
                     for d in act.datagrams:
@@ -164,17 +223,42 @@ class Daemon:
                     for t, zone in act.tuples:
                         await self.cmd.request(encode_delete(t, self.cmd.next_seq(), zone))
 
+    def _destination(self) -> tuple:
+        group = self.cfg.multicast_group
+        if group is None:
+            return (str(self.cfg.peer_address), self.cfg.port)
+        if group.version == 6:
+            return (str(group), self.cfg.port, 0, socket.if_nametoindex(self.cfg.sync_interface))
+        return (str(group), self.cfg.port)
+
     async def _inject(self, messages: list[bytes]) -> None:
         results = await self.cmd.commit_raw(messages)
+        errs, clashes = await self._settle(messages, results)
+        self.commit_errors.update(errs)
+        if clashes:
+            await self._report_clashes(clashes)
+
+    async def _settle(self, messages: list[bytes], results: list[int]) -> tuple[Counter[str], list[Entry]]:
+        """Sort out the creates the kernel refused. EEXIST means either the same flow
+        exists here already (then it is updated) or another local entry holds the
+        public address and port the replicated one needs (a NAT clash: the update finds
+        no entry with our original tuple). Returns the other errors by errno name, and
+        the clashing replicated entries."""
+        errs: Counter[str] = Counter()
+        clashes: list[Entry] = []
         for msg, err in zip(messages, results):
             if err == errno.EEXIST:
                 try:
                     _, _, _, _, e = parse_message(msg)
                     err = await self.cmd.request(encode_update(e, self.cmd.next_seq()))
                 except CodecError:
-                    err = errno.EINVAL
-            if err and err != errno.EEXIST:
-                self.commit_errors[errno.errorcode.get(err, str(err))] += 1
+                    err, e = errno.EINVAL, None
+                if err == errno.ENOENT and isinstance(e, Entry):
+                    clashes.append(e)
+                    continue
+            if err:
+                errs[errno.errorcode.get(err, str(err))] += 1
+        return errs, clashes
 
     # ---- failover -----------------------------------------------------------------------
 
@@ -189,23 +273,7 @@ class Daemon:
                 return self.last_commit
             t0 = time.perf_counter()
             results = await self.cmd.commit_raw(c.messages)
-            errs: Counter[str] = Counter()
-            clashes = []
-            for msg, err in zip(c.messages, results):
-                if err == errno.EEXIST:
-                    # Either the same flow exists here already (update it) or another local
-                    # entry holds the same public address and port (a NAT clash).
-                    try:
-                        _, _, _, _, e = parse_message(msg)
-                        err = await self.cmd.request(encode_update(e, self.cmd.next_seq()))
-                    except CodecError:
-                        err = errno.EINVAL
-                        e = None
-                    if err == errno.ENOENT and e is not None:
-                        clashes.append(e)
-                        continue
-                if err:
-                    errs[errno.errorcode.get(err, str(err))] += 1
+            errs, clashes = await self._settle(c.messages, results)
             duration = time.perf_counter() - t0
             self.commits += 1
             self.commit_errors.update(errs)
@@ -239,18 +307,21 @@ class Daemon:
         return bad
 
     async def _report_clashes(self, clashes: list[Entry]) -> None:
-        local = {}
+        """Name the local entry behind each clash (the one holding the translated reply
+        tuple the replicated entry needs): counted, logged, kept for the status."""
+        local: dict[tuple, Entry] = {}
         for e in await self.cmd.dump():
-            local[(e.reply.src, e.reply.dst, e.reply.sport, e.reply.dport, e.reply.proto)] = e
+            local[(e.zone, e.reply)] = e
+            local.setdefault((e.zone, e.orig.inverse()), e)
         self.nat_clashes += len(clashes)
-        self.last_clashes = []
+        self.commit_errors["nat_clash"] += len(clashes)
         for e in clashes:
-            r = e.reply
-            other = local.get((r.src, r.dst, r.sport, r.dport, r.proto))
-            line = f"replicated {e.orig} (public {e.nat_src or e.nat_dst}) clashes with local {other.orig if other else 'entry'}"
+            other = local.get((e.zone, e.reply))
+            theirs = f"local {other.orig} (public {_public(other)})" if other else "a local entry (gone by now)"
+            line = f"replicated {e.orig} (public {_public(e)}) clashes with {theirs}"
             self.last_clashes.append(line)
             log.warning("NAT clash: %s", line)
-        self.last_clashes = self.last_clashes[-20:]
+        del self.last_clashes[:-20]
 
     def become_backup(self, reason: str) -> None:
         self.rep.become_backup(trio.current_time())
@@ -270,26 +341,60 @@ class Daemon:
                 await trio.sleep(0.5)
                 continue
             stream = trio.SocketStream(sock)
-            async with stream:
-                await stream.send_all(json.dumps({"cmd": "events", "name": "ctsync", "hold": [group]}).encode() + b"\n")
-                buf = b""
-                self.vrrpd_connected = True
-                log.info("following vrrpd sync group %s on %s", group, path)
-                try:
-                    while True:
-                        chunk = await stream.receive_some(65536)
-                        if not chunk:
-                            break
-                        buf += chunk
-                        while b"\n" in buf:
-                            line, buf = buf.split(b"\n", 1)
-                            await self._vrrpd_event(json.loads(line), stream, group)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, ValueError):
-                    pass
+            send_lock = trio.Lock()  # acks and demotions share the stream
+            async with stream, trio.open_nursery() as n:
+                try:  # the subscription is the first line, before any ack or demotion
+                    await stream.send_all(json.dumps({"cmd": "events", "name": "ctsync", "hold": [group]}).encode() + b"\n")
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    await trio.sleep(0.5)
+                    continue
+                # Each task catches its own stream errors: the nursery would wrap them.
+                if self.cfg.failover.demote_when_not_ready:
+                    n.start_soon(self._demote_vrrpd, stream, send_lock)
+                await self._read_vrrpd(stream, group, path, send_lock)
+                n.cancel_scope.cancel()
             self.vrrpd_connected = False
+            self.demoting = 0  # vrrpd drops the demotion of a subscriber that went away
             log.warning("lost vrrpd's control socket; reconnecting")
 
-    async def _vrrpd_event(self, ev: dict, stream: trio.SocketStream, group: str) -> None:
+    async def _read_vrrpd(self, stream: trio.SocketStream, group: str, path: str, send_lock: trio.Lock) -> None:
+        try:
+            buf = b""
+            self.vrrpd_connected = True
+            log.info("following vrrpd sync group %s on %s", group, path)
+            while True:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    return
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    await self._vrrpd_event(json.loads(line), stream, group, send_lock)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ValueError):
+            pass
+
+    async def _demote_vrrpd(self, stream: trio.SocketStream, send_lock: trio.Lock) -> None:
+        """Keep vrrpd's demotion of the group in step with `not_ready` (opt-in:
+        failover.demote_when_not_ready). Sent on every (re)connection too."""
+        weight = self.cfg.failover.demote_when_not_ready
+        sent = None
+        try:
+            while True:
+                self._not_ready_changed = trio.Event()
+                want = weight if self.not_ready else 0
+                if want != sent:
+                    msg = {"demote": want, "reason": "ctsync not ready: no complete table from the peer yet"}
+                    async with send_lock:
+                        await stream.send_all(json.dumps(msg).encode() + b"\n")
+                    sent = self.demoting = want
+                    log.info("asked vrrpd to %s", f"lower the priority of {self.cfg.failover.vrrp_sync_group} by {want}"
+                             if want else "withdraw its demotion")
+                    continue  # not_ready may have changed while we sent
+                await self._not_ready_changed.wait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the reader notices too, and we reconnect
+
+    async def _vrrpd_event(self, ev: dict, stream: trio.SocketStream, group: str, send_lock: trio.Lock) -> None:
         if "new" not in ev or group not in (ev.get("group"), ev.get("instance")):
             return
         if ev["new"] == "master":
@@ -301,7 +406,8 @@ class Daemon:
         elif ev["new"] == "backup" and not self.rep.in_sync:
             pass
         if "hold_id" in ev:
-            await stream.send_all(json.dumps({"ack": ev["hold_id"]}).encode() + b"\n")
+            async with send_lock:
+                await stream.send_all(json.dumps({"ack": ev["hold_id"]}).encode() + b"\n")
 
     def _spawn_verify(self) -> None:
         async def later():
@@ -327,6 +433,10 @@ class Daemon:
             "in_sync": self.rep.in_sync,
             "ready": self.rep.ready,
             "vrrpd_connected": self.vrrpd_connected,
+            "not_ready": self.not_ready,
+            "demoting_vrrpd": self.demoting,
+            "transport": f"multicast {self.cfg.multicast_group}" if self.cfg.multicast_group else "unicast",
+            "own_datagrams": self.own_datagrams,
             "failover_group": self.cfg.failover.vrrp_sync_group,
             "internal_entries": len(self.rep.internal),
             "external_entries": len(self.rep.cache),
@@ -344,3 +454,12 @@ class Daemon:
             "pid": os.getpid(),
             "started_at": self.started_at,
         }
+
+
+def _public(e: Entry) -> str:
+    """The translated address and port of an entry (its NAT), as addr:port."""
+    nat = e.nat_src or e.nat_dst
+    if nat is None:
+        return f"{e.reply.dst}:{e.reply.icmp_id if e.reply.is_icmp else e.reply.dport}"
+    addr, port = nat
+    return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"

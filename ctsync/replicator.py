@@ -125,6 +125,7 @@ class Replicator:
         self._hb_at: float | None = None
         self._expire_at: float | None = None
         self._refresh_at: float | None = None
+        self._started_at: float | None = None
 
     # ---- derived ------------------------------------------------------------------------
 
@@ -132,6 +133,19 @@ class Replicator:
     def ready(self) -> bool:
         """A backup is ready once its first bulk resync from the peer is complete."""
         return self.in_sync
+
+    def not_ready(self, now: float) -> bool:
+        """What vrrpd's demotion follows: a backup that lacks the whole table of a live
+        peer would commit a partial state if it became master now. A master never waits
+        for its peer (its state is its own kernel's); neither does a backup whose peer
+        is silent (after `peer_timeout` from the start, so that a peer that has not
+        answered yet counts as there): nothing will complete its table, and it may be
+        the only box left to take over."""
+        if self.role == "master" or self.in_sync:
+            return False
+        if self.channel.peer_alive(now):
+            return True
+        return self._started_at is not None and now < self._started_at + self.cfg.peer_timeout
 
     def next_deadline(self) -> float | None:
         ds = [t for t in (self._hb_at, self._expire_at, self._refresh_at, self.channel.next_deadline()) if t is not None]
@@ -142,6 +156,7 @@ class Replicator:
     # ---- inputs -------------------------------------------------------------------------
 
     def start(self, now: float) -> None:
+        self._started_at = now
         self._hb_at = now
         self._expire_at = now + 5.0
         self._refresh_at = now + self.refresh_interval

@@ -13,6 +13,11 @@ Request: one JSON object per line, e.g. {"cmd": "status"}. Replies:
            ARP only once the subscriber has written {"ack": N} back on the same socket,
            or transition_hold_timeout has passed (logged, counted as hold_timeouts).
            This is how ctsync commits the replicated state before the VIPs move.
+           On the same socket a subscriber may write {"demote": W, "reason": "..."}
+           (optionally "scope": [names]; default: the groups it holds): the priority of
+           those instances is lowered by W (1..254) until it writes {"demote": 0} or
+           goes away (vrrpd.demotion; ctsync asks for it while not ready). A bad demote
+           line is answered with {"ok": false, "error": "..."} on the stream.
 Anything else gets {"ok": false, "error": "..."}.
 """
 
@@ -27,6 +32,7 @@ from pathlib import Path
 
 import trio
 
+from .demotion import Demotion, parse_request
 from .status import render_metrics
 
 log = logging.getLogger("vrrpd")
@@ -179,6 +185,7 @@ class ControlServer(UnixControlServer):
         finally:
             self.daemon.subscribers.discard(sub)
             sub.release_all()
+            self.daemon.set_demotion(sub, None)  # a subscriber that is gone demotes nothing
             if hold:
                 log.info("subscriber %s went away", sub.name)
 
@@ -191,6 +198,8 @@ class ControlServer(UnixControlServer):
                         msg = json.loads(line)
                         if isinstance(msg, dict) and isinstance(msg.get("ack"), int):
                             sub.ack(msg["ack"])
+                        elif isinstance(msg, dict) and "demote" in msg:
+                            self._demote(sub, msg)
                     except ValueError:
                         pass
                 chunk = await stream.receive_some(4096)
@@ -200,6 +209,15 @@ class ControlServer(UnixControlServer):
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             pass
         scope.cancel()  # the client closed: stop streaming to it
+
+    def _demote(self, sub: Subscriber, msg: dict) -> None:
+        req = parse_request(msg, sub.hold_on)
+        if isinstance(req, str):
+            log.warning("subscriber %s: demote request refused: %s", sub.name, req)
+            sub.offer({"ok": False, "error": f"demote: {req}"})
+            return
+        weight, scope, reason = req
+        self.daemon.set_demotion(sub, Demotion(sub.name, weight, scope, reason or "no reason given") if weight else None)
 
 
 async def _read_line(stream: trio.SocketStream, limit: int = 65536) -> tuple[str, bytes]:

@@ -21,6 +21,7 @@ import trio
 from . import config as config_mod
 from .config import InstanceConfig, VrrpdConfig
 from .control import ControlServer, Subscriber
+from .demotion import Demotion, Demotions
 from .group import GROUP_FAULT_KEY, Force, HoldFault, SyncGroup
 from .io import links as nl
 from .io.linkmon import watch_links
@@ -84,6 +85,7 @@ class Daemon:
         self.links: dict[str, nl.LinkInfo] = {}
         self.limiter = RateLimiter(10.0)
         self.subscribers: set[Subscriber] = set()
+        self.demotions = Demotions()  # asked for by subscribers (ctsync not ready)
         self._hold_ids = 0
         self._refresh = trio.Event()
         self.nursery: trio.Nursery | None = None
@@ -180,7 +182,7 @@ class Daemon:
                 inst.tracker.update(ifname, self.links[ifname].up)
         now = trio.current_time()
         machine.set_fault("link", inst.tracker.fault_reason(), now)
-        machine.set_effective_priority(inst.tracker.effective_priority(), now)
+        machine.set_effective_priority(self._priority(inst), now)
         return inst
 
     async def _setup_kernel(self, inst: Instance, parent: nl.LinkInfo) -> None:
@@ -260,9 +262,31 @@ class Daemon:
             now = trio.current_time()
             actions = m.set_primary_ip(event[1], now)
             actions += m.set_fault("link", inst.tracker.fault_reason(), now)
-            actions += m.set_effective_priority(inst.tracker.effective_priority(), now)
+            actions += m.set_effective_priority(self._priority(inst), now)
             await self._execute(inst, actions)
             self._group_fault(inst)
+        elif kind == "priority":
+            await self._execute(inst, m.set_effective_priority(self._priority(inst), trio.current_time()))
+
+    # ---- priority --------------------------------------------------------------------
+
+    def _priority(self, inst: Instance) -> int:
+        """Configured priority, moved by tracked interfaces and subscribers' demotions."""
+        return inst.tracker.effective_priority() - self.demotions.weight(inst.name, inst.group)
+
+    def set_demotion(self, key: object, demotion: Demotion | None) -> None:
+        """A subscriber asks for (or withdraws) a demotion: every instance it applies to
+        re-computes its priority in its own task."""
+        old = self.demotions.get(key)
+        if not self.demotions.set(key, demotion):
+            return
+        if demotion is not None:
+            log.info("%s asks to lower the priority of %s by %d: %s", demotion.source, ", ".join(sorted(demotion.scope)),
+                     demotion.weight, demotion.reason)
+        elif old is not None:
+            log.info("%s withdrew its demotion of %s", old.source, ", ".join(sorted(old.scope)))
+        for inst in self.instances.values():
+            self._post(inst, ("priority",))
 
     # ---- actions ---------------------------------------------------------------------
 
@@ -574,6 +598,7 @@ class Daemon:
                     fault_reasons=list(m.fault_reasons.values()),
                     since=inst.since,
                     last_hold=inst.last_hold,
+                    demotions=self.demotions.reasons(inst.name, inst.group),
                     counters=m.counters,
                 )
             )

@@ -63,6 +63,7 @@ class InstanceStatus:
     fault_reasons: list[str] = field(default_factory=list)
     since: float | None = None  # wall-clock time of the last transition
     last_hold: float | None = None  # seconds the last move to master waited for subscribers
+    demotions: list[str] = field(default_factory=list)  # "-50 ctsync: not ready (...)", asked by subscribers
     counters: Counters = field(default_factory=Counters)
 
     def to_dict(self) -> dict:
@@ -84,6 +85,8 @@ def render_text(instances: list[InstanceStatus], verbose: bool = True) -> str:
         out.append(f"{st.name}: {st.state.upper()}  vrid {st.vrid} on {st.interface}{group}")
         prio = f"{st.priority}" if st.priority == st.effective_priority else f"{st.effective_priority} (configured {st.priority})"
         out.append(f"  priority        {prio}   preempt {'on' if st.preempt else 'off'}")
+        for d in st.demotions:
+            out.append(f"  demoted         {d}")
         out.append(f"  master          {st.master_ip or '-'}  ({st.master_reason})")
         out.append(f"  timers          advert {st.advert_interval}s  skew {st.skew_time:.3f}s  master-down {st.master_down_interval:.3f}s")
         out.append(f"  vmac            {st.vmac or '- (addresses on the parent)'}")

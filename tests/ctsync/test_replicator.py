@@ -164,3 +164,58 @@ def test_backup_not_ready_until_first_resync():
     assert not net.n["b"].ready
     net.run(0.5)
     assert net.n["b"].ready
+
+
+def test_not_ready_follows_the_bulk_resync_of_a_live_peer():
+    """What vrrpd's demotion follows (failover.demote_when_not_ready)."""
+    net = Net()
+    b = net.n["b"]
+    assert b.not_ready(0.0)  # just started: the peer may not have been heard yet
+    net.run(0.5)
+    assert not b.not_ready(net.now)  # the first push arrived: ready
+    b.become_backup(net.now)  # e.g. after a failback: asks the peer for its table again
+    assert b.not_ready(net.now)
+    net.run(0.5)
+    assert not b.not_ready(net.now)
+    b.become_master(net.now)
+    b.in_sync = False  # a master never waits for its peer's table
+    assert not b.not_ready(net.now)
+
+
+def test_not_ready_ends_when_the_peer_is_silent():
+    """A backup alone (peer dead or never there) has nothing to wait for: it is not
+    demoted after peer_timeout, or it could never take over."""
+    r = Replicator(cfg("172.16.0.2", "172.16.0.1", peer_timeout=3.0), epoch=2)
+    r.start(100.0)
+    assert r.not_ready(100.0) and r.not_ready(102.9)
+    assert not r.not_ready(103.0)
+    # the peer shows up (its datagrams make it alive) but its table is not complete yet
+    net = Net(peer_timeout=3.0)
+    b = net.n["b"]
+    for i in range(5):
+        net.event("a", "new", entry(i))
+    drop_entries = True
+
+    def deliver_without_resync_end(step_seconds):
+        nonlocal drop_entries
+        end = net.now + step_seconds
+        while net.now < end:
+            for name, r_ in net.n.items():
+                other = net.n["b" if name == "a" else "a"]
+                r_.handle_timer(net.now)
+                for act in r_.poll(net.now):
+                    if isinstance(act, SendDatagrams):
+                        for d in act.datagrams:
+                            if name == "a" and drop_entries and len(d) > 200:
+                                continue  # a's table never gets through; its heartbeats do
+                            other.datagram(d, net.now)
+                    elif isinstance(act, DumpKernel):
+                        r_.send_table(list(net.kernel[name].values()), net.now, act.reason)
+            net.now = round(net.now + 0.01, 6)
+
+    deliver_without_resync_end(5.0)
+    assert b.channel.peer_alive(net.now) and not b.in_sync
+    assert b.not_ready(net.now)  # past peer_timeout, but the peer is there: still demoted
+    drop_entries = False
+    deliver_without_resync_end(3.0)  # resends get through
+    assert b.in_sync and not b.not_ready(net.now)

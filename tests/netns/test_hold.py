@@ -114,3 +114,44 @@ def test_subscriber_that_disconnects_releases_the_hold(pair):
     t_vip = vip_time(pair, 5)
     assert t_vip - t0 < 2.0
     assert r1.counters("V")["hold_timeouts"] == 0
+
+
+def test_subscriber_demotion_lowers_the_advertised_priority_until_withdrawn(pair):
+    """The demotion ctsync asks for while not ready (vrrpd.demotion), on vrrpd's side:
+    a master advertises the lowered priority at once; a malformed request is refused on
+    the stream; {"demote": 0} or the subscriber going away restores the priority."""
+    cap = pair.capture()
+    r1 = start_held(pair, timeout=5.0)
+    holder = Holder(r1.socket, delay=0.0)
+    try:
+        r1.wait_state("V", "master", timeout=8)
+        t_demote = time.time()
+        holder.s.sendall(b'{"demote": 50, "reason": "not ready"}\n')
+        wait_for(lambda: r1.status()["V"]["effective_priority"] == 150, timeout=3, what="demoted to 150")
+        st = r1.status()["V"]
+        assert st["priority"] == 200 and st["demotions"] == ["-50 test-holder: not ready"]
+        holder.s.sendall(b'{"demote": 300}\n')
+        wait_for(lambda: any(e.get("ok") is False for e in holder.events), timeout=3, what="the refusal")
+        refusal = next(e for e in holder.events if e.get("ok") is False)
+        assert refusal["error"] == "demote: demote must be an integer 0..254, got 300"
+        assert r1.status()["V"]["effective_priority"] == 150  # the bad request changed nothing
+        holder.s.sendall(b'{"demote": 0}\n')
+        wait_for(lambda: r1.status()["V"]["effective_priority"] == 200, timeout=3, what="withdrawn")
+        holder.s.sendall(b'{"demote": 30, "reason": "again"}\n')
+        wait_for(lambda: r1.status()["V"]["effective_priority"] == 170, timeout=3, what="demoted to 170")
+        t_close = time.time()
+        holder.close()
+        wait_for(lambda: r1.status()["V"]["effective_priority"] == 200, timeout=3, what="released on disconnect")
+        assert r1.status()["V"]["demotions"] == []
+        assert r1.state("V") == "master"
+        time.sleep(0.2)
+        cap.stop()
+        prios = [(e.time, e.priority) for e in wire_events(cap.path) if e.kind == "advert" and e.src_ip == ADDRS["r1"]]
+        # the master tells the others at once: an advert with the new priority within the
+        # advert interval's first few tenths, not at the next periodic advert
+        first_150 = next(t for t, p in prios if p == 150)
+        assert first_150 - t_demote < 0.5
+        assert [p for t, p in prios if t > t_close][:1] == [200]
+        assert {p for _, p in prios} == {200, 150, 170}
+    finally:
+        holder.close()

@@ -116,6 +116,15 @@ def test_render_text_quiet_instance():
     assert not any(line.startswith("  dropped") for line in render_text([st], verbose=False).splitlines())
 
 
+def test_render_text_demotions():
+    st = sample(effective_priority=50, priority=200, demotions=["-150 ctsync: ctsync not ready: no complete table from the peer yet"])
+    lines = render_text([st]).splitlines()
+    i = lines.index("  priority        50 (configured 200)   preempt off")
+    assert lines[i + 1] == "  demoted         -150 ctsync: ctsync not ready: no complete table from the peer yet"
+    assert not any(line.startswith("  demoted") for line in render_text([sample()]).splitlines())
+    assert InstanceStatus.from_dict(json.loads(json.dumps(st.to_dict()))) == st
+
+
 def test_render_text_several_instances():
     text = render_text([sample(), sample(name="LAN", vrid=52, state="backup")])
     assert "WAN: MASTER" in text and "LAN: BACKUP  vrid 52" in text
