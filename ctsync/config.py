@@ -24,7 +24,7 @@ TCP_STATES = {"none": 0, "syn_sent": 1, "syn_recv": 2, "established": 3, "fin_wa
 _KEYS = {"sync_interface", "local_address", "peer_address", "port", "key", "key_file", "mode", "failover",
          "ignore_addresses", "ignore_protocols", "ignore_tcp_states", "netlink_rcvbuf", "resend_queue",
          "mtu", "control_socket", "node_id", "commit_timeout", "heartbeat_interval", "peer_timeout",
-         "multicast_group"}
+         "multicast_group", "backup_purge_timeout"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,9 @@ class CtsyncConfig:
     # Send to this group (joined on sync_interface only) instead of unicast to the peer;
     # the peer is still identified by peer_address (the source of its datagrams).
     multicast_group: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    # On becoming backup (commit mode), once the new master's table has arrived, the
+    # entries of ours it holds get at most this many seconds left (conntrackd -t). 0: off.
+    backup_purge_timeout: int = 60
 
 
 def parse(data: dict, path: str = "") -> CtsyncConfig:
@@ -162,6 +165,7 @@ def parse(data: dict, path: str = "") -> CtsyncConfig:
     ctimeout = c.number(t, "commit_timeout", "ctsync", 0.1, 600, 10.0)
     hb = c.number(t, "heartbeat_interval", "ctsync", 0.05, 60, 1.0)
     pt = c.number(t, "peer_timeout", "ctsync", 0.1, 600, 3.0)
+    purge = c.integer(t, "backup_purge_timeout", "ctsync", 0, 1 << 31, 60)
     if c.problems:
         raise ConfigError(c.problems)
     local = addrs["local_address"]
@@ -171,6 +175,7 @@ def parse(data: dict, path: str = "") -> CtsyncConfig:
         ignore_tcp_states=frozenset(states), netlink_rcvbuf=rcvbuf, resend_queue=resend, mtu=mtu,
         control_socket=sock, node_id=node or (int(local) & 0xFFFF) or 1, commit_timeout=ctimeout,
         heartbeat_interval=hb, peer_timeout=pt, multicast_group=group,
+        backup_purge_timeout=purge,
     )
 
 

@@ -26,12 +26,13 @@ import trio
 from vrrpd.io.constants import SO_BINDTODEVICE
 
 from .config import CtsyncConfig
-from .ctnetlink.codec import CodecError, Entry, encode_delete, encode_update, parse_message
+from .ctnetlink.codec import CodecError, Entry, encode_delete, encode_timeout, encode_update, parse_message
 from .ctnetlink.constants import NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE
 from .ctnetlink.socket import CtSocket, EventKind
 from .ctnetlink.sysctl import get_sysctl, set_sysctl
 from .cache import entry_key
-from .replicator import KIND_DESTROY, KIND_NEW, KIND_UPDATE, DumpKernel, Inject, Remove, Replicator, SendDatagrams
+from .replicator import (KIND_DESTROY, KIND_NEW, KIND_UPDATE, AgeOut, DumpKernel, Inject, Remove, Replicator,
+                         SendDatagrams)
 
 log = logging.getLogger("ctsync")
 _KINDS = {EventKind.NEW: KIND_NEW, EventKind.UPDATE: KIND_UPDATE, EventKind.DESTROY: KIND_DESTROY}
@@ -47,6 +48,8 @@ class Daemon:
         self.last_commit: dict | None = None
         self.commit_errors: Counter[str] = Counter()
         self.nat_clashes = 0
+        self.aged_out = 0  # our kernel entries shortened on becoming backup (conntrackd -t)
+        self.age_out_errors: Counter[str] = Counter()
         self.nat_verify_failures = 0
         self.last_clashes: list[str] = []
         self.vrrpd_connected = False
@@ -219,6 +222,8 @@ class Daemon:
                     self.poke()
                 elif isinstance(act, Inject):
                     await self._inject(act.messages)
+                elif isinstance(act, AgeOut):
+                    await self._age_out(act)
                 elif isinstance(act, Remove):
                     for t, zone in act.tuples:
                         await self.cmd.request(encode_delete(t, self.cmd.next_seq(), zone))
@@ -259,6 +264,20 @@ class Daemon:
             if err:
                 errs[errno.errorcode.get(err, str(err))] += 1
         return errs, clashes
+
+    async def _age_out(self, act: AgeOut) -> None:
+        """conntrackd -t: our entries that the new master now holds get at most
+        ``act.timeout`` seconds left (only those with more; ENOENT: gone meanwhile)."""
+        keys = set(act.keys)
+        msgs = [encode_timeout(e.orig, act.timeout, 0, e.zone) for e in await self.cmd.dump()
+                if e.timeout > act.timeout and entry_key(e) in keys]
+        results = await self.cmd.commit_raw(msgs) if msgs else []
+        errs = Counter(errno.errorcode.get(r, str(r)) for r in results if r and r != errno.ENOENT)
+        done = sum(1 for r in results if not r)
+        self.aged_out += done
+        self.age_out_errors.update(errs)
+        log.info("backup: the master holds %d of our entries; %d got at most %ds left%s", len(keys), done,
+                 act.timeout, f" (errors {dict(errs)})" if errs else "")
 
     # ---- failover -----------------------------------------------------------------------
 
@@ -450,6 +469,8 @@ class Daemon:
             "nat_clashes": self.nat_clashes,
             "last_clashes": self.last_clashes,
             "nat_verify_failures": self.nat_verify_failures,
+            "aged_out": self.aged_out,
+            "age_out_errors": dict(self.age_out_errors),
             "netlink_overruns": self.events_sock.overruns if self.events_sock else 0,
             "pid": os.getpid(),
             "started_at": self.started_at,

@@ -13,6 +13,8 @@ Actions:
     DumpKernel(reason)                       dump our table and call send_table
     Commit(messages)                         write the external cache into the kernel
     Inject(messages) / Remove(tuples)        write peer entries into our kernel (inject mode)
+    AgeOut(keys, timeout)                    a new backup: shorten our kernel entries that the
+                                             new master's table holds (commit mode)
 
 Both nodes always send their own kernel's events (so a failback finds the state where
 it went); events caused by our own commits carry our netlink portid and are ignored.
@@ -45,6 +47,17 @@ KIND_NEW, KIND_UPDATE, KIND_DESTROY = "new", "update", "destroy"
 @dataclass(frozen=True)
 class SendDatagrams:
     datagrams: list[bytes]
+
+
+@dataclass(frozen=True)
+class AgeOut:
+    """Our kernel entries with these keys now belong to the master (its table has
+    them): give them at most ``timeout`` seconds left, so they do not outlive the
+    flows by days (a TCP entry starts with 5 days) or hold a public port that a
+    later failback commit needs.  Not deleted: if the master dies soon, traffic
+    through us still finds them (and the commit refreshes them anyway)."""
+    keys: list[bytes]
+    timeout: int
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,7 @@ class Counters:
     destroys_rx: int = 0
     bad_entries: int = 0
     stale_dropped: int = 0
+    aged_out_requests: int = 0
 
 
 def tuple_from_key(key: bytes) -> tuple[Tuple, int]:
@@ -126,6 +140,7 @@ class Replicator:
         self._expire_at: float | None = None
         self._refresh_at: float | None = None
         self._started_at: float | None = None
+        self._age_out_pending = False  # became backup: age out once the master's table is here
 
     # ---- derived ------------------------------------------------------------------------
 
@@ -233,6 +248,7 @@ class Replicator:
         """The group goes master: returns the commit to run before the VIPs move."""
         self.role = "master"
         self._hb_at = now  # tell the peer at once
+        self._age_out_pending = False
         if self.cfg.mode == "commit":
             return Commit(self.cache.messages(), "became master")
         return None
@@ -241,6 +257,8 @@ class Replicator:
         self.role = "backup"
         self._hb_at = now
         self.in_sync = False
+        # In inject mode our kernel holding the peer's entries is the point; leave them.
+        self._age_out_pending = self.cfg.mode == "commit" and self.cfg.backup_purge_timeout > 0
         self.request_resync(now, "became backup")
 
     def handle_timer(self, now: float) -> None:
@@ -345,3 +363,7 @@ class Replicator:
             self.counters.resyncs_received += 1
             self.in_sync = True
             self._resync_asked_at = None
+            if self._age_out_pending and self.role == "backup":
+                self._age_out_pending = False
+                self.counters.aged_out_requests += 1
+                self._actions.append(AgeOut(list(self.cache.keys()), self.cfg.backup_purge_timeout))

@@ -797,6 +797,18 @@ def encode_update(entry: Entry, seq: int, flags: int = NLM_F_ACK) -> bytes:
                 body)
 
 
+def encode_timeout(t: Tuple, timeout: int, seq: int = 0, zone: int = 0,
+                   flags: int = NLM_F_ACK) -> bytes:
+    """IPCTNL_MSG_CT_NEW without NLM_F_CREATE carrying only the original tuple
+    and CTA_TIMEOUT: set the remaining lifetime of an existing entry and change
+    nothing else (``conntrackd -t``).  ENOENT if the entry is gone."""
+    body = _tuple_attr(t, CTA_TUPLE_ORIG)
+    body += _A_BE32.pack(8, CTA_TIMEOUT, htonl(max(int(timeout), 1)))
+    if zone:
+        body += _A_BE16.pack(6, CTA_ZONE, htons(zone))
+    return _msg(CT_NEW, (flags | NLM_F_REQUEST) & ~(NLM_F_CREATE | NLM_F_EXCL), seq, t.family, body)
+
+
 def encode_delete(t: Tuple, seq: int = 0, zone: int = 0,
                   flags: int = NLM_F_ACK) -> bytes:
     """IPCTNL_MSG_CT_DELETE of the entry whose original tuple is ``t``

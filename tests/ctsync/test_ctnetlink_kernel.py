@@ -26,7 +26,7 @@ import trio
 
 import halab
 from ctsync.ctnetlink import constants as C
-from ctsync.ctnetlink.codec import Entry, Tuple, encode_delete, encode_new, encode_update
+from ctsync.ctnetlink.codec import Entry, Tuple, encode_delete, encode_new, encode_timeout, encode_update
 from ctsync.ctnetlink.socket import ALL_GROUPS, CtSocket, EventKind
 from ctsync.ctnetlink.sysctl import get_conntrack_events, set_conntrack_events
 
@@ -370,6 +370,13 @@ def test_commit_errors_and_get(lab):
             got = await s.get(e.orig)
             assert got.mark == 4 and got.status & C.IPS_ASSURED and got.src_nat
             assert 90 < got.timeout <= 100 and got.reply == e.reply
+            # a timeout-only update (conntrackd -t) changes nothing else
+            assert await s.request(encode_timeout(e.orig, 7)) == 0
+            short = await s.get(e.orig)
+            assert 5 <= short.timeout <= 7 and short.mark == 4 and short.src_nat and short.status == got.status
+            assert await s.request(encode_timeout(e.orig, 100)) == 0
+            assert await s.request(encode_timeout(Tuple(C.AF_INET, 17, A("10.1.0.7"), A("10.2.0.2"), 1, 2), 5)) \
+                == errno.ENOENT
             # commit_batch can do both: create, or update what exists
             fresh = Entry(Tuple(C.AF_INET, 17, A("10.1.0.5"), A("10.2.0.2"), 1000, 53),
                           Tuple(C.AF_INET, 17, A("10.2.0.2"), A("10.2.0.1"), 53, 20055),

@@ -10,7 +10,7 @@ from ctsync.cache import entry_key
 from ctsync.config import parse
 from ctsync.ctnetlink.codec import Entry, Tuple, parse_message
 from ctsync.ctnetlink.constants import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY, IPS_SRC_NAT
-from ctsync.replicator import Commit, DumpKernel, Inject, Remove, Replicator, SendDatagrams
+from ctsync.replicator import AgeOut, Commit, DumpKernel, Inject, Remove, Replicator, SendDatagrams
 
 A = ipaddress.ip_address
 
@@ -37,6 +37,7 @@ class Net:
         self.kernel = {"a": {}, "b": {}}
         self.injected = {"a": [], "b": []}
         self.removed = {"a": [], "b": []}
+        self.aged = {"a": [], "b": []}
         self.now = 0.0
         self.rng = random.Random(seed)
         self.loss = loss
@@ -67,6 +68,8 @@ class Net:
                         self.injected[name] += act.messages
                     elif isinstance(act, Remove):
                         self.removed[name] += act.tuples
+                    elif isinstance(act, AgeOut):
+                        self.aged[name].append(act)
             self.now = round(self.now + step, 6)
 
 
@@ -219,3 +222,44 @@ def test_not_ready_ends_when_the_peer_is_silent():
     drop_entries = False
     deliver_without_resync_end(3.0)  # resends get through
     assert b.in_sync and not b.not_ready(net.now)
+
+
+def _failback(net: Net) -> None:
+    """a replicates 10 flows to b; b takes over (commits them); a comes back and
+    preempts: b goes backup while its kernel still holds the flows."""
+    net.run(0.3)
+    for i in range(10):
+        net.event("a", "new", entry(i))
+    net.run(0.5)
+    b = net.n["b"]
+    b.become_master(net.now)
+    for i in range(10):
+        net.kernel["b"][entry_key(entry(i))] = entry(i)  # the commit
+    net.n["a"].become_backup(net.now)
+    net.run(0.5)
+    net.n["a"].become_master(net.now)
+    b.become_backup(net.now)
+
+
+def test_new_backup_ages_out_what_the_master_now_holds():
+    """conntrackd -t: once the new master's table has arrived (not before: it
+    may still be committing), our entries it holds are shortened, once."""
+    net = Net(backup_purge_timeout=45)
+    _failback(net)
+    assert net.aged["b"] == []  # the master's table has not arrived yet
+    net.run(1.0)
+    assert len(net.aged["b"]) == 1
+    act = net.aged["b"][0]
+    assert act.timeout == 45 and set(act.keys) == {entry_key(entry(i)) for i in range(10)}
+    net.run(35.0, step=0.05)  # periodic table pushes: no second age-out
+    assert len(net.aged["b"]) == 1
+    # a aged out its own copies once too, while b was master; none since it is master again
+    assert len(net.aged["a"]) == 1 and net.n["a"].counters.aged_out_requests == 1
+
+
+def test_no_age_out_in_inject_mode_or_when_disabled():
+    for kw in ({"mode": "inject"}, {"backup_purge_timeout": 0}):
+        net = Net(**kw)
+        _failback(net)
+        net.run(1.5)
+        assert net.aged["b"] == [], kw

@@ -48,6 +48,12 @@ def run_failover_failback(lab, ruleset: str, mode: str, conns: int = CONNS):
     p.wait_backup("r2", timeout=5)
     # vrrpd is master at once; the commit (and then the VIPs) follow
     st1 = c["r1"].wait(lambda s: s if s["role"] == "master" and s["last_commit"] else None, 10, "the failback commit")
+    if mode == "commit":
+        # r2, backup again, shortens its copies once r1's table is in (conntrackd -t):
+        # no TCP entry of the flows keeps its 5-day established timeout there.
+        c["r2"].wait(lambda s: s["aged_out"] >= conns, 15, "r2 to age out the entries r1 now holds")
+        to = [int(ln.split()[2]) for ln in p.conntrack("r2", "-p", "tcp", "--dport", "9000")]
+        assert len(to) >= conns and max(to) <= 60, sorted(to)[-5:]
     tcp_r, udp_r = collect([tcp, udp])
     return tcp_r, udp_r, st1, st2
 
