@@ -149,3 +149,37 @@ def test_ctsyncctl_decode_prints_one_line_per_message(tmp_path, capsys):
     assert messages(capsys.readouterr().out.splitlines()) == EXPECT
     assert ctsyncctl_main(["decode", str(tmp_path / "missing.pcap")]) == 1
     assert "ctsyncctl: decode:" in capsys.readouterr().err
+
+
+# ---- the Wireshark dissector (docs/ctsync-dissector.lua) on the same crafted captures ----
+
+DISSECTOR = __import__("pathlib").Path(__file__).resolve().parents[2] / "docs" / "ctsync-dissector.lua"
+
+
+def _tshark(path) -> str:
+    import subprocess
+    cp = subprocess.run(["tshark", "-n", "-X", f"lua_script:{DISSECTOR}", "-r", str(path), "-V"],
+                        capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    return cp.stdout
+
+
+@pytest.mark.skipif(__import__("shutil").which("tshark") is None, reason="tshark not installed")
+def test_dissector_decodes_good_datagrams_and_flags_bad_ones(tmp_path):
+    good = tmp_path / "good.pcap"
+    good.write_bytes(pcap([ether(udp_ipv4(d)) for d in datagrams()]))
+    out = _tshark(good)
+    assert out.count("ctsync conntrack sync protocol") == 3
+    assert "Malformed" not in out and "Lua Error" not in out
+    assert "Original tuple: tcp 192.168.100.10:40001 -> 10.10.0.200:9000" in out
+    assert "NAT address: 10.10.0.101" in out and "TCP state: ESTABLISHED (3)" in out
+    assert "NACK first: 3" in out and "Role: master (1)" in out and "Entries sent: 200" in out
+    # Not on the default port: found by the heuristic (the magic).
+    other = tmp_path / "other-port.pcap"
+    other.write_bytes(pcap([ether(udp_ipv4(datagrams()[2], sport=4000, dport=4001))]))
+    assert "Role: master (1)" in _tshark(other)
+    bad = tmp_path / "bad.pcap"
+    d = datagrams()[0]
+    bad.write_bytes(pcap([ether(udp_ipv4(d[:60] + d[-32:]))]))
+    out = _tshark(bad)
+    assert "Malformed" in out and "truncated message" in out and "Lua Error" not in out
