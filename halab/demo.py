@@ -273,24 +273,21 @@ class Demo:
                 con.say("   ACTION: LAN partitioned between r1 and r2 (bridge drops frames between their ports)")
                 marks.append((t_action, "partition"))
                 self.partition()
-                wait_for(lambda: p.state("r2")["LAN"] == "MASTER", timeout=5 + 2 * self.mdi(),
-                         interval=0.05, what="r2 LAN master (dual master)")
-                result["dual_master_after_s"] = round(time.time() - t_action, 3)
-                con.say(f"   dual master: {self.states()}")
-                time.sleep(max(4.0, 2 * self.mdi()))
+                time.sleep(max(4.0, 2.5 * self.mdi()))
                 t_heal = time.time()
                 marks.append((t_heal, "healed"))
                 con.say("   ACTION: partition healed")
                 self.heal_partition()
+                time.sleep(1.5 * self.mdi())
                 wait_for(lambda: all(v == "MASTER" for v in p.state("r1").values())
                          and all(v == "BACKUP" for v in p.state("r2").values()),
                          timeout=10 + 2 * self.mdi(), interval=0.05, what="one master again")
-                result["converged_after_heal_s"] = round(time.time() - t_heal, 3)
-                result["t_heal"] = t_heal
-                new_master = "r1"
+                self._partition_figures(result, t_action, t_heal)
+                new_master = "r2"
             t_master = time.time()
             result["new_master"] = new_master
-            con.say(f"   {new_master} is master and holds the VIPs ({t_master - t_action:.2f}s after the action)")
+            if n != 5:
+                con.say(f"   {new_master} is master and holds the VIPs ({t_master - t_action:.2f}s after the action)")
             commit = None
             if with_sync:
                 c = self.ctsync.get(new_master)
@@ -341,6 +338,21 @@ class Demo:
         result["marks"] = [{"time": t, "label": lbl} for t, lbl in marks]
         con.say(f"   done: {self._one_line(result)}")
         return result
+
+    def _partition_figures(self, res: dict, t_action: float, t_heal: float) -> None:
+        """Dual master as vrrpd reported it: r2's LAN instance claiming master while
+        r1 still is (episodes: how many times), and when r2 last moved after the heal."""
+        with self.con.lock:
+            evs = [e for e in self.con.events if e["router"] == "r2" and e["time"] >= t_action]
+        claims = [e["time"] for e in evs if e["instance"] == "LAN" and e["new"] == "master" and e["time"] < t_heal]
+        after = [e["time"] for e in evs if e["time"] >= t_heal]
+        res["dual_master"] = bool(claims)
+        res["dual_master_after_s"] = round(claims[0] - t_action, 3) if claims else None
+        res["dual_master_episodes"] = len(claims)
+        res["converged_after_heal_s"] = round(max(after) - t_heal, 3) if after else 0.0
+        res["t_heal"] = t_heal
+        self.con.say(f"   r2 claimed LAN master {len(claims)} time(s) during the partition; "
+                     f"one master {res['converged_after_heal_s']:.2f}s after healing")
 
     def _ticker(self, stop: threading.Event) -> None:
         while not stop.wait(2.0):
@@ -463,8 +475,9 @@ def table(results: list[dict]) -> str:
     out = [line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
     for r in results:
         if r["name"] == "lan-partition":
-            out.append(f"step 5: dual master {fmt(r.get('dual_master_after_s'))}s after the partition; "
-                       f"one master again {fmt(r.get('converged_after_heal_s'))}s after healing")
+            out.append(f"step 5: r2 claimed LAN master {r.get('dual_master_episodes', 0)} time(s) during the "
+                       f"partition (first {fmt(r.get('dual_master_after_s'))}s after it); one master again "
+                       f"{fmt(r.get('converged_after_heal_s'))}s after healing")
     return "\n".join(out)
 
 
