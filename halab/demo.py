@@ -370,8 +370,10 @@ class Demo:
                          and e.priority and e.time > t_action), default=None)
         last_old = max((e.time for e in ev if e.kind == "advert" and e.vrid == 2 and e.src_ip == old_ip
                         and e.priority and e.time < (first_new or 1e12)), default=None)
-        garp = min((e.time for e in ev if e.kind == "garp" and e.src_ip == LAN_VIP and e.time > t_action),
-                   default=None)
+        # The VMAC is the same on both routers: a GARP is the new master's when it comes
+        # with its first adverts (not, e.g., the old master's repeat burst).
+        garp = min((e.time for e in ev if e.kind == "garp" and e.src_ip == LAN_VIP and first_new
+                    and e.time > max(t_action, first_new - 0.5)), default=None)
         res["takeover_s"] = round(first_new - t_action, 3) if first_new else None
         res["takeover_after_last_advert_s"] = (round(first_new - last_old, 3)
                                                if first_new and last_old and last_old > t_action - 5 else None)
