@@ -214,6 +214,13 @@ class Demo:
             self.r1_failed()
         else:
             self.baseline(ctsync=with_sync)
+        if not with_sync:
+            # A pair that never ran ctsync: the earlier steps' commits left entries in the
+            # kernels (ESTABLISHED, long timeouts), and a new connection that happens to reuse
+            # one of their 5-tuples would ride on it through r2.
+            for r in ("r1", "r2"):
+                p.conntrack_flush(r)
+            con.say("   ctsync stopped on both routers; their conntrack tables flushed")
         con.say(f"   ready: {self.states()}")
         sdir = self.out / f"step{n}-{name}"
         sdir.mkdir(parents=True, exist_ok=True)
@@ -433,9 +440,12 @@ class Demo:
         print("\nthe lab stays up. Enter a namespace with:")
         for hname, host in self.lab.hosts.items():
             print(f"  ip netns exec {host.netns} bash        # {hname}")
+        bindir = Path(sys.executable).parent
         for r in ("r1", "r2"):
-            print(f"  ip netns exec {self.p.router(r).netns} .venv/bin/vrrpctl -s {self.box[r].vrrpd_socket} status")
-            print(f"  ip netns exec {self.p.router(r).netns} .venv/bin/ctsyncctl -s {self.box[r].ctsync_socket} status")
+            ns = self.p.router(r).netns
+            print(f"  ip netns exec {ns} {bindir / 'vrrpctl'} -s {self.box[r].vrrpd_socket} status")
+            print(f"  ip netns exec {ns} {bindir / 'ctsyncctl'} -s {self.box[r].ctsync_socket} status")
+            print(f"  ip netns exec {ns} {bindir / 'vrrpctl'} -s {self.box[r].vrrpd_socket} capture LAN")
         print(f"  ip netns exec {self.p.r1.netns} conntrack -L")
         print("press Ctrl-C to tear it down (or, from another shell after a crash: ./run demo --teardown)")
         try:
