@@ -59,6 +59,7 @@ LAN_IPS = {r: a["eth1"].split("/")[0] for r, a in ROUTER_ADDRS.items()}
 PARTITION_TABLE = "hl_demo_partition"
 BIN_S = 0.25
 DEAD_AFTER = 10.0  # a TCP connection without an echo for this long is lost
+STALL_S = 2.0  # ... and one without an echo for this long when the step ends is stalled
 
 
 class Console:
@@ -390,25 +391,36 @@ class Demo:
         u = tr_udp["client"]["summary"]
         sources = [f"{s['addr']}:{s['port']}" for s in tr_udp["server"].get("sources", [])]
         sent, received = flowstats.ping_counts(ping_log)
-        res["tcp"] = {"conns": t["conns"], "established": t["established"], "kept": t["kept"],
-                      "lost": t["lost"], "rsts": t["rsts"], "reasons": t["reasons"],
+        # The client calls a connection lost after DEAD_AFTER s without an echo; one that
+        # went silent less than that before the end is not kept either: it is stalled.
+        conns = tr_tcp["client"]["conns"]
+        open_ = [c for c in conns if c["state"] == "open"]
+        stalled = [c for c in open_ if c["last_echo_age"] is None or c["last_echo_age"] > STALL_S]
+        kept = len(open_) - len(stalled)
+        res["tcp"] = {"conns": t["conns"], "established": t["established"], "kept": kept,
+                      "lost": t["conns"] - kept, "lost_by_client": t["lost"], "stalled_at_end": len(stalled),
+                      "rsts": t["rsts"], "reasons": t["reasons"],
                       "gap_max_s": t["gap_max"], "gap_median_s": t["gap_median"],
                       "server_conns": srv["conns"], "server_peers": srv["peers"]}
         res["sip"] = {"sent": u["sent"], "received": u["received"], "lost": u["lost"],
-                      "max_gap_s": u["max_gap"], "public_sources": sources}
-        res["icmp"] = {"sent": sent, "received": received, "max_gap_s": flowstats.ping_gap(ping_log)}
-        # Longest gap per flow class: for TCP the worst of the kept connections, or
-        # (when some were lost) the time from the action to the end: they never resumed.
-        tcp_gap = t["gap_max"]
+                      "max_gap_s": u["max_gap"], "trailing_silence_s": u["trailing_silence"],
+                      "public_sources": sources}
+        res["icmp"] = {"sent": sent, "received": received,
+                       "max_gap_s": flowstats.ping_gap(ping_log)}
+        # Longest gap per flow class, silence at the end included: for TCP the worst
+        # connection (a lost one: from the action to the end, it never resumed).
+        tcp_gap = max([t["gap_max"] or 0.0] + [c["last_echo_age"] or 0.0 for c in open_])
         if t["lost"]:
-            tcp_gap = round(res_end(res) - t_action, 3)
-        res["gaps_s"] = {"tcp": tcp_gap, "sip": u["max_gap"], "icmp": res["icmp"]["max_gap_s"]}
+            tcp_gap = max(tcp_gap, res_end(res) - t_action)
+        res["gaps_s"] = {"tcp": round(tcp_gap, 3),
+                         "sip": round(max(u["max_gap"] or 0.0, u["trailing_silence"] or 0.0), 3),
+                         "icmp": res["icmp"]["max_gap_s"]}
         res["public_port_unchanged"] = {
             "tcp": srv["conns"] == t["established"] and set(srv["peers"]) <= {WAN_VIP},
             "sip": len(sources) == 1,
         }
-        res["connections_kept"] = t["kept"]
-        res["connections_lost"] = t["lost"]
+        res["connections_kept"] = kept
+        res["connections_lost"] = t["conns"] - kept
         res["rsts"] = t["rsts"]
 
     def _save_step_files(self, sdir: Path, caps: dict, tcp, udp, tr_tcp, tr_udp, ping) -> dict:

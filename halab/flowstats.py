@@ -61,8 +61,8 @@ def packets_by_class(path: str) -> dict[str, int]:
 
 
 def ping_gap(log: str, t0: float | None = None, t1: float | None = None) -> float | None:
-    """Longest time between replies in ``ping -D`` output (within [t0, t1] if
-    given, counting the edges: no reply at all in the window is the window)."""
+    """Longest time between replies in ``ping -D`` output (only replies within
+    [t0, t1] if given; no two replies in a given window: the window)."""
     times = [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\].*bytes from", log, re.M)]
     if t0 is not None:
         times = [t for t in times if t >= t0]
