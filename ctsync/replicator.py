@@ -222,6 +222,14 @@ class Replicator:
             return Commit(self.cache.messages(), "became master")
         return None
 
+    def committed(self, now: float) -> None:
+        """Our commit is done: push our table to the peer. The entries it wrote carry our
+        own portid, so their events are not replicated; a peer that asked for our table
+        before the commit (it went backup as we went master) would otherwise lack every
+        flow it handed over, and keep only its own stale kernel entries for them: after
+        a failback their TCP windows are behind and the strict ruleset drops them."""
+        self._dump("after our commit")
+
     def become_backup(self, now: float) -> None:
         self.role = "backup"
         self._hb_at = now

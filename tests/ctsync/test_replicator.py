@@ -164,3 +164,16 @@ def test_backup_not_ready_until_first_resync():
     assert not net.n["b"].ready
     net.run(0.5)
     assert net.n["b"].ready
+
+
+def test_after_a_commit_the_table_goes_to_the_peer():
+    """Committed entries carry our portid (their events are ignored): the peer gets them
+    through a table push, or it would miss every flow it handed over (lab: the demo's
+    uplink-down step, tests/netns/test_demo.py)."""
+    r = Replicator(cfg("172.16.0.1", "172.16.0.2"), epoch=1)
+    r.start(0.0)
+    r.poll(0.0)
+    r.become_master(1.0)
+    assert not any(isinstance(a, DumpKernel) for a in r.poll(1.0))
+    r.committed(1.1)
+    assert [a.reason for a in r.poll(1.1) if isinstance(a, DumpKernel)] == ["after our commit"]
