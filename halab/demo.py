@@ -316,7 +316,6 @@ class Demo:
                 self.uplink_down = False
                 p.wait_master("r1", timeout=10 + 2 * self.mdi())
                 result["t_uplink_back"] = t_back
-                observe = self.opts.observe / 2
             time.sleep(observe)
         finally:
             stop_ticker.set()
