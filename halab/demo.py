@@ -300,9 +300,7 @@ class Demo:
             if with_sync:
                 c = self.ctsync.get(new_master)
                 try:
-                    st = c.wait(lambda s: s if (s["last_commit"] or {}).get("time", 0) > t_action else None,
-                                10, "the commit")
-                    commit = dict(st["last_commit"], router=new_master)
+                    commit = dict(c.wait_commit(after=t_action, timeout=10), router=new_master)
                 except LabError:
                     commit = None
             result["commit"] = commit
