@@ -19,7 +19,7 @@ CONNS = 20
 
 def test_demo_short_form(lab, tmp_path):
     out = tmp_path / "demo"
-    summary = run_demo(lab, Options(steps=[1, 6], conns=CONNS, observe=4.0), out, Console(quiet=True))
+    summary = run_demo(lab, Options(steps=[1, 6], conns=CONNS, observe=6.0), out, Console(quiet=True))
     summary.pop("_demo")
     data = json.loads((out / "summary.json").read_text())
     steps = {s["name"]: s for s in data["steps"]}
