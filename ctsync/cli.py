@@ -82,7 +82,12 @@ def ctsyncctl_main(argv: list[str] | None = None) -> int:
     sub.add_parser("flush", help="empty the external cache")
     sub.add_parser("resync", help="act as backup: stop committing, ask the peer for its whole table")
     sub.add_parser("dump", help="print the external cache as JSON lines")
+    dec = sub.add_parser("decode", help="print the sync-protocol messages of a capture of the sync link (pcap/pcapng), one line each")
+    dec.add_argument("file", help="capture file, e.g. from tcpdump -i eth2 -w sync.pcap udp port 3780")
+    dec.add_argument("--key-file", help="check each datagram's HMAC with this key (the file's whole content, stripped)")
     args = ap.parse_args(argv)
+    if args.cmd == "decode":
+        return _decode(args)
     try:
         path = args.socket or (config_mod.load(args.config).control_socket if args.config else
                                os.environ.get("CTSYNCCTL_SOCKET", config_mod.DEFAULT_CONTROL_SOCKET))
@@ -106,4 +111,28 @@ def ctsyncctl_main(argv: list[str] | None = None) -> int:
     elif args.cmd == "dump":
         for e in reply["entries"]:
             print(json.dumps(e))
+    return 0
+
+
+def _decode(args) -> int:
+    """`ctsyncctl decode`: needs no daemon, only the file."""
+    from .pcapdecode import PcapError, decode_lines
+
+    key = None
+    try:
+        if args.key_file:
+            with open(args.key_file, "rb") as f:
+                key = f.read().strip()
+        n = 0
+        for line in decode_lines(args.file, key):
+            print(line)
+            n += 1
+    except BrokenPipeError:  # e.g. piped into head
+        sys.stderr.close()
+        return 0
+    except (OSError, PcapError) as e:
+        print(f"ctsyncctl: decode: {e}", file=sys.stderr)
+        return 1
+    if n == 0:
+        print(f"ctsyncctl: decode: no ctsync datagram in {args.file}", file=sys.stderr)
     return 0

@@ -303,6 +303,8 @@ class Daemon:
                                 "errors": dict(errs), "clashes": len(clashes), "mode": self.cfg.mode, "time": time.time()}
             extra = (f", errors {dict(errs)}" if errs else "") + (f", {len(clashes)} NAT clash(es)" if clashes else "")
             log.info("commit (%s): %d of %d entries in %.3fs%s", reason, ok, len(c.messages), duration, extra)
+            self.rep.committed(trio.current_time())
+            self.poke()
             return self.last_commit
 
     async def verify_nat(self) -> int:

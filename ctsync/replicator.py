@@ -140,7 +140,10 @@ class Replicator:
         self._expire_at: float | None = None
         self._refresh_at: float | None = None
         self._started_at: float | None = None
-        self._age_out_pending = False  # became backup: age out once the master's table is here
+        # Complete tables from the master still to age out against after becoming backup:
+        # the answer to our request and the push after its commit, in either order (the
+        # answer may have been dumped before the commit, without the flows we handed over).
+        self._age_out_tables = 0
 
     # ---- derived ------------------------------------------------------------------------
 
@@ -248,17 +251,25 @@ class Replicator:
         """The group goes master: returns the commit to run before the VIPs move."""
         self.role = "master"
         self._hb_at = now  # tell the peer at once
-        self._age_out_pending = False
+        self._age_out_tables = 0
         if self.cfg.mode == "commit":
             return Commit(self.cache.messages(), "became master")
         return None
+
+    def committed(self, now: float) -> None:
+        """Our commit is done: push our table to the peer. The entries it wrote carry our
+        own portid, so their events are not replicated; a peer that asked for our table
+        before the commit (it went backup as we went master) would otherwise lack every
+        flow it handed over, and keep only its own stale kernel entries for them: after
+        a failback their TCP windows are behind and the strict ruleset drops them."""
+        self._dump("after our commit")
 
     def become_backup(self, now: float) -> None:
         self.role = "backup"
         self._hb_at = now
         self.in_sync = False
         # In inject mode our kernel holding the peer's entries is the point; leave them.
-        self._age_out_pending = self.cfg.mode == "commit" and self.cfg.backup_purge_timeout > 0
+        self._age_out_tables = 2 if self.cfg.mode == "commit" and self.cfg.backup_purge_timeout > 0 else 0
         self.request_resync(now, "became backup")
 
     def handle_timer(self, now: float) -> None:
@@ -363,7 +374,7 @@ class Replicator:
             self.counters.resyncs_received += 1
             self.in_sync = True
             self._resync_asked_at = None
-            if self._age_out_pending and self.role == "backup":
-                self._age_out_pending = False
+            if self._age_out_tables and self.role == "backup":
+                self._age_out_tables -= 1
                 self.counters.aged_out_requests += 1
                 self._actions.append(AgeOut(list(self.cache.keys()), self.cfg.backup_purge_timeout))

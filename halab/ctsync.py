@@ -33,6 +33,12 @@ class Ctsync:
     def commit(self) -> dict:
         return request(self.socket, "commit", timeout=60)["commit"]
 
+    def wait_commit(self, after: float, timeout: float = 10.0) -> dict:
+        """The ``last_commit`` of a commit that ended after epoch time ``after``."""
+        st = self.wait(lambda s: s if (s["last_commit"] or {}).get("time", 0) > after else None,
+                       timeout, "a commit")
+        return st["last_commit"]
+
     def wait(self, predicate, timeout: float = 10.0, what: str = "ctsync condition"):
         def check():
             try:

@@ -48,6 +48,36 @@ def _socket_path(args) -> str:
     return os.environ.get("VRRPCTL_SOCKET", config_mod.DEFAULT_CONTROL_SOCKET)
 
 
+def _capture(path: str, args) -> int:
+    """Find the instance's interface from the running daemon, then become tcpdump."""
+    import shutil
+
+    from .control import request
+
+    reply = request(path, "status")
+    names = [i["name"] for i in reply.get("instances", [])]
+    inst = next((i for i in reply.get("instances", []) if i["name"] == args.instance), None)
+    if inst is None:
+        print(f"vrrpctl: no instance named {args.instance} (instances: {', '.join(names) or 'none'})",
+              file=sys.stderr)
+        return 1
+    tcpdump = shutil.which("tcpdump")
+    if tcpdump is None:
+        print("vrrpctl: capture needs tcpdump (apt-get install tcpdump)", file=sys.stderr)
+        return 1
+    if args.count is not None and args.count < 1:
+        print("vrrpctl: --count must be at least 1", file=sys.stderr)
+        return 1
+    argv = [tcpdump, "-n", "-i", inst["interface"]]
+    argv += ["-U", "-w", args.write] if args.write else ["-l", "-e"]
+    if args.count:
+        argv += ["-c", str(args.count)]
+    argv.append("vrrp or arp")
+    sys.stdout.flush()
+    os.execv(tcpdump, argv)
+    return 0  # not reached
+
+
 def vrrpctl_main(argv: list[str] | None = None) -> int:
     from .control import request
 
@@ -60,9 +90,16 @@ def vrrpctl_main(argv: list[str] | None = None) -> int:
     st.add_argument("instance", nargs="?", help="only this instance")
     sub.add_parser("events", help="stream transitions as JSON lines")
     sub.add_parser("metrics", help="Prometheus text exposition")
+    cap = sub.add_parser("capture", help="tcpdump the instance's interface, filtered to VRRP and ARP "
+                         "(run it in the namespace where vrrpd runs)")
+    cap.add_argument("instance", help="instance name (its interface is read from vrrpd's status)")
+    cap.add_argument("-w", "--write", metavar="FILE", help="write a pcap file instead of printing")
+    cap.add_argument("--count", type=int, metavar="N", help="stop after N packets")
     args = ap.parse_args(argv)
     try:
         path = _socket_path(args)
+        if args.cmd == "capture":
+            return _capture(path, args)
         if args.cmd == "events":
             for event in request(path, "events"):
                 print(json.dumps(event), flush=True)
