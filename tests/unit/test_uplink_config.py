@@ -1,0 +1,153 @@
+"""Configuration of probes, track_probes and uplinks: parsed values, and errors that name
+file, key and problem."""
+
+from __future__ import annotations
+
+import ipaddress
+import textwrap
+
+import pytest
+
+from vrrpd import config as C
+from vrrpd.config import ConfigError
+from vrrpd.return_routing import nft_ruleset
+from vrrpd.uplink_config import FlushFilter, TrackProbe
+
+A = ipaddress.IPv4Address
+
+GOOD = """
+[vrrpd]
+control_socket = "/run/test/vrrpd.sock"
+
+[vrrpd.instance.LAN]
+interface = "eth1"
+vrid = 2
+virtual_addresses = ["192.168.1.1/24"]
+track_probes = [{ probe = "ISP1", weight = -60 }, "DNS"]
+
+[vrrpd.probe.ISP1]
+interface = "wan1"
+gateway = "198.51.100.1"
+target = "192.0.2.53"
+interval = 0.5
+timeout = 0.4
+rise = 2
+fall = 4
+
+[vrrpd.probe.ISP2]
+interface = "wan2"
+gateway = "198.51.101.1"
+target = "192.0.2.53"
+
+[vrrpd.probe.DNS]
+interface = "wan3"
+gateway = "10.9.9.1"
+target = "192.0.2.54"
+kind = "tcp"
+port = 53
+
+[vrrpd.uplinks]
+flush = { proto = "udp", dport = 5060 }
+return_routing = true
+notify = "/usr/local/bin/uplink-changed"
+
+[vrrpd.uplinks.link.ISP1]
+interface = "wan1"
+gateway = "198.51.100.1"
+probe = "ISP1"
+preference = 200
+snat_address = "198.51.100.2"
+
+[vrrpd.uplinks.link.ISP2]
+interface = "wan2"
+gateway = "198.51.101.1"
+probe = "ISP2"
+"""
+
+
+def parse(text: str):
+    return C.parse(__import__("tomllib").loads(textwrap.dedent(text)), "/etc/hapair/r1.toml")
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as ei:
+        parse(text)
+    return ei.value.problems
+
+
+def test_full_example():
+    cfg = parse(GOOD)
+    assert cfg.instances["LAN"].track_probes == (TrackProbe("ISP1", -60), TrackProbe("DNS", 0))
+    p = cfg.probes["ISP1"]
+    assert (p.interface, p.gateway, p.target, p.interval, p.timeout, p.rise, p.fall) == (
+        "wan1", A("198.51.100.1"), A("192.0.2.53"), 0.5, 0.4, 2, 4)
+    # Probes on an uplink's interface share its table; others get 200, 201, ...
+    assert cfg.probes["ISP1"].table == 100 and cfg.probes["ISP2"].table == 101 and cfg.probes["DNS"].table == 200
+    assert cfg.probes["DNS"].kind == "tcp" and cfg.probes["DNS"].port == 53
+    u = cfg.uplinks
+    assert list(u.links) == ["ISP1", "ISP2"]
+    assert u.links["ISP1"].preference == 200 and u.links["ISP2"].preference == 100
+    assert u.links["ISP1"].snat_address == A("198.51.100.2") and u.links["ISP2"].snat_address is None
+    assert (u.links["ISP1"].mark, u.links["ISP2"].mark) == (1, 2)
+    assert u.flush == FlushFilter("udp", 5060) and u.return_routing and not u.flush_on_return
+    assert u.notify == ("/usr/local/bin/uplink-changed",)
+
+
+def test_uplinks_without_vrrp_instances():
+    text = GOOD.split("[vrrpd.instance.LAN]")[0] + "[vrrpd.probe" + GOOD.split("[vrrpd.probe", 1)[1]
+    cfg = parse(text)
+    assert cfg.instances == {} and len(cfg.uplinks.links) == 2
+
+
+def test_errors_name_file_key_and_problem():
+    bad = GOOD.replace('target = "192.0.2.53"\ninterval', 'target = "example.com"\ninterval') \
+              .replace('"DNS"]', '"NOPE"]') \
+              .replace('dport = 5060', 'dport = 70000') \
+              .replace("rise = 2", "rise = 0")
+    got = problems(bad)
+    assert "r1.toml: vrrpd.probe.ISP1.target: must be an IPv4 address, got 'example.com'" in got
+    assert "r1.toml: vrrpd.probe.ISP1.rise: must be an integer from 1 to 100, got 0" in got
+    assert any(p.startswith("r1.toml: vrrpd.instance.LAN.track_probes[1].probe: no probe named 'NOPE'") for p in got)
+    assert "r1.toml: vrrpd.uplinks.flush.dport: must be an integer from 1 to 65535, got 70000" in got
+
+
+def test_a_probe_must_be_pinned_to_its_uplink():
+    got = problems(GOOD.replace('probe = "ISP2"\n', 'probe = "ISP1"\n'))
+    assert any(p.startswith("r1.toml: vrrpd.uplinks.link.ISP2.probe: probe 'ISP1' leaves by wan1") and "pinned" in p for p in got)
+
+
+def test_one_uplink_is_refused_and_typos_suggested():
+    text = GOOD.split("[vrrpd.uplinks.link.ISP2]")[0].replace("return_routing", "retrun_routing")
+    got = problems(text)
+    assert any("vrrpd.uplinks.link: needs at least two" in p for p in got)
+    assert "r1.toml: vrrpd.uplinks.retrun_routing: unknown key (did you mean 'return_routing'?)" in got
+
+
+def test_probe_checks():
+    got = problems(GOOD.replace('kind = "tcp"\nport = 53', 'kind = "http"')
+                       .replace("timeout = 0.4", "timeout = 0.9")
+                       .replace('[vrrpd.probe.ISP2]\n', '[vrrpd.probe.ISP2]\ntable = 254\n'))
+    assert "r1.toml: vrrpd.probe.DNS.kind: must be one of icmp, tcp, got 'http'" in got
+    assert "r1.toml: vrrpd.probe.ISP1.timeout: must not be longer than interval (0.5s), got 0.9" in got
+    assert any(p.startswith("r1.toml: vrrpd.probe.ISP2.table: 254 is a kernel table") for p in got)
+
+
+def test_duplicate_interface_and_gateway_conflicts():
+    got = problems(GOOD.replace('interface = "wan2"\ngateway = "198.51.101.1"\nprobe', 'interface = "wan1"\ngateway = "198.51.101.1"\nprobe'))
+    assert "r1.toml: vrrpd.uplinks.link.ISP2.interface: interface wan1 is already used by uplink ISP1" in got
+
+
+def test_flush_forms():
+    assert parse(GOOD.replace('flush = { proto = "udp", dport = 5060 }', "flush = false")).uplinks.flush is None
+    assert parse(GOOD.replace('flush = { proto = "udp", dport = 5060 }', "flush = true")).uplinks.flush == FlushFilter()
+    got = problems(GOOD.replace('flush = { proto = "udp", dport = 5060 }', 'flush = { dport = 5060 }'))
+    assert 'r1.toml: vrrpd.uplinks.flush.dport: a destination port needs proto = "tcp" or "udp"' in got
+
+
+def test_return_routing_ruleset_marks_restores_and_cleans_up():
+    rs = nft_ruleset(parse(GOOD).uplinks)
+    assert rs.startswith("table inet hapair_uplinks\ndelete table inet hapair_uplinks\n")  # replaces a leftover
+    assert 'ct state new iifname "wan1" ct mark set ct mark and 0xffffff00 or 0x1' in rs
+    assert 'ct state new iifname "wan2" ct mark set ct mark and 0xffffff00 or 0x2' in rs
+    assert 'iifname != { "wan1", "wan2" } ct mark and 0xff != 0 meta mark set ct mark and 0xff' in rs
+    assert "type route hook output" in rs
