@@ -1,0 +1,204 @@
+"""Dual-WAN on a real kernel: probes pinned to an uplink, one route switch per real
+change, the dead uplink's NAT entries flushed, return traffic by the arrival link.
+
+Topology: halab/dualwan.py (router r1 with wan1 -> isp1 and wan2 -> isp2, a shared
+internet host "net" behind both ISPs, each ISP dropping sources not its own: BCP 38).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import pytest
+
+from halab import wait_for
+from halab.dualwan import FORWARD_PORT, TARGET, build_dualwan, uplinks_config
+from halab.traffic import collect, start_tcp_server, start_udp
+from halab.vrrp import start_vrrpd
+from vrrpd.control import request
+
+pytestmark = pytest.mark.netns
+
+INTERVAL = 0.2
+
+
+def start_router_vrrpd(dw, router=None, name="vrrpd", instances=None, sync_groups=None, **kw):
+    r = router or dw.r1
+    sock = f"{r.lab.workdir}/{name}-{r.name}.sock"
+    cfg = {"vrrpd": {"control_socket": sock, **uplinks_config(dw, interval=INTERVAL, **kw)}}
+    if instances:
+        cfg["vrrpd"]["instance"] = instances
+    if sync_groups:
+        cfg["vrrpd"]["sync_group"] = {g: {"instances": m} for g, m in sync_groups.items()}
+    return start_vrrpd(r, {}, config=cfg, name=name)
+
+
+def uplinks(d) -> dict:
+    return request(d.socket, "status", timeout=3)["uplinks"]
+
+
+def probe(st: dict, name: str) -> dict:
+    return next(p for p in st["probes"] if p["name"] == name)
+
+
+def wait_uplinks(d, pred, what, timeout=15.0) -> dict:
+    def check():
+        try:
+            st = uplinks(d)
+        except (OSError, ValueError, KeyError):
+            return None
+        return st if pred(st) else None
+
+    try:
+        return wait_for(check, timeout=timeout, interval=0.05, what=what)
+    except Exception:
+        print(d.proc.read_log()[-3000:])
+        raise
+
+
+def pinged_via_main_table(host) -> bool:
+    """The naive probe: ping the target the way a script on the router would, following
+    the main table's active default route."""
+    return host.run(["ping", "-n", "-c", "1", "-W", "1", TARGET]).returncode == 0
+
+
+def test_pinned_probe_reports_down_where_a_naive_probe_says_up_and_the_route_switches_once(lab):
+    dw = build_dualwan(lab)
+    r1 = dw.r1
+    udp = start_udp(dw, duration=22, interval=0.05)  # the "SIP" flow, c:5060 -> net:5060
+    d = start_router_vrrpd(dw, flush={"proto": "udp", "dport": 5060})
+    st = wait_uplinks(d, lambda s: s["active"] == "ISP1", "ISP1 chosen")
+    assert st["switches"] == 1 and dw.default_route(r1) == "wan1"
+    assert all(p["state"] == "up" for p in st["probes"])
+    assert any(f"reply dst={dw.uplink_addr['isp1']}" in ln or f"dst={dw.uplink_addr['isp1']}" in ln
+               for ln in r1.run(["conntrack", "-L", "-p", "udp", "--dport", "5060"]).stdout.splitlines())
+
+    # ISP1 loses the internet; the router's own link to ISP1 stays up.
+    t_kill = time.time()
+    dw.kill_far_side("isp1")
+    st = wait_uplinks(d, lambda s: s["active"] == "ISP2", "switch to ISP2")
+    assert r1.link_up("wan1"), "the router's link stays up: only a probe through ISP1 can tell"
+    assert dw.default_route(r1) == "wan2"
+    assert probe(st, "ISP1")["state"] == "down" and probe(st, "ISP2")["state"] == "up"
+    assert st["switches"] == 2
+
+    # The trap: now that the default route leads through ISP2, a probe that follows the
+    # main table reaches the target and would call ISP1 "up" (and switch back, and
+    # flap). The pinned probe keeps failing, because it can only leave through ISP1.
+    assert pinged_via_main_table(r1), "the naive probe through the main table answers"
+    before = probe(uplinks(d), "ISP1")["failures"]
+    time.sleep(6 * INTERVAL)
+    st = uplinks(d)
+    assert probe(st, "ISP1")["state"] == "down" and probe(st, "ISP1")["failures"] >= before + 3
+    assert st["active"] == "ISP2" and st["switches"] == 2
+
+    # The SIP flow's entry pointed at ISP1's address: flushed, so it continues via ISP2.
+    lf = st["last_flush"]
+    assert lf and lf["uplink"] == "ISP1" and lf["address"] == dw.uplink_addr["isp1"] and lf["deleted"] >= 1, lf
+    wait_for(lambda: any(f"dst={dw.uplink_addr['isp2']}" in ln for ln in
+                         r1.run(["conntrack", "-L", "-p", "udp", "--dport", "5060"]).stdout.splitlines()),
+             timeout=5, what="the SIP flow re-NATed to ISP2's address")
+
+    # ISP1 comes back: exactly one switch back, and it stays.
+    dw.restore_far_side("isp1")
+    st = wait_uplinks(d, lambda s: s["active"] == "ISP1", "switch back to ISP1")
+    assert dw.default_route(r1) == "wan1"
+    time.sleep(8 * INTERVAL)
+    st = uplinks(d)
+    assert st["switches"] == 3 and st["active"] == "ISP1"
+
+    rep = collect(udp)
+    srcs = {s["addr"]: s for s in rep["server"]["sources"]}
+    print("UDP sources seen by the server:", json.dumps(srcs))
+    via2 = srcs.get(dw.uplink_addr["isp2"])
+    assert via2 is not None and via2["first"] > t_kill and via2["packets"] > 20, srcs
+    log = d.proc.read_log()
+    assert log.count("uplinks: switch ") == 3, log
+    assert "flushed" in log and "udp dport 5060" in log
+
+
+def test_without_flush_the_sip_flow_stays_stuck_on_the_dead_uplink(lab):
+    """Documents why the flush exists: the entry keeps SNATing to ISP1's address; routed
+    out via ISP2 it is dropped (BCP 38) until the entry would time out."""
+    dw = build_dualwan(lab)
+    udp = start_udp(dw, duration=8, interval=0.05)
+    d = start_router_vrrpd(dw, flush=False)
+    wait_uplinks(d, lambda s: s["active"] == "ISP1", "ISP1 chosen")
+    t_kill = time.time()
+    dw.kill_far_side("isp1")
+    wait_uplinks(d, lambda s: s["active"] == "ISP2", "switch to ISP2")
+    drops0 = dw.bcp38_drops("isp2")
+    time.sleep(2)
+    assert dw.bcp38_drops("isp2") > drops0 + 10, "ISP2 drops the flow still NATed to ISP1's address"
+    rep = collect(udp)
+    addrs = {s["addr"] for s in rep["server"]["sources"] if s["last"] and s["last"] > t_kill + 1}
+    assert dw.uplink_addr["isp2"] not in addrs
+    assert uplinks(d)["last_flush"] is None if d.proc.alive() else True
+
+
+def test_flapping_target_does_not_flap_the_route(lab):
+    dw = build_dualwan(lab)
+    d = start_router_vrrpd(dw, rise=3, fall=3)
+    wait_uplinks(d, lambda s: s["active"] == "ISP1", "ISP1 chosen")
+    before = probe(uplinks(d), "ISP1")
+    dw.drop_every_other_echo("isp1")
+    time.sleep(30 * INTERVAL)
+    st = uplinks(d)
+    p = probe(st, "ISP1")
+    assert p["failures"] >= before["failures"] + 10, "the target really lost every other echo"
+    assert p["state"] == "up" and p["transitions"] == before["transitions"]
+    assert st["switches"] == 1 and st["active"] == "ISP1"
+    # A real change while it still flaps: one switch away, one back.
+    dw.kill_far_side("isp1")
+    wait_uplinks(d, lambda s: s["active"] == "ISP2", "switch to ISP2")
+    dw.restore_far_side("isp1")
+    wait_uplinks(d, lambda s: s["active"] == "ISP1", "switch back to ISP1", timeout=20)
+    time.sleep(20 * INTERVAL)
+    st = uplinks(d)
+    assert st["switches"] == 3, st
+    dw.stop_flapping("isp1")
+
+
+CONNECT = """
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+    s.sendall(b"ping")
+    s.settimeout(3)
+    print("ok" if s.recv(4) == b"ping" else "bad")
+except OSError as e:
+    print("fail", e)
+"""
+
+
+def connect_from_internet(dw, addr: str) -> bool:
+    out = dw.net.run([sys.executable, "-c", CONNECT, addr, str(FORWARD_PORT)], timeout=15).stdout.strip()
+    return out == "ok"
+
+
+@pytest.mark.parametrize("return_routing", [False, True])
+def test_replies_leave_by_the_link_the_connection_arrived_on(lab, return_routing):
+    dw = build_dualwan(lab)
+    start_tcp_server(dw.c, FORWARD_PORT, tag="fwd")
+    d = start_router_vrrpd(dw, return_routing=return_routing)
+    st = wait_uplinks(d, lambda s: s["active"] == "ISP1", "ISP1 chosen")
+    assert st["return_routing"] is return_routing
+    assert connect_from_internet(dw, dw.uplink_addr["isp1"])
+    via2 = connect_from_internet(dw, dw.uplink_addr["isp2"])
+    if not return_routing:
+        # The trap: the reply follows the main default route (ISP1), whose BCP 38 filter
+        # drops a source address of ISP2's prefix.
+        assert not via2 and dw.bcp38_drops("isp1") > 0
+        return
+    assert via2
+    assert dw.bcp38_drops("isp1") == 0 and dw.bcp38_drops("isp2") == 0
+    marks = dw.r1.run(["conntrack", "-L", "-p", "tcp", "--dport", str(FORWARD_PORT)]).stdout
+    assert "mark=1" in marks and "mark=2" in marks, marks
+    # On exit vrrpd removes its rules and its nftables table.
+    d.proc.signal(15)
+    d.proc.wait(10)
+    rules = dw.r1.run(["ip", "rule"]).stdout
+    assert "lookup 100" not in rules and "fwmark" not in rules, rules
+    assert dw.r1.run(["nft", "list", "table", "inet", "hapair_uplinks"]).returncode != 0
