@@ -75,7 +75,7 @@ def ensure_suppress_default_rule(ipr: IPRoute, priority: int) -> None:
     for r in _rules(ipr):
         if r.get_attr("FRA_PRIORITY") == priority and r.get_attr("FRA_SUPPRESS_PREFIXLEN") == 0:
             return
-    ipr.rule("add", family=socket.AF_INET, table=MAIN_TABLE, priority=priority, suppress_prefixlength=0)
+    ipr.rule("add", family=socket.AF_INET, table=MAIN_TABLE, priority=priority, suppress_prefixlen=0)
 
 
 def remove_rules(ipr: IPRoute, priorities: set[int], tables: set[int]) -> int:
@@ -90,8 +90,8 @@ def remove_rules(ipr: IPRoute, priorities: set[int], tables: set[int]) -> int:
                          **{k: v for k, v in (("oifname", r.get_attr("FRA_OIFNAME")),
                                               ("fwmark", r.get_attr("FRA_FWMARK")),
                                               ("fwmask", r.get_attr("FRA_FWMASK")),
-                                              ("suppress_prefixlength", r.get_attr("FRA_SUPPRESS_PREFIXLEN")))
-                            if v is not None and not (k == "suppress_prefixlength" and v == 0xFFFFFFFF)})
+                                              ("suppress_prefixlen", r.get_attr("FRA_SUPPRESS_PREFIXLEN")))
+                            if v is not None and not (k == "suppress_prefixlen" and v == 0xFFFFFFFF)})
                 n += 1
             except NetlinkError as e:
                 if e.code != errno.ENOENT:
