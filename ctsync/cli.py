@@ -55,6 +55,8 @@ def _text_status(s: dict) -> str:
         f"sync link       datagrams tx {ch['datagrams_tx']} rx {ch['datagrams_rx']}  messages tx {ch['messages_tx']} rx {ch['messages_rx']}",
         f"repairs         retransmits {ch['retransmits']}  nacks tx {ch['nacks_tx']} rx {ch['nacks_rx']}  lost {ch['lost']}  unacked {s['unacked']}",
         f"rejected        auth failures {ch['auth_failures']}  replayed {ch['replayed']}  unconfirmed {ch['unconfirmed']}  malformed {ch['malformed']}",
+        *([f"uplink flushes  {s['uplink_flush']['requests']} requests, {s['uplink_flush']['deleted']} entries deleted"]
+          if s.get("uplink_flush", {}).get("requests") else []),
         f"commits         {s['commits']}  errors {s['commit_errors'] or 'none'}  NAT clashes {s['nat_clashes']}  NAT verify failures {s['nat_verify_failures']}",
     ]
     if lc:
@@ -77,11 +79,19 @@ def ctsyncctl_main(argv: list[str] | None = None) -> int:
     sub.add_parser("flush", help="empty the external cache")
     sub.add_parser("resync", help="act as backup: stop committing, ask the peer for its whole table")
     sub.add_parser("dump", help="print the external cache as JSON lines")
+    fu = sub.add_parser("flush-uplink", help="delete the conntrack entries source-NATed to ADDRESS (a dead uplink's); "
+                        "for a vrrpd uplinks notify hook")
+    fu.add_argument("address", help="the uplink's NAT address, e.g. $UPLINK_OLD_ADDRESS")
+    fu.add_argument("--proto", choices=("tcp", "udp", "icmp"), help="only this protocol")
+    fu.add_argument("--dport", type=int, help="only this original destination port (with --proto tcp or udp)")
     args = ap.parse_args(argv)
     try:
         path = args.socket or (config_mod.load(args.config).control_socket if args.config else
                                os.environ.get("CTSYNCCTL_SOCKET", config_mod.DEFAULT_CONTROL_SOCKET))
-        reply = request(path, args.cmd, timeout=None if args.cmd == "commit" else 30)
+        params = {}
+        if args.cmd == "flush-uplink":
+            params = {"address": args.address, "proto": args.proto, "dport": args.dport}
+        reply = request(path, args.cmd, timeout=None if args.cmd == "commit" else 30, **params)
     except ConfigError as e:
         print("\n".join(f"ctsyncctl: {p}" for p in e.problems), file=sys.stderr)
         return 1
@@ -98,6 +108,12 @@ def ctsyncctl_main(argv: list[str] | None = None) -> int:
         print(f"committed {c.get('committed', c['count'])} of {c['count']} entries in {c['duration']:.3f}s")
     elif args.cmd == "flush":
         print(f"flushed {reply['flushed']} entries")
+    elif args.cmd == "flush-uplink":
+        f = reply["flush"]
+        print(f"deleted {f['deleted']} of {f['matched']} entries NATed to {f['address']}"
+              + (f" ({len(f['errors'])} errors: {'; '.join(f['errors'][:3])})" if f["errors"] else ""))
+        for flow in f["flows"]:
+            print(f"  {flow}")
     elif args.cmd == "dump":
         for e in reply["entries"]:
             print(json.dumps(e))

@@ -53,10 +53,20 @@ FORWARD_PORT = 8080
 SYNC = {"r1": "172.16.0.1/30", "r2": "172.16.0.2/30"}
 
 
-def router_nft(uplink_addr: dict[str, str]) -> str:
+def router_nft(uplink_addr: dict[str, str], strict: bool = False) -> str:
     """NAT of a router: SNAT out of each uplink to its address, port 8080 forwarded to c
-    from both uplink addresses."""
-    return f"""\
+    from both uplink addresses. `strict` (the HA pair): packets conntrack cannot place
+    (ct state invalid: a mid-stream packet of a flow this router does not know, with
+    nf_conntrack_tcp_loose=0) are dropped, so only replicated state carries a flow over."""
+    filt = """\
+table ip filter {
+    chain forward {
+        type filter hook forward priority filter; policy accept;
+        ct state invalid counter drop
+    }
+}
+""" if strict else ""
+    return filt + f"""\
 table ip nat {{
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
@@ -204,10 +214,27 @@ def build_dualwan(lab: Lab, routers: int = 1) -> DualWan:
     else:
         uplink_addr = {isp: f"{ISP_NET[isp]}.{ROUTER_HOST_ID['r1']}" for isp in ISP_NET}
     for r in rs:
-        r.run(["nft", "-f", "-"], check=True, input=router_nft(uplink_addr))
+        r.run(["nft", "-f", "-"], check=True, input=router_nft(uplink_addr, strict=vips))
         r.sysctl("net.netfilter.nf_conntrack_events", 1)
+        if vips:
+            r.sysctl("net.netfilter.nf_conntrack_tcp_loose", 0)
         r.ip("route", "add", "default", "via", ISP_GW["isp1"], "dev", "wan1")
     return DualWan(lab, c, net, isps["isp1"], isps["isp2"], rs, lan, bridges, uplink_addr)
+
+
+VRRP_GROUP = "GW"
+
+
+def vrrp_instances(priority: int) -> dict[str, dict]:
+    """The pair's instances (two routers): a VIP on each uplink segment (the NAT
+    addresses) and the LAN gateway, in one sync group. No virtual MAC: the VIPs sit on
+    wan1/wan2/eth1 themselves, so the return-routing rules see the uplink as iifname."""
+    common = {"priority": priority, "advert_interval": 1, "use_vmac": False}
+    inst = {"LAN": {"interface": "eth1", "vrid": 13, "virtual_addresses": [f"{LAN_GW}/24"], **common}}
+    for i, (isp, ifname) in enumerate(WAN_IF.items()):
+        inst[ifname.upper()] = {"interface": ifname, "vrid": 11 + i,
+                                "virtual_addresses": [f"{ISP_NET[isp]}.{VIP_HOST_ID}/24"], **common}
+    return inst
 
 
 def uplinks_config(dw: DualWan, *, interval: float = 0.2, rise: int = 3, fall: int = 3, flush=None,

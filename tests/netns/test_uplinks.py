@@ -15,7 +15,7 @@ import pytest
 
 from halab import wait_for
 from halab.dualwan import FORWARD_PORT, TARGET, build_dualwan, uplinks_config
-from halab.traffic import collect, start_tcp_server, start_udp
+from halab.traffic import TrafficRun, collect, start_tcp_client, start_tcp_server, start_udp
 from halab.vrrp import start_vrrpd
 from vrrpd.control import request
 
@@ -208,3 +208,59 @@ def test_replies_leave_by_the_link_the_connection_arrived_on(lab, return_routing
     rules = dw.r1.run(["ip", "rule"]).stdout
     assert "lookup 100" not in rules and "fwmark" not in rules, rules
     assert dw.r1.run(["nft", "list", "table", "inet", "hapair_uplinks"]).returncode != 0
+
+
+def test_return_routing_survives_a_failover_to_the_second_router(lab):
+    """Two routers, two uplinks each, VRRP VIPs as the NAT addresses, ctsync between
+    them. Long-lived connections arrive on both uplinks (port forward to c); r1 fails
+    hard; on r2 the replicated entries carry their connmark, so replies still leave by
+    the uplink each connection arrived on (ISP1 would drop ISP2's source, BCP 38)."""
+    from halab.ctsync import start_ctsync
+    from halab.dualwan import VRRP_GROUP, vrrp_instances
+
+    dw = build_dualwan(lab, routers=2)
+    d = {}
+    for r, prio in ((dw.r1, 200), (dw.r2, 100)):
+        d[r.name] = start_router_vrrpd(dw, router=r, instances=vrrp_instances(prio),
+                                       sync_groups={VRRP_GROUP: ["LAN", "WAN1", "WAN2"]}, return_routing=True)
+    ignore = ["172.16.0.0/30", "192.168.1.2/32", "192.168.1.3/32", "198.51.100.2/32", "198.51.100.3/32",
+              "198.51.101.2/32", "198.51.101.3/32"]
+    ct = {r.name: start_ctsync(r, "commit", d[r.name].socket, group=VRRP_GROUP, ignore_addresses=ignore)
+          for r in (dw.r1, dw.r2)}
+    for r in ("r1", "r2"):
+        wait_uplinks(d[r], lambda s: s["active"] == "ISP1" and s["return_routing"], f"{r}: ISP1 chosen")
+    wait_for(lambda: all(d["r1"].state(i) == "master" for i in ("LAN", "WAN1", "WAN2")), timeout=15, what="r1 master")
+    ct["r2"].wait(lambda s: s["in_sync"], 15, "r2 in sync with r1")
+
+    server, _ = start_tcp_server(dw.c, FORWARD_PORT, tag="fwd")
+    runs = []
+    for isp in ("isp1", "isp2"):
+        client, rep = start_tcp_client(dw.net, dw.uplink_addr[isp], conns=10, interval=0.1, duration=16,
+                                       port=FORWARD_PORT, dead_after=8, tag=f"in-{isp}")
+        runs.append((isp, client, rep))
+    ct["r2"].wait(lambda s: s["external_entries"] >= 20, 15, "the connections replicated to r2")
+    marks = dw.r1.run(["conntrack", "-L", "-p", "tcp", "--dport", str(FORWARD_PORT)]).stdout
+    assert marks.count("mark=1") >= 10 and marks.count("mark=2") >= 10, marks
+    time.sleep(1)
+
+    # r1 fails hard: daemons killed, links down.
+    for p in [p for p in lab.procs if p.host is dw.r1 and p.alive()]:
+        p.kill()
+    for ifname in ("eth1", "wan1", "wan2", "sync0"):
+        lab.set_link(dw.r1, ifname, False)
+    wait_for(lambda: all(d["r2"].state(i) == "master" for i in ("LAN", "WAN1", "WAN2")), timeout=10, what="r2 master")
+    ct["r2"].wait(lambda s: s["last_commit"], 10, "r2's failover commit")
+    drops_before = dw.bcp38_drops("isp1") + dw.bcp38_drops("isp2")
+    time.sleep(4)
+    r2_marks = dw.r2.run(["conntrack", "-L", "-p", "tcp", "--dport", str(FORWARD_PORT)]).stdout
+    assert r2_marks.count("mark=2") >= 10, r2_marks
+
+    reports = {isp: collect(TrafficRun("tcp", client, None, rep, None, time.monotonic() + 20, {}), require=False)["client"]
+               for isp, client, rep in runs}
+    server.terminate()
+    for isp, r in reports.items():
+        assert r is not None, f"no report from the client connecting via {isp}"
+        s = r["summary"]
+        print(f"{isp}: kept {s['kept']}/{s['conns']}, longest gap {s['gap_max']}s, RSTs {s['rsts']}")
+        assert s["established"] == 10 and s["kept"] == 10, (isp, s)
+    assert dw.bcp38_drops("isp1") + dw.bcp38_drops("isp2") == drops_before, "a reply left by the wrong uplink"
