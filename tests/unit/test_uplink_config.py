@@ -151,3 +151,37 @@ def test_return_routing_ruleset_marks_restores_and_cleans_up():
     assert 'ct state new iifname "wan2" ct mark set ct mark and 0xffffff00 or 0x2' in rs
     assert 'iifname != { "wan1", "wan2" } ct mark and 0xff != 0 meta mark set ct mark and 0xff' in rs
     assert "type route hook output" in rs
+
+
+def test_vrrpd_check_covers_probes_and_uplinks(tmp_path, capsys):
+    from vrrpd.cli import vrrpd_main
+
+    good = tmp_path / "r1.toml"
+    good.write_text(GOOD)
+    assert vrrpd_main(["-c", str(good), "--check"]) == 0
+    assert "1 instance(s), 0 sync group(s), 3 probe(s), 2 uplink(s)" in capsys.readouterr().out
+    bad = tmp_path / "r2.toml"
+    bad.write_text(GOOD.replace('gateway = "198.51.101.1"\nprobe', 'gateway = "nope"\nprobe'))
+    assert vrrpd_main(["-c", str(bad), "--check"]) == 1
+    assert "vrrpd: r2.toml: vrrpd.uplinks.link.ISP2.gateway: must be an IPv4 address, got 'nope'" in capsys.readouterr().err
+
+
+def test_status_text_json_round_trip_and_metrics():
+    from vrrpd.status import ProbeStatus, UplinksStatus, UplinkStatus, render_uplinks_metrics, render_uplinks_text
+
+    st = UplinksStatus(
+        probes=[ProbeStatus("ISP1", "icmp", "wan1", "198.51.100.1", "192.0.2.53", 100, "down", 10, 4, 2, "no echo reply within 0.2s", "fail")],
+        uplinks=[UplinkStatus("ISP1", "wan1", "198.51.100.1", "ISP1", 200, 100, 1, False, False, 1, 3),
+                 UplinkStatus("ISP2", "wan2", "198.51.101.1", "ISP2", 100, 101, 2, True, True)],
+        active="ISP2", switches=2,
+        last_flush={"uplink": "ISP1", "address": "198.51.100.2", "deleted": 3, "filter": "udp dport 5060"},
+    )
+    assert UplinksStatus.from_dict(st.to_dict()) == st
+    text = render_uplinks_text(st)
+    assert "uplinks: active ISP2  switches 2" in text
+    assert " * ISP2       healthy" in text and "   ISP1       DOWN" in text
+    assert "last flush      3 entries NATed to 198.51.100.2 (ISP1, udp dport 5060)" in text
+    assert "ISP1       DOWN     icmp 192.0.2.53 via wan1" in text and "last error: no echo reply" in text
+    m = render_uplinks_metrics(st)
+    assert 'vrrp_uplink_active{uplink="ISP2"} 1' in m and 'vrrp_probe_up{probe="ISP1",interface="wan1"} 0' in m
+    assert "vrrp_uplink_switches_total 2" in m
