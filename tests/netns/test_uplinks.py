@@ -284,3 +284,21 @@ def test_return_routing_survives_a_failover_to_the_second_router(lab):
     assert ct["r2"].status()["uplink_flush"]["deleted"] == 5
     bad = ct_request(ct["r2"].socket, "flush-uplink", address="nope")
     assert not bad["ok"] and "address must be an IPv4 address" in bad["error"]
+
+
+def test_tcp_probe_is_pinned_too(lab):
+    """kind = "tcp": a connect to the target's port 9000, bound to the uplink's device."""
+    dw = build_dualwan(lab)
+    start_tcp_server(dw.net, 9000, tag="probe-target")
+    sock = f"{lab.workdir}/vrrpd-r1.sock"
+    cfg = {"vrrpd": {"control_socket": sock, **uplinks_config(dw, interval=INTERVAL)}}
+    for p in cfg["vrrpd"]["probe"].values():
+        p.update(kind="tcp", port=9000)
+    d = start_vrrpd(dw.r1, {}, config=cfg)
+    st = wait_uplinks(d, lambda s: s["active"] == "ISP1", "ISP1 chosen")
+    assert all(p["kind"] == "tcp" and p["state"] == "up" for p in st["probes"])
+    dw.kill_far_side("isp1")
+    st = wait_uplinks(d, lambda s: s["active"] == "ISP2", "switch to ISP2")
+    time.sleep(5 * INTERVAL)
+    st = uplinks(d)
+    assert probe(st, "ISP1")["state"] == "down" and probe(st, "ISP2")["state"] == "up" and st["switches"] == 2
