@@ -9,7 +9,7 @@ See docs/uplinks.md for the meaning of each key.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 PROBE_KINDS = ("icmp", "tcp")
@@ -269,7 +269,7 @@ def assign_probe_tables(c, probes: dict[str, ProbeConfig], uplinks: UplinksConfi
             if p.table and p.table != table:
                 c.fail(f"{prefix}.table", f"{p.interface} already uses table {table} ({owner})")
                 continue
-            out[name] = _replace(p, table=table)
+            out[name] = replace(p, table=table)
             continue
         table = p.table
         if not table:
@@ -281,11 +281,7 @@ def assign_probe_tables(c, probes: dict[str, ProbeConfig], uplinks: UplinksConfi
             continue
         used.add(table)
         by_iface[p.interface] = (p.gateway, table, f"probe {name}")
-        out[name] = _replace(p, table=table)
+        out[name] = replace(p, table=table)
     return out
 
 
-def _replace(p: ProbeConfig, **kw) -> ProbeConfig:
-    from dataclasses import replace
-
-    return replace(p, **kw)

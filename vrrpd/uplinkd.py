@@ -29,6 +29,7 @@ from .io.probe import IcmpProber, TcpProber
 from .notify import run_hook
 from .probes import ProbeHealth
 from .return_routing import nft_table_name, nft_ruleset
+from .uplink_config import DEFAULT_RULE_PRIORITY
 from .status import ProbeStatus, UplinkStatus, UplinksStatus
 
 log = logging.getLogger("vrrpd")
@@ -99,14 +100,14 @@ class UplinkDriver:
     # ---- routing state -----------------------------------------------------------------
 
     def _rule_keys(self) -> tuple[set[int], set[int]]:
-        prio = self.up_cfg.rule_priority if self.up_cfg else 1000
+        prio = self.up_cfg.rule_priority if self.up_cfg else DEFAULT_RULE_PRIORITY
         tables = {p.table for p in self.probes.values()}
         if self.up_cfg:
             tables |= {u.table for u in self.up_cfg.links.values()}
         return {prio, prio + 1, prio + 2}, tables | {routes.MAIN_TABLE}
 
     async def _install_routing(self) -> None:
-        prio = self.up_cfg.rule_priority if self.up_cfg else 1000
+        prio = self.up_cfg.rule_priority if self.up_cfg else DEFAULT_RULE_PRIORITY
         pinned: dict[str, tuple] = {}
         for p in self.probes.values():
             pinned[p.interface] = (p.gateway, p.table)

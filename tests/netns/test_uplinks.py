@@ -286,6 +286,60 @@ def test_return_routing_survives_a_failover_to_the_second_router(lab):
     assert not bad["ok"] and "address must be an IPv4 address" in bad["error"]
 
 
+def test_tracked_probes_lower_priority_or_fault_run_hooks_and_stream_events(lab):
+    """track_probes: ISP1's probe with weight -60, ISP2's with weight 0 (FAULT); the probe
+    notify hook runs; `events` with uplinks=true streams probe and uplink events."""
+    import socket as _socket
+
+    dw = build_dualwan(lab)
+    hook_log = f"{lab.workdir}/probe-hook.log"
+    hook = f"{lab.workdir}/probe-hook.sh"
+    with open(hook, "w") as f:
+        f.write(f'#!/bin/sh\necho "$1 $3 $PROBE_STATE $PROBE_INTERFACE" >> {hook_log}\n')
+    import os
+    os.chmod(hook, 0o755)
+    lan = {"LAN": {"interface": "eth1", "vrid": 13, "priority": 200, "use_vmac": False,
+                   "virtual_addresses": ["192.168.1.254/24"],
+                   "track_probes": [{"probe": "ISP1", "weight": -60}, {"probe": "ISP2"}]}}
+    sock = f"{lab.workdir}/vrrpd-r1.sock"
+    cfg = {"vrrpd": {"control_socket": sock, "instance": lan, **uplinks_config(dw, interval=INTERVAL)}}
+    for p in cfg["vrrpd"]["probe"].values():
+        p["notify"] = hook
+    d = start_vrrpd(dw.r1, {}, config=cfg)
+    ev = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    ev.settimeout(10)
+    ev.connect(sock)
+    ev.sendall(b'{"cmd": "events", "name": "test", "uplinks": true}\n')
+    evf = ev.makefile("rb")
+    assert json.loads(evf.readline())["subscribed"]
+    try:
+        d.wait_state("LAN", "master", timeout=10)
+        assert d.status()["LAN"]["effective_priority"] == 200
+        dw.kill_far_side("isp1")
+        wait_for(lambda: d.status()["LAN"]["effective_priority"] == 140, timeout=10, what="priority 200 - 60")
+        dw.kill_far_side("isp2")
+        d.wait_state("LAN", "fault", timeout=10)
+        assert "tracked probe ISP2 is down" in d.status()["LAN"]["fault_reasons"]
+        dw.restore_far_side("isp2")
+        dw.restore_far_side("isp1")
+        d.wait_state("LAN", "master", timeout=15)
+        wait_for(lambda: d.status()["LAN"]["effective_priority"] == 200, timeout=10, what="priority back to 200")
+        events = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and sum(e.get("kind") == "uplink" for e in events) < 3:
+            events.append(json.loads(evf.readline()))
+    finally:
+        ev.close()
+    kinds = [(e.get("kind"), e.get("probe") or e.get("new"), e.get("state")) for e in events if e.get("kind")]
+    assert ("probe", "ISP1", "down") in kinds and ("probe", "ISP2", "down") in kinds
+    assert [k[1] for k in kinds if k[0] == "uplink"] == ["ISP1", "ISP2", "ISP1"], kinds
+    transitions = [e for e in events if "instance" in e]
+    assert any(e["new"] == "fault" for e in transitions)
+    wait_for(lambda: os.path.exists(hook_log) and open(hook_log).read().count("\n") >= 6, timeout=5, what="hooks")
+    lines = open(hook_log).read().splitlines()
+    assert "ISP1 down down wan1" in lines and "ISP2 down down wan2" in lines and "ISP1 up up wan1" in lines
+
+
 def test_tcp_probe_is_pinned_too(lab):
     """kind = "tcp": a connect to the target's port 9000, bound to the uplink's device."""
     dw = build_dualwan(lab)

@@ -37,14 +37,6 @@ def set_default(ipr: IPRoute, gateway: ipaddress.IPv4Address, ifname: str, table
         raise
 
 
-def get_default(ipr: IPRoute, table: int = MAIN_TABLE) -> tuple[str | None, int | None]:
-    """(gateway, oif index) of the default route of `table`, or (None, None)."""
-    for r in ipr.get_routes(family=socket.AF_INET, table=table):
-        if r["dst_len"] == 0 and r.get_attr("RTA_TABLE", r["table"]) == table:
-            return r.get_attr("RTA_GATEWAY"), r.get_attr("RTA_OIF")
-    return None, None
-
-
 def _rules(ipr: IPRoute) -> list:
     return list(ipr.get_rules(family=socket.AF_INET))
 
