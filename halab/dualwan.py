@@ -171,7 +171,8 @@ table ip flap_{isp} {{
 def _far_routes(isp_host: Host, net: Host, isp: str) -> None:
     near, far, _ = FAR[isp]
     isp_host.ip("route", "replace", "default", "via", far.split("/")[0])
-    net.ip("route", "replace", f"{ISP_NET[isp]}.0/24", "via", near.split("/")[0])
+    # Answers come from the target address (what a server on the internet would use).
+    net.ip("route", "replace", f"{ISP_NET[isp]}.0/24", "via", near.split("/")[0], "src", TARGET)
 
 
 def _router(lab: Lab, r: Host, lan: Bridge, bridges: dict[str, Bridge], vips: bool) -> None:

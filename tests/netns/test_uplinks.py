@@ -14,7 +14,7 @@ import time
 import pytest
 
 from halab import wait_for
-from halab.dualwan import FORWARD_PORT, TARGET, build_dualwan, uplinks_config
+from halab.dualwan import CLIENT_IP, FORWARD_PORT, TARGET, build_dualwan, uplinks_config
 from halab.traffic import TrafficRun, collect, start_tcp_client, start_tcp_server, start_udp
 from halab.vrrp import start_vrrpd
 from vrrpd.control import request
@@ -102,18 +102,26 @@ def test_pinned_probe_reports_down_where_a_naive_probe_says_up_and_the_route_swi
              timeout=5, what="the SIP flow re-NATed to ISP2's address")
 
     # ISP1 comes back: exactly one switch back, and it stays.
+    drops_isp1 = dw.bcp38_drops("isp1")
     dw.restore_far_side("isp1")
     st = wait_uplinks(d, lambda s: s["active"] == "ISP1", "switch back to ISP1")
     assert dw.default_route(r1) == "wan1"
     time.sleep(8 * INTERVAL)
     st = uplinks(d)
     assert st["switches"] == 3 and st["active"] == "ISP1"
+    # Without flush_on_return or return_routing, the flow still NATed to ISP2's address now
+    # leaves through ISP1, which drops it (see the next test for both remedies).
+    assert dw.bcp38_drops("isp1") > drops_isp1 + 5
 
     rep = collect(udp)
     srcs = {s["addr"]: s for s in rep["server"]["sources"]}
     print("UDP sources seen by the server:", json.dumps(srcs))
     via2 = srcs.get(dw.uplink_addr["isp2"])
     assert via2 is not None and via2["first"] > t_kill and via2["packets"] > 20, srcs
+    # Its echoes came back through ISP2 after the switch: the gap was about fall x interval.
+    u = rep["client"]["summary"]
+    print(f"SIP flow: longest gap {u['max_gap']}s, silent at the end {u['trailing_silence']}s, lost {u['lost']} of {u['sent']}")
+    assert u["max_gap"] is not None and u["max_gap"] < 5 and u["trailing_silence"] > 2
     log = d.proc.read_log()
     assert log.count("uplinks: switch ") == 3, log
     assert "flushed" in log and "udp dport 5060" in log
@@ -137,6 +145,42 @@ def test_without_flush_the_sip_flow_stays_stuck_on_the_dead_uplink(lab):
     assert dw.uplink_addr["isp2"] not in addrs
     assert uplinks(d)["last_flush"] is None if d.proc.alive() else True
 
+
+
+@pytest.mark.parametrize("way_back", ["flush_on_return", "return_routing"])
+def test_a_flow_moved_to_the_backup_keeps_working_when_the_preferred_uplink_returns(lab, way_back):
+    """flush_on_return: the flow's entry NATed to ISP2's address is flushed on the way back,
+    so the flow moves back to ISP1. return_routing: the flow is marked with the uplink it
+    left by and stays on ISP2 until it ends. Either way it keeps working."""
+    dw = build_dualwan(lab)
+    udp = start_udp(dw, duration=10, interval=0.05)
+    d = start_router_vrrpd(dw, flush={"proto": "udp", "dport": 5060},
+                           flush_on_return=way_back == "flush_on_return", return_routing=way_back == "return_routing")
+
+    def sip_nat():
+        out = dw.r1.run(["conntrack", "-L", "-p", "udp", "--src", CLIENT_IP, "--dport", "5060"]).stdout
+        return {isp for isp, a in dw.uplink_addr.items() if f"dst={a} " in out}
+
+    wait_uplinks(d, lambda s: s["active"] == "ISP1", "ISP1 chosen")
+    assert sip_nat() == {"isp1"}
+    dw.kill_far_side("isp1")
+    wait_uplinks(d, lambda s: s["active"] == "ISP2", "switch to ISP2")
+    wait_for(lambda: sip_nat() == {"isp2"}, timeout=5, what="the flow on ISP2")
+    drops = dw.bcp38_drops("isp1")
+    dw.restore_far_side("isp1")
+    st = wait_uplinks(d, lambda s: s["active"] == "ISP1", "switch back")
+    if way_back == "flush_on_return":
+        st = wait_uplinks(d, lambda s: s["last_flush"]["uplink"] == "ISP2", "the flush of ISP2's entries")
+        assert st["last_flush"]["deleted"] >= 1
+        wait_for(lambda: sip_nat() == {"isp1"}, timeout=5, what="the flow back on ISP1")
+    else:
+        time.sleep(1)
+        assert sip_nat() == {"isp2"} and st["last_flush"]["uplink"] == "ISP1"
+    assert st["switches"] == 3
+    u = collect(udp)["client"]["summary"]
+    print(f"SIP flow: longest gap {u['max_gap']}s, silent at the end {u['trailing_silence']}s, lost {u['lost']} of {u['sent']}")
+    assert u["trailing_silence"] is not None and u["trailing_silence"] < 3 and u["max_gap"] < 5
+    assert dw.bcp38_drops("isp1") <= drops + 1  # at most the packet in flight at the switch
 
 def test_flapping_target_does_not_flap_the_route(lab):
     dw = build_dualwan(lab)

@@ -151,6 +151,7 @@ def test_return_routing_ruleset_marks_restores_and_cleans_up():
     assert 'ct state new iifname "wan2" ct mark set ct mark and 0xffffff00 or 0x2' in rs
     assert 'iifname != { "wan1", "wan2" } ct mark and 0xff != 0 meta mark set ct mark and 0xff' in rs
     assert "type route hook output" in rs
+    assert 'ct state new oifname "wan2" ct mark and 0xff == 0 ct mark set ct mark and 0xffffff00 or 0x2' in rs
 
 
 def test_vrrpd_check_covers_probes_and_uplinks(tmp_path, capsys):
