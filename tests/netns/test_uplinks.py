@@ -285,6 +285,32 @@ def test_return_routing_survives_a_failover_to_the_second_router(lab):
     ct["r2"].wait(lambda s: s["external_entries"] >= 20, 15, "the connections replicated to r2")
     marks = dw.r1.run(["conntrack", "-L", "-p", "tcp", "--dport", str(FORWARD_PORT)]).stdout
     assert marks.count("mark=1") >= 10 and marks.count("mark=2") >= 10, marks
+
+    # ctsyncctl flush-uplink on r1: five UDP flows from c, SNATed to ISP1's VIP, go -- on r2
+    # too (the deletions replicate); the port-forwarded connections (DNAT: not NATed *to*
+    # the uplink address) stay.
+    from ctsync.control import request as ct_request
+
+    send = ("import socket\nfor p in range(6000, 6005):\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            f"    s.bind(('', p)); s.sendto(b'x', ('{TARGET}', 5060))\n")
+    dw.c.run([sys.executable, "-c", send], check=True)
+
+    def entries(*args):
+        return dw.r1.run(["conntrack", "-L", *args]).stdout
+
+    def replicated_udp():
+        return {e["sport"] for e in ct_request(ct["r2"].socket, "dump")["entries"] if 6000 <= e["sport"] < 6005}
+    assert entries("-p", "udp", "--dport", "5060").count(f"dst={dw.uplink_addr['isp1']}") == 5
+    wait_for(lambda: len(replicated_udp()) == 5, timeout=5, what="the UDP flows replicated to r2")
+    dnat_before = entries("-p", "tcp", "--dport", str(FORWARD_PORT)).count("dport=8080")
+    reply = ct_request(ct["r1"].socket, "flush-uplink", address=dw.uplink_addr["isp1"], proto="udp", dport=5060)
+    assert reply["ok"] and reply["flush"]["deleted"] == 5, reply
+    assert f"dst={dw.uplink_addr['isp1']}" not in entries("-p", "udp", "--dport", "5060")
+    assert entries("-p", "tcp", "--dport", str(FORWARD_PORT)).count("dport=8080") == dnat_before
+    assert ct["r1"].status()["uplink_flush"]["deleted"] == 5
+    wait_for(lambda: not replicated_udp(), timeout=5, what="the deletions replicated to r2")
+    bad = ct_request(ct["r1"].socket, "flush-uplink", address="nope")
+    assert not bad["ok"] and "address must be an IPv4 address" in bad["error"]
     time.sleep(1)
 
     # r1 fails hard: daemons killed, links down.
@@ -308,26 +334,6 @@ def test_return_routing_survives_a_failover_to_the_second_router(lab):
         print(f"{isp}: kept {s['kept']}/{s['conns']}, longest gap {s['gap_max']}s, RSTs {s['rsts']}")
         assert s["established"] == 10 and s["kept"] == 10, (isp, s)
     assert dw.bcp38_drops("isp1") + dw.bcp38_drops("isp2") == drops_before, "a reply left by the wrong uplink"
-
-    # ctsyncctl flush-uplink on r2: five UDP flows from c, SNATed to ISP1's VIP, go; the
-    # port-forwarded connections (DNAT, not NATed *to* the uplink address) stay.
-    from ctsync.control import request as ct_request
-
-    send = ("import socket\nfor p in range(6000, 6005):\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-            f"    s.bind(('', p)); s.sendto(b'x', ('{TARGET}', 5060))\n")
-    dw.c.run([sys.executable, "-c", send], check=True)
-
-    def entries(*args):
-        return dw.r2.run(["conntrack", "-L", *args]).stdout
-    assert entries("-p", "udp", "--dport", "5060").count(f"dst={dw.uplink_addr['isp1']}") == 5
-    dnat_before = entries("-p", "tcp", "--dport", str(FORWARD_PORT)).count("dport=8080")
-    reply = ct_request(ct["r2"].socket, "flush-uplink", address=dw.uplink_addr["isp1"], proto="udp", dport=5060)
-    assert reply["ok"] and reply["flush"]["deleted"] == 5, reply
-    assert f"dst={dw.uplink_addr['isp1']}" not in entries("-p", "udp", "--dport", "5060")
-    assert entries("-p", "tcp", "--dport", str(FORWARD_PORT)).count("dport=8080") == dnat_before
-    assert ct["r2"].status()["uplink_flush"]["deleted"] == 5
-    bad = ct_request(ct["r2"].socket, "flush-uplink", address="nope")
-    assert not bad["ok"] and "address must be an IPv4 address" in bad["error"]
 
 
 def test_tracked_probes_lower_priority_or_fault_run_hooks_and_stream_events(lab):
