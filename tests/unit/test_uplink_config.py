@@ -186,3 +186,27 @@ def test_status_text_json_round_trip_and_metrics():
     m = render_uplinks_metrics(st)
     assert 'vrrp_uplink_active{uplink="ISP2"} 1' in m and 'vrrp_probe_up{probe="ISP1",interface="wan1"} 0' in m
     assert "vrrp_uplink_switches_total 2" in m
+
+
+def test_the_example_file_is_valid():
+    from pathlib import Path
+
+    cfg = C.load(Path(__file__).resolve().parents[2] / "configs" / "dualwan.toml")
+    assert list(cfg.uplinks.links) == ["ISP1", "ISP2"] and cfg.uplinks.return_routing
+    assert cfg.instances["LAN"].track_probes == (TrackProbe("ISP1", -30), TrackProbe("ISP2", -30))
+
+
+def test_icmp_echo_codec():
+    import socket
+    import struct
+
+    from vrrpd.io.probe import build_echo, icmp_checksum, parse_echo_reply
+
+    echo = build_echo(0x1234, 7)
+    assert echo[0] == 8 and icmp_checksum(echo) == 0  # a valid checksum sums to zero
+    reply = bytes([0]) + echo[1:2] + b"\0\0" + echo[4:]
+    reply = reply[:2] + struct.pack("!H", icmp_checksum(reply)) + reply[4:]
+    ip = bytes([0x45, 0, 0, 20 + len(reply), 0, 0, 0, 0, 64, 1, 0, 0]) + socket.inet_aton("192.0.2.53") + socket.inet_aton("10.0.0.1")
+    assert parse_echo_reply(ip + reply) == ("192.0.2.53", 0x1234, 7)
+    assert parse_echo_reply(ip + echo) is None  # a request (ours, looped) is not an answer
+    assert parse_echo_reply(ip[:10]) is None and parse_echo_reply(b"\x60" + ip[1:] + reply) is None
