@@ -389,6 +389,20 @@ def test_tracked_probes_lower_priority_or_fault_run_hooks_and_stream_events(lab)
     lines = open(hook_log).read().splitlines()
     assert "ISP1 down down wan1" in lines and "ISP2 down down wan2" in lines and "ISP1 up up wan1" in lines
 
+    # SIGHUP with a changed instance and a changed probe: the instance restarts and learns the
+    # probes' current health at once (no FAULT "no result yet"); probe changes wait for a restart.
+    cfg["vrrpd"]["instance"]["LAN"]["priority"] = 190
+    cfg["vrrpd"]["probe"]["ISP1"]["rise"] = 5
+    d.write_config(cfg)
+    log_before = len(d.proc.read_log())
+    d.proc.signal(1)
+    wait_for(lambda: "SIGHUP: reloaded" in d.proc.read_log(), timeout=5, what="the reload")
+    assert "probe and uplink changes only take effect on restart" in d.proc.read_log()
+    wait_for(lambda: d.status()["LAN"]["priority"] == 190, timeout=5, what="the new priority")
+    d.wait_state("LAN", "master", timeout=10)
+    assert d.status()["LAN"]["effective_priority"] == 190
+    assert "has no result yet" not in d.proc.read_log()[log_before:]
+
 
 def test_tcp_probe_is_pinned_too(lab):
     """kind = "tcp": a connect to the target's port 9000, bound to the uplink's device."""
