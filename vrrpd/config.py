@@ -355,12 +355,6 @@ def _probes_and_uplinks(c: _Checker, top: dict, raw_inst: dict) -> tuple[dict, o
     return probes, uplinks
 
 
-def dataclasses_replace(cfg: VrrpdConfig, **kw) -> VrrpdConfig:
-    from dataclasses import replace
-
-    return replace(cfg, **kw)
-
-
 def read_toml(path: str | Path) -> dict:
     """The file as TOML, or ConfigError naming the file and the problem."""
     p = Path(path)

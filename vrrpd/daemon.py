@@ -9,6 +9,7 @@ them into tracking events. Nothing here decides protocol behaviour: see machine.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -145,7 +146,7 @@ class Daemon:
             return
         if (new.probes, new.uplinks) != (self.cfg.probes, self.cfg.uplinks):
             log.warning("SIGHUP: probe and uplink changes only take effect on restart")
-            new = config_mod.dataclasses_replace(new, probes=self.cfg.probes, uplinks=self.cfg.uplinks)
+            new = dataclasses.replace(new, probes=self.cfg.probes, uplinks=self.cfg.uplinks)
         if new.control_socket != self.cfg.control_socket:
             log.warning("SIGHUP: control_socket changes only take effect on restart")
         kept, changed = 0, []
