@@ -94,6 +94,7 @@ class Channel:
         self._delivered = 0  # highest rseq delivered in order
         self._early: dict[int, tuple[Message, ...]] = {}
         self._peer_top = 0  # highest rseq the peer says it sent
+        self._gap_since: float | None = None  # since when a reliable message is missing
         self._ack_due: float | None = None
         self._nack_due: float | None = None
         self.last_heard: float | None = None
@@ -239,9 +240,18 @@ class Channel:
         if self._peer_top > self._delivered:
             if self._nack_due is None:
                 self._nack_due = now  # ask at once; then every nack_interval while open
+            if self._gap_since is None:
+                self._gap_since = now
         else:
             self._nack_due = None
+            self._gap_since = None
         return res
+
+    def stalled(self, now: float, grace: float) -> bool:
+        """A reliable message from the peer has been missing for ``grace`` seconds or
+        more: NACKs have not repaired the gap (a link that drops large datagrams, say),
+        so everything after it is held back and our replica is behind the peer."""
+        return self._gap_since is not None and now - self._gap_since >= grace
 
     def _deliver(self, rseq: int, msgs: tuple[Message, ...], res: Delivery) -> None:
         self._delivered = rseq

@@ -57,6 +57,8 @@ def _text_status(s: dict) -> str:
         f"sync link       {s.get('transport', 'unicast')}  datagrams tx {ch['datagrams_tx']} rx {ch['datagrams_rx']}  messages tx {ch['messages_tx']} rx {ch['messages_rx']}",
         f"repairs         retransmits {ch['retransmits']}  nacks tx {ch['nacks_tx']} rx {ch['nacks_rx']}  lost {ch['lost']}  unacked {s['unacked']}",
         f"rejected        auth failures {ch['auth_failures']}  replayed {ch['replayed']}  unconfirmed {ch['unconfirmed']}  malformed {ch['malformed']}",
+        *([f"uplink flushes  {s['uplink_flush']['requests']} requests, {s['uplink_flush']['deleted']} entries deleted"]
+          if s.get("uplink_flush", {}).get("requests") else []),
         f"commits         {s['commits']}  NAT clashes {s['nat_clashes']}  NAT verify failures {s['nat_verify_failures']}",
         f"aged out        {s.get('aged_out', 0)} (as backup: entries the master holds, timeouts shortened)"
         + ("  errors " + "  ".join(f"{k} {v}" for k, v in sorted(s["age_out_errors"].items())) if s.get("age_out_errors") else ""),
@@ -85,13 +87,21 @@ def ctsyncctl_main(argv: list[str] | None = None) -> int:
     dec = sub.add_parser("decode", help="print the sync-protocol messages of a capture of the sync link (pcap/pcapng), one line each")
     dec.add_argument("file", help="capture file, e.g. from tcpdump -i eth2 -w sync.pcap udp port 3780")
     dec.add_argument("--key-file", help="check each datagram's HMAC with this key (the file's whole content, stripped)")
+    fu = sub.add_parser("flush-uplink", help="delete the conntrack entries source-NATed to ADDRESS (a dead uplink's); "
+                        "for a vrrpd uplinks notify hook")
+    fu.add_argument("address", help="the uplink's NAT address, e.g. $UPLINK_OLD_ADDRESS")
+    fu.add_argument("--proto", choices=("tcp", "udp", "icmp"), help="only this protocol")
+    fu.add_argument("--dport", type=int, help="only this original destination port (with --proto tcp or udp)")
     args = ap.parse_args(argv)
     if args.cmd == "decode":
         return _decode(args)
     try:
         path = args.socket or (config_mod.load(args.config).control_socket if args.config else
                                os.environ.get("CTSYNCCTL_SOCKET", config_mod.DEFAULT_CONTROL_SOCKET))
-        reply = request(path, args.cmd, timeout=None if args.cmd == "commit" else 30)
+        params = {}
+        if args.cmd == "flush-uplink":
+            params = {"address": args.address, "proto": args.proto, "dport": args.dport}
+        reply = request(path, args.cmd, timeout=None if args.cmd == "commit" else 30, **params)
     except ConfigError as e:
         print("\n".join(f"ctsyncctl: {p}" for p in e.problems), file=sys.stderr)
         return 1
@@ -108,6 +118,12 @@ def ctsyncctl_main(argv: list[str] | None = None) -> int:
         print(f"committed {c.get('committed', c['count'])} of {c['count']} entries in {c['duration']:.3f}s")
     elif args.cmd == "flush":
         print(f"flushed {reply['flushed']} entries")
+    elif args.cmd == "flush-uplink":
+        f = reply["flush"]
+        print(f"deleted {f['deleted']} of {f['matched']} entries NATed to {f['address']}"
+              + (f" ({len(f['errors'])} errors: {'; '.join(f['errors'][:3])})" if f["errors"] else ""))
+        for flow in f["flows"]:
+            print(f"  {flow}")
     elif args.cmd == "dump":
         for e in reply["entries"]:
             print(json.dumps(e))

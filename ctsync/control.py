@@ -2,7 +2,9 @@
 
 Requests: {"cmd": "status"} | {"cmd": "commit"} (blocks until the commit is done) |
 {"cmd": "flush"} (empty the external cache) | {"cmd": "resync"} (act as backup: ask the
-peer for its whole table) | {"cmd": "dump"} (the external cache, one entry per item).
+peer for its whole table) | {"cmd": "dump"} (the external cache, one entry per item) |
+{"cmd": "flush-uplink", "address": "198.51.100.2", "proto": "udp", "dport": 5060} (delete
+the kernel's conntrack entries source-NATed to that address: see docs/uplinks.md).
 """
 
 from __future__ import annotations
@@ -16,12 +18,18 @@ import trio
 from vrrpd.control import UnixControlServer
 
 from .ctnetlink.codec import CodecError, Entry, parse_message
+from .uplink_flush import PROTOS, flush_nat_address
 
 log = logging.getLogger("ctsync")
 
 
 class ControlServer(UnixControlServer):
     prog = "ctsync"
+
+    def __init__(self, daemon, path: str):
+        super().__init__(daemon, path)
+        # flush-uplink counters, reported in "status" under "uplink_flush".
+        self.uplink_flush = {"requests": 0, "deleted": 0, "errors": 0, "last": None}
 
     async def _serve(self, stream: trio.SocketStream) -> None:
         async with stream:
@@ -39,7 +47,9 @@ class ControlServer(UnixControlServer):
                     cmd = None
                 d = self.daemon
                 if cmd == "status":
-                    reply = {"ok": True, "status": d.status()}
+                    reply = {"ok": True, "status": {**d.status(), "uplink_flush": self.uplink_flush}}
+                elif cmd == "flush-uplink":
+                    reply = await _flush_uplink(self, req)
                 elif cmd == "commit":
                     reply = {"ok": True, "commit": await d.commit("ctsyncctl commit")}
                 elif cmd == "flush":
@@ -60,10 +70,44 @@ class ControlServer(UnixControlServer):
                             entries.append(_entry_json(e))
                     reply = {"ok": True, "entries": entries}
                 else:
-                    reply = {"ok": False, "error": "unknown request; try status, commit, flush, resync, dump"}
+                    reply = {"ok": False, "error": "unknown request; try status, commit, flush, resync, dump, flush-uplink"}
                 await stream.send_all(json.dumps(reply, default=str).encode() + b"\n")
             except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
                 pass
+
+
+async def _flush_uplink(server: "ControlServer", req: dict) -> dict:
+    """Validate a flush-uplink request and run it; the reply object."""
+    import ipaddress
+
+    from .ctnetlink.socket import CtSocket
+
+    try:
+        address = ipaddress.IPv4Address(req.get("address"))
+    except (ValueError, TypeError):
+        return {"ok": False, "error": f"flush-uplink: address must be an IPv4 address, got {req.get('address')!r}"}
+    proto, dport = req.get("proto"), req.get("dport")
+    if proto is not None and proto not in PROTOS:
+        return {"ok": False, "error": f"flush-uplink: proto must be one of {', '.join(PROTOS)}, got {proto!r}"}
+    if dport is not None and (proto not in ("tcp", "udp") or isinstance(dport, bool) or not isinstance(dport, int)
+                              or not 1 <= dport <= 65535):
+        return {"ok": False, "error": "flush-uplink: dport must be a port from 1 to 65535, with proto tcp or udp"}
+    # A socket of its own, not the daemon's command socket: the kernel's destroy events
+    # of these deletions must not look like our own and must reach the peer.
+    stats = server.uplink_flush
+    stats["requests"] += 1
+    try:
+        with CtSocket.open() as s:
+            res = await flush_nat_address(s, address, proto, dport)
+    except OSError as e:
+        stats["errors"] += 1
+        return {"ok": False, "error": f"flush-uplink: {e}"}
+    stats["deleted"] += res.deleted
+    stats["errors"] += len(res.errors)
+    stats["last"] = {"proto": proto, "dport": dport, **res.to_dict()}
+    log.warning("flush-uplink: deleted %d conntrack entries NATed to %s (%s%s)%s", res.deleted, address, proto or "any protocol",
+                f" dport {dport}" if dport else "", f": {'; '.join(res.flows)}" if res.flows else "")
+    return {"ok": True, "flush": res.to_dict()}
 
 
 def _entry_json(e: Entry) -> dict:
@@ -79,12 +123,12 @@ def _entry_json(e: Entry) -> dict:
     return d
 
 
-def request(path: str, cmd: str, timeout: float | None = 30.0) -> dict:
+def request(path: str, cmd: str, timeout: float | None = 30.0, **params) -> dict:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect(path)
-        s.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
+        s.sendall(json.dumps({"cmd": cmd, **params}).encode() + b"\n")
         f = s.makefile("rb")
         return json.loads(f.readline() or b"{}")
     finally:

@@ -452,7 +452,7 @@ class Daemon:
             "peer_role": self.rep.peer_role,
             "peer_ready": self.rep.peer_ready,
             "in_sync": self.rep.in_sync,
-            "ready": self.rep.ready,
+            "ready": self.rep.ready(now),
             "vrrpd_connected": self.vrrpd_connected,
             "not_ready": self.not_ready,
             "demoting_vrrpd": self.demoting,

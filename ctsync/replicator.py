@@ -42,6 +42,9 @@ _HB = struct.Struct("!BBI")  # role (0 backup, 1 master), ready, external cache 
 _RID = struct.Struct("!I")
 _END = struct.Struct("!II")
 KIND_NEW, KIND_UPDATE, KIND_DESTROY = "new", "update", "destroy"
+#: A gap in the peer's reliable stream open this long makes a backup not ready (NACKs
+#: repair an ordinary loss within a few round trips; this is a link that keeps dropping).
+STALL_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -147,10 +150,11 @@ class Replicator:
 
     # ---- derived ------------------------------------------------------------------------
 
-    @property
-    def ready(self) -> bool:
-        """A backup is ready once its first bulk resync from the peer is complete."""
-        return self.in_sync
+    def ready(self, now: float) -> bool:
+        """A backup is ready once a bulk resync from the peer is complete (in_sync) and
+        nothing the peer sent since is stuck behind an unrepaired gap: a complete table
+        followed by entries that never arrive is not a complete replica."""
+        return self.in_sync and not self.channel.stalled(now, STALL_GRACE)
 
     def not_ready(self, now: float) -> bool:
         """What vrrpd's demotion follows: a backup that lacks the whole table of a live
@@ -159,7 +163,7 @@ class Replicator:
         is silent (after `peer_timeout` from the start, so that a peer that has not
         answered yet counts as there): nothing will complete its table, and it may be
         the only box left to take over."""
-        if self.role == "master" or self.in_sync:
+        if self.role == "master" or self.ready(now):
             return False
         if self.channel.peer_alive(now):
             return True
@@ -275,7 +279,7 @@ class Replicator:
     def handle_timer(self, now: float) -> None:
         self.channel.handle_timer(now)
         if self._hb_at is not None and now >= self._hb_at:
-            body = _HB.pack(1 if self.role == "master" else 0, int(self.ready), len(self.cache))
+            body = _HB.pack(1 if self.role == "master" else 0, int(self.ready(now)), len(self.cache))
             self.channel.send_unreliable(Message(MsgType.HEARTBEAT, body), now)
             self._hb_at = now + self.cfg.heartbeat_interval
         if self._expire_at is not None and now >= self._expire_at:

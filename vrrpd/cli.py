@@ -8,7 +8,7 @@ import os
 import sys
 
 from . import config as config_mod
-from .status import InstanceStatus, render_text
+from .status import InstanceStatus, UplinksStatus, render_text, render_uplinks_text
 
 
 def vrrpd_main(argv: list[str] | None = None) -> int:
@@ -25,7 +25,10 @@ def vrrpd_main(argv: list[str] | None = None) -> int:
             print(f"vrrpd: {p}", file=sys.stderr)
         return 1
     if args.check:
-        print(f"{args.config}: ok, {len(cfg.instances)} instance(s), {len(cfg.sync_groups)} sync group(s)")
+        extra = ""
+        if cfg.probes or cfg.uplinks:
+            extra = f", {len(cfg.probes)} probe(s), {len(cfg.uplinks.links) if cfg.uplinks else 0} uplink(s)"
+        print(f"{args.config}: ok, {len(cfg.instances)} instance(s), {len(cfg.sync_groups)} sync group(s){extra}")
         return 0
     if os.geteuid() != 0:
         print("vrrpd: needs root (raw sockets, addresses, macvlan)", file=sys.stderr)
@@ -88,7 +91,8 @@ def vrrpctl_main(argv: list[str] | None = None) -> int:
     st = sub.add_parser("status", help="state, priorities, timers and counters of every instance")
     st.add_argument("--json", action="store_true")
     st.add_argument("instance", nargs="?", help="only this instance")
-    sub.add_parser("events", help="stream transitions as JSON lines")
+    ev = sub.add_parser("events", help="stream transitions as JSON lines")
+    ev.add_argument("--uplinks", action="store_true", help="also probe, uplink switch and flush events")
     sub.add_parser("metrics", help="Prometheus text exposition")
     cap = sub.add_parser("capture", help="tcpdump the instance's interface, filtered to VRRP and ARP "
                          "(run it in the namespace where vrrpd runs)")
@@ -101,7 +105,7 @@ def vrrpctl_main(argv: list[str] | None = None) -> int:
         if args.cmd == "capture":
             return _capture(path, args)
         if args.cmd == "events":
-            for event in request(path, "events"):
+            for event in request(path, "events", **({"uplinks": True} if args.uplinks else {})):
                 print(json.dumps(event), flush=True)
             return 0
         reply = request(path, args.cmd)
@@ -126,7 +130,12 @@ def vrrpctl_main(argv: list[str] | None = None) -> int:
             print(f"vrrpctl: no instance named {args.instance}", file=sys.stderr)
             return 1
     if args.json:
-        print(json.dumps({"daemon": reply["daemon"], "instances": instances}, indent=2))
+        out = {"daemon": reply["daemon"], "instances": instances}
+        if "uplinks" in reply:
+            out["uplinks"] = reply["uplinks"]
+        print(json.dumps(out, indent=2))
     else:
         print(render_text([InstanceStatus.from_dict(i) for i in instances]), end="")
+        if "uplinks" in reply and not args.instance:
+            print(render_uplinks_text(UplinksStatus.from_dict(reply["uplinks"])), end="")
     return 0

@@ -52,6 +52,7 @@ class InstanceConfig:
     garp_count: int = 5
     garp_interval: float = 0.0
     garp_repeat_delay: float = 5.0
+    track_probes: tuple = ()  # of uplink_config.TrackProbe: see docs/uplinks.md
 
     def router_params(self) -> RouterParams:
         return RouterParams(
@@ -91,6 +92,9 @@ class VrrpdConfig:
     # How long a transition to master waits for subscribers (ctsync) before adding
     # the VIPs anyway; see docs/ctsync.md (the commit-before-VIP handshake).
     transition_hold_timeout: float = 2.0
+    # Probes pinned to one uplink, and uplink failover (vrrpd/uplink_config.py).
+    probes: dict = field(default_factory=dict)
+    uplinks: object | None = None
 
     def group_of(self, instance: str) -> str | None:
         for g in self.sync_groups.values():
@@ -102,9 +106,9 @@ class VrrpdConfig:
 _INSTANCE_KEYS = {
     "interface", "vrid", "priority", "advert_interval", "preempt", "preempt_delay", "virtual_addresses",
     "use_vmac", "auth", "track_interfaces", "strict", "notify", "garp_count", "garp_interval",
-    "garp_repeat_delay",
+    "garp_repeat_delay", "track_probes",
 }
-_TOP_KEYS = {"control_socket", "instance", "sync_group", "transition_hold_timeout"}
+_TOP_KEYS = {"control_socket", "instance", "sync_group", "transition_hold_timeout", "probe", "uplinks"}
 
 
 class _Checker:
@@ -247,6 +251,9 @@ def _instance(c: _Checker, name: str, t: Any) -> InstanceConfig | None:
     notify = c.command(t, "notify", prefix)
     garp_interval = c.number(t, "garp_interval", prefix, 0, 10, 0.0)
     garp_repeat_delay = c.number(t, "garp_repeat_delay", prefix, 0, 3600, 5.0)
+    from .uplink_config import parse_track_probes
+
+    track_probes = parse_track_probes(c, t.get("track_probes"), prefix)
     if None in (iface, vrid, prio, interval, garp_count) or not vips:
         return None
     return InstanceConfig(
@@ -267,6 +274,7 @@ def _instance(c: _Checker, name: str, t: Any) -> InstanceConfig | None:
         garp_count=garp_count,
         garp_interval=garp_interval,
         garp_repeat_delay=garp_repeat_delay,
+        track_probes=track_probes,
     )
 
 
@@ -280,7 +288,11 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
     hold = c.number(top, "transition_hold_timeout", "vrrpd", 0, 60, 2.0)
     instances: dict[str, InstanceConfig] = {}
     raw_inst = top.get("instance", {})
-    if not isinstance(raw_inst, dict) or not raw_inst:
+    # A box may run vrrpd only for its uplinks (no VRRP instance).
+    uplinks_only = "uplinks" in top and "instance" not in top
+    if uplinks_only:
+        raw_inst = {}
+    elif not isinstance(raw_inst, dict) or not raw_inst:
         c.fail("vrrpd.instance", "no instance defined: add a [vrrpd.instance.NAME] table")
         raw_inst = {}
     else:
@@ -318,9 +330,29 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
             else:
                 member_of[m] = gname
         groups[gname] = SyncGroupConfig(gname, tuple(members), c.command(g, "notify", prefix))
+    probes, uplinks = _probes_and_uplinks(c, top, raw_inst)
     if c.problems:
         raise ConfigError(c.problems)
-    return VrrpdConfig(path=path, control_socket=sock, instances=instances, sync_groups=groups, transition_hold_timeout=hold)
+    return VrrpdConfig(path=path, control_socket=sock, instances=instances, sync_groups=groups, transition_hold_timeout=hold,
+                       probes=probes, uplinks=uplinks)
+
+
+def _probes_and_uplinks(c: _Checker, top: dict, raw_inst: dict) -> tuple[dict, object | None]:
+    from . import uplink_config as uc
+
+    probes = uc.parse_probes(c, top.get("probe"))
+    raw_probes = top.get("probe") if isinstance(top.get("probe"), dict) else {}
+    uplinks = uc.parse_uplinks(c, top.get("uplinks"), probes, set(raw_probes))
+    probes = uc.assign_probe_tables(c, probes, uplinks)
+    for name, t in raw_inst.items():
+        if not isinstance(t, dict) or not isinstance(t.get("track_probes"), list):
+            continue
+        for i, tr in enumerate(t["track_probes"]):
+            p = tr.get("probe") if isinstance(tr, dict) else tr
+            if isinstance(p, str) and p not in raw_probes:
+                c.fail(f"vrrpd.instance.{name}.track_probes[{i}].probe",
+                       f"no probe named {p!r} (defined: {', '.join(sorted(raw_probes)) or 'none'}; add a [vrrpd.probe.{p}] table)")
+    return probes, uplinks
 
 
 def read_toml(path: str | Path) -> dict:

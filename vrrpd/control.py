@@ -18,6 +18,8 @@ Request: one JSON object per line, e.g. {"cmd": "status"}. Replies:
            those instances is lowered by W (1..254) until it writes {"demote": 0} or
            goes away (vrrpd.demotion; ctsync asks for it while not ready). A bad demote
            line is answered with {"ok": false, "error": "..."} on the stream.
+           With "uplinks": true the stream also carries probe and uplink events
+           ({"kind": "probe"|"uplink"|"uplink_flush", ...}; see docs/uplinks.md).
 Anything else gets {"ok": false, "error": "..."}.
 """
 
@@ -33,7 +35,7 @@ from pathlib import Path
 import trio
 
 from .demotion import Demotion, parse_request
-from .status import render_metrics
+from .status import render_metrics, render_uplinks_metrics
 
 log = logging.getLogger("vrrpd")
 
@@ -46,6 +48,7 @@ class Subscriber:
     send: trio.MemorySendChannel
     hold_on: frozenset[str] = frozenset()
     pending: dict[int, trio.Event] = field(default_factory=dict)
+    uplink_events: bool = False  # also probe/uplink events (asked with "uplinks": true)
 
     def holds(self, instance: str, group: str | None) -> bool:
         return bool(self.hold_on) and ("*" in self.hold_on or instance in self.hold_on or (group is not None and group in self.hold_on))
@@ -153,9 +156,14 @@ class ControlServer(UnixControlServer):
                         "daemon": {"pid": os.getpid(), "config": self.daemon.cfg.path, "started_at": self.daemon.started_at},
                         "instances": [s.to_dict() for s in self.daemon.status()],
                     }
+                    if getattr(self.daemon, "uplinkd", None) is not None:
+                        reply["uplinks"] = self.daemon.uplinkd.status().to_dict()
                     await _send(stream, reply)
                 elif cmd == "metrics":
-                    await _send(stream, {"ok": True, "text": render_metrics(self.daemon.status())})
+                    text = render_metrics(self.daemon.status())
+                    if getattr(self.daemon, "uplinkd", None) is not None:
+                        text += render_uplinks_metrics(self.daemon.uplinkd.status())
+                    await _send(stream, {"ok": True, "text": text})
                 elif cmd == "events":
                     await self._events(stream, req, rest)
                 else:
@@ -171,7 +179,7 @@ class ControlServer(UnixControlServer):
             await _send(stream, {"ok": False, "error": "hold must be a list of sync group or instance names"})
             return
         send, recv = trio.open_memory_channel(256)
-        sub = Subscriber(str(req.get("name") or "anonymous"), send, frozenset(hold))
+        sub = Subscriber(str(req.get("name") or "anonymous"), send, frozenset(hold), uplink_events=req.get("uplinks") is True)
         self.daemon.subscribers.add(sub)
         if hold:
             log.info("subscriber %s holds moves to master of %s", sub.name, ", ".join(hold))

@@ -9,6 +9,7 @@ them into tracking events. Nothing here decides protocol behaviour: see machine.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -91,6 +92,7 @@ class Daemon:
         self.nursery: trio.Nursery | None = None
         self.timers = Timers()
         self.started_at = time.time()
+        self.uplinkd = None  # probes and uplinks (vrrpd/uplinkd.py), if configured
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -109,6 +111,11 @@ class Daemon:
                 for inst in self.instances.values():
                     self._spawn(inst)
                 nursery.start_soon(self._refresher)
+                if self.cfg.probes or self.cfg.uplinks:
+                    from .uplinkd import UplinkDriver
+
+                    self.uplinkd = UplinkDriver(self)
+                    await self.uplinkd.start(nursery)
                 log.info("vrrpd started: %d instance(s), control socket %s", len(self.instances), self.cfg.control_socket)
                 task_status.started()
                 async for signum in signals:
@@ -134,6 +141,8 @@ class Daemon:
                         n.start_soon(h)
             for sock in self.tx.values():
                 sock.close()
+            if self.uplinkd is not None:
+                await self.uplinkd.stop()
 
     async def reload(self) -> None:
         try:
@@ -141,6 +150,9 @@ class Daemon:
         except config_mod.ConfigError as e:
             log.error("SIGHUP: configuration not reloaded:\n%s", "\n".join(e.problems))
             return
+        if (new.probes, new.uplinks) != (self.cfg.probes, self.cfg.uplinks):
+            log.warning("SIGHUP: probe and uplink changes only take effect on restart")
+            new = dataclasses.replace(new, probes=self.cfg.probes, uplinks=self.cfg.uplinks)
         if new.control_socket != self.cfg.control_socket:
             log.warning("SIGHUP: control_socket changes only take effect on restart")
         kept, changed = 0, []
@@ -170,6 +182,8 @@ class Daemon:
         send_in, recv_in = trio.open_memory_channel(1024)
         machine = VirtualRouter(icfg.router_params())
         inst = Instance(icfg, machine, Tracker(icfg), self.cfg.group_of(icfg.name), send_in, recv_in)
+        if self.uplinkd is not None:
+            self.uplinkd.seed(inst.tracker)
         self.instances[icfg.name] = inst
         parent = self.links.get(icfg.interface)
         if parent is None:
@@ -525,6 +539,8 @@ class Daemon:
                     await self._setup_kernel(inst, self.links[inst.cfg.interface])
                     self._update_receivers()
                 self._update_tracker(inst)
+            if self.uplinkd is not None:
+                self.uplinkd.links_changed()
 
     async def _refresh_links(self) -> None:
         try:

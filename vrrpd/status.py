@@ -124,3 +124,116 @@ def render_metrics(instances: list[InstanceStatus]) -> str:
         for st in instances:
             lines.append(f'vrrp_{name}_total{{instance="{st.name}",vrid="{st.vrid}"}} {getattr(st.counters, name)}')
     return "\n".join(lines) + "\n"
+
+
+# ---- probes and uplinks (docs/uplinks.md) ------------------------------------------
+
+
+@dataclass
+class ProbeStatus:
+    name: str
+    kind: str
+    interface: str
+    gateway: str
+    target: str
+    table: int
+    state: str  # "up", "down" or "unknown" (not enough results yet)
+    results: int = 0
+    failures: int = 0
+    transitions: int = 0
+    last_error: str = ""
+    last_result: str | None = None  # "ok", "fail" or None
+    rise: int = 3
+    fall: int = 3
+    interval: float = 1.0
+
+
+@dataclass
+class UplinkStatus:
+    name: str
+    interface: str
+    gateway: str
+    probe: str
+    preference: int
+    table: int
+    mark: int
+    healthy: bool | None
+    active: bool
+    flushes: int = 0
+    flushed_entries: int = 0
+
+
+@dataclass
+class UplinksStatus:
+    probes: list[ProbeStatus] = field(default_factory=list)
+    uplinks: list[UplinkStatus] = field(default_factory=list)
+    active: str | None = None
+    switches: int = 0
+    all_down: bool = False
+    return_routing: bool = False
+    route_errors: int = 0
+    last_switch: dict | None = None
+    last_flush: dict | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "UplinksStatus":
+        def pick(klass, d):
+            known = {f.name for f in fields(klass)}
+            return klass(**{k: v for k, v in d.items() if k in known})
+
+        out = pick(cls, {k: v for k, v in data.items() if k not in ("probes", "uplinks")})
+        out.probes = [pick(ProbeStatus, p) for p in data.get("probes", [])]
+        out.uplinks = [pick(UplinkStatus, u) for u in data.get("uplinks", [])]
+        return out
+
+
+def render_uplinks_text(st: UplinksStatus) -> str:
+    out: list[str] = []
+    if st.uplinks:
+        state = "ALL DOWN (keeping the last choice)" if st.all_down else (st.active or "undecided (waiting for every probe)")
+        out.append(f"uplinks: active {state}  switches {st.switches}  return routing {'on' if st.return_routing else 'off'}")
+        for u in st.uplinks:
+            health = {True: "healthy", False: "DOWN", None: "unknown"}[u.healthy]
+            mark = "*" if u.active else " "
+            out.append(f" {mark} {u.name:<10} {health:<8} {u.interface} via {u.gateway}  pref {u.preference}  table {u.table}  "
+                       f"probe {u.probe}  flushed {u.flushed_entries} in {u.flushes} flush(es)")
+        if st.last_switch:
+            ls = st.last_switch
+            out.append(f"  last switch     {ls.get('old') or '-'} -> {ls.get('new')} ({ls.get('reason')})")
+        if st.last_flush:
+            lf = st.last_flush
+            out.append(f"  last flush      {lf.get('deleted')} entries NATed to {lf.get('address')} ({lf.get('uplink')}, {lf.get('filter')})")
+        if st.route_errors:
+            out.append(f"  route errors    {st.route_errors}")
+    if st.probes:
+        out.append("probes:")
+        for p in st.probes:
+            err = f"  last error: {p.last_error}" if p.last_error else ""
+            out.append(f"  {p.name:<10} {p.state.upper():<8} {p.kind} {p.target} via {p.interface} {p.gateway} (table {p.table})  "
+                       f"results {p.results} failed {p.failures} transitions {p.transitions}{err}")
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def render_uplinks_metrics(st: UplinksStatus) -> str:
+    lines = ["# TYPE vrrp_probe_up gauge"]
+    for p in st.probes:
+        lines.append(f'vrrp_probe_up{{probe="{p.name}",interface="{p.interface}"}} {1 if p.state == "up" else 0}')
+    for name in ("results", "failures", "transitions"):
+        lines.append(f"# TYPE vrrp_probe_{name}_total counter")
+        for p in st.probes:
+            lines.append(f'vrrp_probe_{name}_total{{probe="{p.name}"}} {getattr(p, name)}')
+    if st.uplinks:
+        lines.append("# TYPE vrrp_uplink_active gauge")
+        for u in st.uplinks:
+            lines.append(f'vrrp_uplink_active{{uplink="{u.name}"}} {int(u.active)}')
+        lines.append("# TYPE vrrp_uplink_healthy gauge")
+        for u in st.uplinks:
+            lines.append(f'vrrp_uplink_healthy{{uplink="{u.name}"}} {int(bool(u.healthy))}')
+        lines.append("# TYPE vrrp_uplink_flushed_entries_total counter")
+        for u in st.uplinks:
+            lines.append(f'vrrp_uplink_flushed_entries_total{{uplink="{u.name}"}} {u.flushed_entries}')
+        lines += ["# TYPE vrrp_uplink_switches_total counter", f"vrrp_uplink_switches_total {st.switches}"]
+    return "\n".join(lines) + "\n"

@@ -164,9 +164,9 @@ def test_entries_expire_without_refresh_but_refresh_keeps_them():
 
 def test_backup_not_ready_until_first_resync():
     net = Net()
-    assert not net.n["b"].ready
+    assert not net.n["b"].ready(net.now)
     net.run(0.5)
-    assert net.n["b"].ready
+    assert net.n["b"].ready(net.now)
 
 
 def test_not_ready_follows_the_bulk_resync_of_a_live_peer():
@@ -278,3 +278,34 @@ def test_after_a_commit_the_table_goes_to_the_peer():
     assert not any(isinstance(a, DumpKernel) for a in r.poll(1.0))
     r.committed(1.1)
     assert [a.reason for a in r.poll(1.1) if isinstance(a, DumpKernel)] == ["after our commit"]
+
+
+def test_a_complete_table_followed_by_a_stuck_gap_is_not_ready():
+    """The peer's (empty) table arrived, then its entries keep being dropped (a link that
+    loses large datagrams): in_sync stays true, but the replica is behind, so the backup
+    is not ready (and would be demoted) until NACKs get them through."""
+    net = Net()
+    a, b = net.n["a"], net.n["b"]
+    net.run(0.5)
+    assert b.in_sync and b.ready(net.now)
+    for i in range(5):
+        net.event("a", "new", entry(i))
+    big_dropped = True
+    end = net.now + 3.0
+    while net.now < end:
+        for name, r in net.n.items():
+            other = net.n["b" if name == "a" else "a"]
+            r.handle_timer(net.now)
+            for act in r.poll(net.now):
+                if isinstance(act, SendDatagrams):
+                    for d in act.datagrams:
+                        if not (name == "a" and big_dropped and len(d) > 200):
+                            other.datagram(d, net.now)
+                elif isinstance(act, DumpKernel):
+                    r.send_table(list(net.kernel[name].values()), net.now, act.reason)
+        net.now = round(net.now + 0.01, 6)
+    assert b.in_sync and len(b.cache) == 0
+    assert not b.ready(net.now) and b.not_ready(net.now) and a.ready(net.now)
+    big_dropped = False
+    net.run(3.0)
+    assert len(b.cache) == 5 and b.ready(net.now) and not b.not_ready(net.now)

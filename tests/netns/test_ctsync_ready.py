@@ -64,7 +64,7 @@ table inet impair {{
     c1 = start_ctsync(p.r1, "commit", d1.socket,
                       failover={"vrrp_sync_group": "MAIN-GW", "vrrpd_socket": d1.socket, "demote_when_not_ready": WEIGHT})
     st = c1.wait(lambda s: s if s["peer_alive"] and s["demoting_vrrpd"] == WEIGHT else None, 10, "demoting while not ready")
-    assert not st["in_sync"] and st["not_ready"] and st["role"] == "backup"
+    assert not st["ready"] and st["not_ready"] and st["role"] == "backup"
     wait_for(lambda: all(i["effective_priority"] == 200 - WEIGHT for i in d1.status().values()),
              timeout=5, what="r1's priority lowered")
     for inst in d1.status().values():
@@ -81,12 +81,12 @@ table inet impair {{
     assert p.state("r1") == {"WAN": "BACKUP", "LAN": "BACKUP"}
     assert p.state("r2") == {"WAN": "MASTER", "LAN": "MASTER"}
     st = c1.status()
-    assert st["peer_alive"] and not st["in_sync"] and st["demoting_vrrpd"] == WEIGHT, st
+    assert st["peer_alive"] and not st["ready"] and st["demoting_vrrpd"] == WEIGHT, st
 
     # The impairment ends: resends complete r1's table, the demotion is withdrawn, r1
     # preempts with its full priority and commits r2's flows before its VIPs appear.
     p.r2.run(["nft", "delete", "table", "inet", "impair"], check=True)
-    c1.wait(lambda s: s["in_sync"] and not s["not_ready"] and s["demoting_vrrpd"] == 0, 15, "ready")
+    c1.wait(lambda s: s["ready"] and not s["not_ready"] and s["demoting_vrrpd"] == 0, 15, "ready")
     p.wait_master("r1", timeout=10)
     p.wait_backup("r2", timeout=5)
     for inst in d1.status().values():
