@@ -128,6 +128,29 @@ class _Checker:
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 self.fail(f"{prefix}.{k}", f"unknown key{hint}")
 
+    def weighted_names(self, table: dict, key: str, prefix: str, name_key: str, example: str) -> list[tuple[str, int]]:
+        """A tracking list: ``[{ NAME_KEY = "x", weight = -60 }, "y", ...]`` (a bare
+        string means weight 0) -> [(name, weight)], every bad item reported."""
+        raw = table.get(key, [])
+        shape = f'{{ {name_key} = "{example}", weight = -60 }}'
+        if not isinstance(raw, list):
+            self.fail(f"{prefix}.{key}", f"must be a list of {shape} tables")
+            return []
+        out = []
+        for i, item in enumerate(raw):
+            ikey = f"{prefix}.{key}[{i}]"
+            if isinstance(item, str):
+                item = {name_key: item}
+            if not isinstance(item, dict):
+                self.fail(ikey, f"must be a table like {shape}, got {item!r}")
+                continue
+            self.unknown(item, {name_key, "weight"}, ikey)
+            name = self.string(item, name_key, ikey)
+            w = self.integer(item, "weight", ikey, -254, 254, 0)
+            if name:
+                out.append((name, w or 0))
+        return out
+
     def integer(self, table: dict, key: str, prefix: str, lo: int, hi: int, default: int | None = None) -> int | None:
         if key not in table:
             if default is None:
@@ -224,23 +247,7 @@ def _instance(c: _Checker, name: str, t: Any) -> InstanceConfig | None:
             c.fail(f"{prefix}.auth.type", "\"ah\" (IP Authentication Header) is not supported: RFC 3768 removed it")
         else:
             c.fail(f"{prefix}.auth", f"must be \"none\" or {{ type = \"pass\", password = \"...\" }}, got {auth!r}")
-    tracks: list[TrackInterface] = []
-    raw_tracks = t.get("track_interfaces", [])
-    if not isinstance(raw_tracks, list):
-        c.fail(f"{prefix}.track_interfaces", "must be a list of { interface = \"eth2\", weight = -60 } tables")
-    else:
-        for i, tr in enumerate(raw_tracks):
-            key = f"{prefix}.track_interfaces[{i}]"
-            if isinstance(tr, str):
-                tr = {"interface": tr}
-            if not isinstance(tr, dict):
-                c.fail(key, f"must be a table like {{ interface = \"eth2\", weight = -60 }}, got {tr!r}")
-                continue
-            c.unknown(tr, {"interface", "weight"}, key)
-            ti = c.string(tr, "interface", key)
-            w = c.integer(tr, "weight", key, -254, 254, 0)
-            if ti:
-                tracks.append(TrackInterface(ti, w or 0))
+    tracks = [TrackInterface(n, w) for n, w in c.weighted_names(t, "track_interfaces", prefix, "interface", "eth2")]
     garp_count = c.integer(t, "garp_count", prefix, 0, 100, 5)
     # Check every remaining key before giving up on the instance, so that one bad
     # required field does not hide the other problems of the same table.
@@ -253,7 +260,7 @@ def _instance(c: _Checker, name: str, t: Any) -> InstanceConfig | None:
     garp_repeat_delay = c.number(t, "garp_repeat_delay", prefix, 0, 3600, 5.0)
     from .uplink_config import parse_track_probes
 
-    track_probes = parse_track_probes(c, t.get("track_probes"), prefix)
+    track_probes = parse_track_probes(c, t, prefix)
     if None in (iface, vrid, prio, interval, garp_count) or not vips:
         return None
     return InstanceConfig(

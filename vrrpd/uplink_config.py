@@ -146,26 +146,8 @@ def parse_probes(c, raw: Any) -> dict[str, ProbeConfig]:
     return probes
 
 
-def parse_track_probes(c, raw: Any, prefix: str) -> tuple[TrackProbe, ...]:
-    out: list[TrackProbe] = []
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        c.fail(f"{prefix}.track_probes", "must be a list of { probe = \"ISP1\", weight = -60 } tables")
-        return ()
-    for i, tr in enumerate(raw):
-        key = f"{prefix}.track_probes[{i}]"
-        if isinstance(tr, str):
-            tr = {"probe": tr}
-        if not isinstance(tr, dict):
-            c.fail(key, f"must be a table like {{ probe = \"ISP1\", weight = -60 }}, got {tr!r}")
-            continue
-        c.unknown(tr, {"probe", "weight"}, key)
-        p = c.string(tr, "probe", key)
-        w = c.integer(tr, "weight", key, -254, 254, 0)
-        if p:
-            out.append(TrackProbe(p, w or 0))
-    return tuple(out)
+def parse_track_probes(c, table: dict, prefix: str) -> tuple[TrackProbe, ...]:
+    return tuple(TrackProbe(n, w) for n, w in c.weighted_names(table, "track_probes", prefix, "probe", "ISP1"))
 
 
 def _flush_filter(c, raw: Any, prefix: str) -> FlushFilter | None:

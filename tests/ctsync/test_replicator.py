@@ -51,7 +51,8 @@ class Net:
             self.kernel[node][entry_key(e)] = e
         self.n[node].kernel_event(kind, e, 0, self.now)
 
-    def run(self, seconds, step=0.01):
+    def run(self, seconds, step=0.01, drop=None):
+        """Advance virtual time; ``drop(sender, datagram)`` true: that datagram is lost."""
         end = self.now + seconds
         while self.now < end:
             for name, r in self.n.items():
@@ -60,7 +61,7 @@ class Net:
                 for act in r.poll(self.now):
                     if isinstance(act, SendDatagrams):
                         for d in act.datagrams:
-                            if self.rng.random() >= self.loss:
+                            if self.rng.random() >= self.loss and not (drop and drop(name, d)):
                                 other.datagram(d, self.now)
                     elif isinstance(act, DumpKernel):
                         r.send_table(list(self.kernel[name].values()), self.now, act.reason)
@@ -197,30 +198,13 @@ def test_not_ready_ends_when_the_peer_is_silent():
     b = net.n["b"]
     for i in range(5):
         net.event("a", "new", entry(i))
-    drop_entries = True
+    def a_table_lost(sender, d):
+        return sender == "a" and len(d) > 200  # a's table never gets through; its heartbeats do
 
-    def deliver_without_resync_end(step_seconds):
-        nonlocal drop_entries
-        end = net.now + step_seconds
-        while net.now < end:
-            for name, r_ in net.n.items():
-                other = net.n["b" if name == "a" else "a"]
-                r_.handle_timer(net.now)
-                for act in r_.poll(net.now):
-                    if isinstance(act, SendDatagrams):
-                        for d in act.datagrams:
-                            if name == "a" and drop_entries and len(d) > 200:
-                                continue  # a's table never gets through; its heartbeats do
-                            other.datagram(d, net.now)
-                    elif isinstance(act, DumpKernel):
-                        r_.send_table(list(net.kernel[name].values()), net.now, act.reason)
-            net.now = round(net.now + 0.01, 6)
-
-    deliver_without_resync_end(5.0)
+    net.run(5.0, drop=a_table_lost)
     assert b.channel.peer_alive(net.now) and not b.in_sync
     assert b.not_ready(net.now)  # past peer_timeout, but the peer is there: still demoted
-    drop_entries = False
-    deliver_without_resync_end(3.0)  # resends get through
+    net.run(3.0)  # resends get through
     assert b.in_sync and not b.not_ready(net.now)
 
 
@@ -290,22 +274,8 @@ def test_a_complete_table_followed_by_a_stuck_gap_is_not_ready():
     assert b.in_sync and b.ready(net.now)
     for i in range(5):
         net.event("a", "new", entry(i))
-    big_dropped = True
-    end = net.now + 3.0
-    while net.now < end:
-        for name, r in net.n.items():
-            other = net.n["b" if name == "a" else "a"]
-            r.handle_timer(net.now)
-            for act in r.poll(net.now):
-                if isinstance(act, SendDatagrams):
-                    for d in act.datagrams:
-                        if not (name == "a" and big_dropped and len(d) > 200):
-                            other.datagram(d, net.now)
-                elif isinstance(act, DumpKernel):
-                    r.send_table(list(net.kernel[name].values()), net.now, act.reason)
-        net.now = round(net.now + 0.01, 6)
+    net.run(3.0, drop=lambda sender, d: sender == "a" and len(d) > 200)
     assert b.in_sync and len(b.cache) == 0
     assert not b.ready(net.now) and b.not_ready(net.now) and a.ready(net.now)
-    big_dropped = False
     net.run(3.0)
     assert len(b.cache) == 5 and b.ready(net.now) and not b.not_ready(net.now)
