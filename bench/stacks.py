@@ -68,14 +68,20 @@ def build_pair(lab: Lab, hosts=("r1", "r2", "h")):
 
 def vrrpd_instances(count: int = 1, priority: int = 100, first_vrid: int | None = None) -> dict[str, dict]:
     """``count`` instances on eth0.  One instance: VRID 7, VIP 10.0.0.100.
-    Several: VRIDs 1..count, VIP 10.0.0.(100+i)/24 each."""
+    Several: VRIDs 1..count, VIP 10.0.0.(100+i)/24 each (see :func:`multi_vip`)."""
     if count == 1 and first_vrid is None:
         return {"V": {"interface": IFACE, "vrid": VRID, "priority": priority, "advert_interval": 1,
                       "virtual_addresses": [f"{VIP}/24"]}}
     start = first_vrid or 1
     return {f"V{i}": {"interface": IFACE, "vrid": i, "priority": priority, "advert_interval": 1,
-                      "virtual_addresses": [f"10.0.0.{100 + i}/24"]}
+                      "virtual_addresses": [multi_vip(i, count)]}
             for i in range(start, start + count)}
+
+
+def multi_vip(i: int, count: int) -> str:
+    """VIP of instance ``i`` of ``count``: 10.0.0.(100+i)/24 up to 150 instances
+    (the figures measured before), 10.1.0.i/24 beyond (up to 254)."""
+    return f"10.0.0.{100 + i}/24" if count <= 150 else f"10.1.0.{i}/24"
 
 
 def keepalived_conf(count: int = 1, priority: int = 100, router_id: str = "bench") -> str:
@@ -84,7 +90,7 @@ def keepalived_conf(count: int = 1, priority: int = 100, router_id: str = "bench
     if count == 1:
         specs = [("VI_1", VRID, VIP)]
     else:
-        specs = [(f"VI_{i}", i, f"10.0.0.{100 + i}") for i in range(1, count + 1)]
+        specs = [(f"VI_{i}", i, multi_vip(i, count).split("/")[0]) for i in range(1, count + 1)]
     blocks = [f"global_defs {{\n    router_id {router_id}\n}}\n"]
     for name, vrid, vip in specs:
         blocks.append(f"""vrrp_instance {name} {{
