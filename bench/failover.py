@@ -27,7 +27,8 @@ policy accept): packets in state INVALID and server packets in state NEW at
 prerouting (after conntrack; the strict ruleset drops both: the "dropped as
 invalid/unknown"), and RSTs and ICMP errors the router itself sends (output
 hook: a packet for the WAN VIP without its NAT entry is delivered to the
-router, whose TCP answers RST and UDP port-unreachable).  Read on the new
+router, whose TCP answers RST and UDP port-unreachable; the sync link is not
+counted: there the survivor's daemon gets host-unreachable for its dead peer).  Read on the new
 master, over the transition.
 """
 
@@ -37,7 +38,7 @@ import json
 import time
 
 from halab import Lab
-from halab.hapair import SERVER_IP, WAN_VIP, build_hapair
+from halab.hapair import LAN_VIP, SERVER_IP, WAN_VIP, build_hapair
 from halab.traffic import collect, start_tcp, start_udp
 
 from .stacks import HaStack, deadline
@@ -57,6 +58,7 @@ table ip bench {{
     }}
     chain out {{
         type filter hook output priority 0; policy accept;
+        ip daddr 172.16.0.0/30 accept  # the sync link: a daemon calling its dead peer
         tcp flags & rst == rst counter name "rst_out"
         icmp type destination-unreachable icmp code port-unreachable counter name "icmp_port_unreach_out"
         icmp type destination-unreachable icmp code host-unreachable counter name "icmp_host_unreach_out"
@@ -65,6 +67,23 @@ table ip bench {{
 }}
 """
 COUNTERS = ("invalid", "wan_new", "rst_out", "icmp_err_out", "icmp_port_unreach_out", "icmp_host_unreach_out")
+
+
+ICMP_ERRORS = "icmp[icmptype] == icmp-unreach or icmp[icmptype] == icmp-timxceed"
+
+
+def icmp_examples(cap, host, top: int = 3) -> list[str]:
+    """The most frequent ICMP errors the router itself sent (source address is
+    one of its own), as tcpdump prints them (minus time and interface)."""
+    import collections
+    import re
+    own = {a.split("/")[0] for ifname in ("eth0", "eth1") for a in host.ipv4_addrs(ifname)} | {WAN_VIP, LAN_VIP}
+    seen: collections.Counter = collections.Counter()
+    for ln in cap.lines():
+        m = re.search(r"IP (\d+\.\d+\.\d+\.\d+) > (.*)$", ln)
+        if m and m.group(1) in own:
+            seen[re.sub(r"(length|id) \d+", r"\1 _", m.group(0))] += 1
+    return [f"{n} x {what}" for what, n in seen.most_common(top)]
 
 
 def read_counters(host) -> dict[str, int]:
@@ -132,11 +151,14 @@ def failover_run(stack: HaStack, conns: int, budget: float, interval: float = 0.
             out["replicated_before_failure"] = stack.replica_entries(r2)
             time.sleep(1.0)
             c0 = read_counters(p.r2)
+            cap = lab.capture(p.r2, "any", "r2-icmp.pcap", bpf=ICMP_ERRORS)
             p.hard_fail("r1")
             stack.wait_master(p, r2, timeout=10)
             tr, ur = collect([tcp, udp])
+            cap.stop()
             out["failover"] = _figures(tr, ur, conns)
             out["failover"]["router"] = _delta(c0, read_counters(p.r2))
+            out["failover"]["icmp_sent_examples"] = icmp_examples(cap, p.r2)
             if not failback:
                 return out
             # -- failback: new connections through r2, then r1 returns and preempts
