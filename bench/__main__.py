@@ -55,14 +55,23 @@ class Plan:
     def __init__(self, quick: bool, runs: int | None):
         self.quick = quick
         self.runs = runs or (1 if quick else 3)
-        self.takeover_runs = runs or (1 if quick else 5)
+        self.takeover_runs = runs or (1 if quick else 3)
+        self.failover_runs = runs or (1 if quick else 2)  # the slowest figure: ~40 s a run
+        self.phase = 9.0 if quick else 11.0
         self.failover_conns = (10,) if quick else (1, 100, 1000)
         self.race_conns = 10 if quick else 50
         self.race_interval = 0.005
         self.entries = (2000,) if quick else (10000, 50000, 100000)
-        self.scale_counts = (1, 20) if quick else (1, 50, 200)
-        self.window, self.settle = (3.0, 1.0) if quick else (20.0, 12.0)
+        self.scale_counts = (20,) if quick else (1, 50, 200)
+        self.window, self.settle = (3.0, 1.0) if quick else (15.0, 12.0)
         self.budget = 420.0 if quick else 1800.0
+
+
+def failover_interval(conns: int) -> float:
+    """Figure 2's message interval per connection: 50 ms, slower beyond 100
+    connections so that the client (one Python process) sends at most 5000
+    messages/s and measures the network, not its own backlog."""
+    return max(0.05, conns / 5000)
 
 
 def _first_line(argv):
@@ -102,6 +111,8 @@ def _meta(args, plan: Plan) -> dict:
         "quick": plan.quick,
         "runs": plan.runs,
         "takeover_runs": plan.takeover_runs,
+        "failover_runs": plan.failover_runs,
+        "phase_s": plan.phase,
         "failover_conns": list(plan.failover_conns),
         "race_conns": plan.race_conns,
         "race_interval_s": plan.race_interval,
@@ -183,7 +194,7 @@ def _write_md(path: str, md: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1])
     ap.add_argument("--quick", action="store_true", help="CI mode: one run of every figure, small N (~3 min)")
-    ap.add_argument("--runs", type=int, help="runs per figure (default 3; takeover 5; quick 1)")
+    ap.add_argument("--runs", type=int, help="runs per figure (default 3, failover 2; quick 1)")
     ap.add_argument("--figures", default="1,2,3,4,5,6,7", help="which figures (comma-separated numbers)")
     ap.add_argument("--out", help=f"JSON file (default {os.path.relpath(DEFAULT_JSON, HERE)}, or none with --md)")
     ap.add_argument("--md", help=f"Markdown file (default: the results section of {os.path.relpath(DEFAULT_MD, HERE)})")
@@ -261,14 +272,15 @@ def main(argv: list[str] | None = None) -> int:
             res["failover"][stack.name] = {}
             for n in plan.failover_conns:
                 runs = [attempt(f"fig 2 {stack.name} failover/failback N={n} run {i + 1}", failover.failover_run,
-                                stack, n, run_budget(120 + n / 20), interval=0.05)
-                        for i in range(plan.runs)]
+                                stack, n, run_budget(120 + n / 20), interval=failover_interval(n),
+                                phase=plan.phase)
+                        for i in range(plan.failover_runs)]
                 res["failover"][stack.name][str(n)] = aggregate([r for r in runs if r])
     if 3 in figs:
         for stack in HA_STACKS.values():
             runs = [attempt(f"fig 3 {stack.name} race N={plan.race_conns} run {i + 1}", failover.failover_run,
                             stack, plan.race_conns, run_budget(90), interval=plan.race_interval,
-                            udp_interval=plan.race_interval, failback=False)
+                            udp_interval=plan.race_interval, failback=False, phase=plan.phase)
                     for i in range(plan.runs)]
             res["race"][stack.name] = aggregate([r for r in runs if r])
 

@@ -129,7 +129,9 @@ def _figures(tcp_r: dict, udp_r: dict, conns: int) -> dict:
 
 
 def failover_run(stack: HaStack, conns: int, budget: float, interval: float = 0.05,
-                 udp_interval: float = 0.02, failback: bool = True) -> dict:
+                 udp_interval: float = 0.02, failback: bool = True, phase: float = 11.0) -> dict:
+    """One run; ``phase``: seconds of traffic for the failover (the failback
+    gets 3 s more: the returning router's daemons start first)."""
     out: dict = {"conns": conns, "interval_s": interval}
     with Lab() as lab:
         with deadline(budget, f"{stack.name} failover run with {conns} connections"):
@@ -142,7 +144,6 @@ def failover_run(stack: HaStack, conns: int, budget: float, interval: float = 0.
             stack.wait_backup(p, r2)
             stack.wait_ready(p, r2)
             # -- failover
-            phase = 14.0
             tcp = start_tcp(p, conns=conns, interval=interval, duration=phase, tag="tcp-a")
             udp = start_udp(p, duration=phase, interval=udp_interval, tag="udp-a")
             t0 = time.monotonic()
@@ -162,9 +163,9 @@ def failover_run(stack: HaStack, conns: int, budget: float, interval: float = 0.
             if not failback:
                 return out
             # -- failback: new connections through r2, then r1 returns and preempts
-            tcp = start_tcp(p, conns=conns, interval=interval, duration=phase + 4, tag="tcp-b",
+            tcp = start_tcp(p, conns=conns, interval=interval, duration=phase + 3, tag="tcp-b",
                             port=9001)
-            udp = start_udp(p, duration=phase + 4, interval=udp_interval, tag="udp-b",
+            udp = start_udp(p, duration=phase + 3, interval=udp_interval, tag="udp-b",
                             port=5061, sport=5061)
             time.sleep(1.0)
             p.revive("r1")

@@ -14,7 +14,7 @@ rate).  Measured:
 * replication (figure 4): from the first creation until r2's sync daemon
   holds all N in its external cache (polled every 20 ms once 90 % are there,
   every 200 ms before: ctsync's status / ``conntrackd -s``): entries/s, the lag after the last creation, entries
-  missing after 10 s without progress, kernel event overruns on either side,
+  missing after 15 s without progress, kernel event overruns on either side,
   CPU seconds (utime+stime) of each sync daemon over that interval;
 * memory (figure 6): RSS growth of each sync daemon over the run / N;
 * commit (figure 5): then ``conntrackd -c`` / ``ctsyncctl commit`` on r2 (the
@@ -40,7 +40,7 @@ from .stacks import HaStack, deadline
 
 A = ipaddress.ip_address
 POLL = 0.02
-STALL = 10.0
+STALL = 15.0
 BATCH = 5000
 
 

@@ -242,7 +242,8 @@ def render_markdown(results: dict) -> str:
         f"{'yes' if m.get('machine') != 'idle' else 'no'}); {m.get('keepalived', 'keepalived ?')}; "
         f"{m.get('conntrackd', 'conntrackd ?')}; vrrpd/ctsync {m.get('vrrpd', '?')} (commit {m.get('commit', '?')}), "
         f"Python {m.get('python', '?')}; {'quick mode' if m.get('quick') else 'full mode'}: "
-        f"{m.get('runs', '?')} run(s) per figure ({m.get('takeover_runs', m.get('runs', '?'))} for takeover), "
+        f"{m.get('runs', '?')} run(s) per figure ({m.get('takeover_runs', '?')} per takeover figure, "
+        f"{m.get('failover_runs', '?')} per failover figure), "
         f"{m.get('duration_s', '?')} s in all; load average (1/5/15 min) {_load(m.get('loadavg_start'))} at the "
         f"start, {_load(m.get('loadavg_end'))} at the end.  Cells: median (min-max) over the runs.",
     ]
@@ -252,8 +253,9 @@ def render_markdown(results: dict) -> str:
                 "priority 200 master, priority 100 backup, advert interval 1 s:", "", takeover_table(results)]
     if results.get("failover"):
         out += ["", "### 2. Stateful NAT failover and failback", "",
-                f"N TCP connections (a message every 50 ms each) and one UDP flow (every 20 ms); hard failure of "
-                f"r1, then (new connections) r1 returns and preempts.  Router counters on the new master:", "",
+                f"N TCP connections (a message every 50 ms each; every 200 ms with 1000) and one UDP flow (every 20 ms); hard failure of "
+                f"r1, then (new connections) r1 returns and preempts.  Router counters on the new master "
+                f"(ICMP: errors the router itself sent to the client or server):", "",
                 failover_table(results["failover"])]
     if results.get("race"):
         out += ["", "### 3. The takeover race", "",
