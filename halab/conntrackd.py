@@ -203,10 +203,13 @@ def parse_stats(text: str) -> dict[str, int]:
             if len(n) > 1:
                 out[f"{section}_create_failed"] = int(n[1])
         for key, pat in (("netlink_overruns", r"netlink overrun:\s*(\d+)"),
-                         ("netlink_resyncs", r"netlink resync:\s*(\d+)"),
+                         ("netlink_resyncs", r"resync with kernel table:\s*(\d+)"),
+                         ("netlink_buffer_bytes", r"current buffer size \(in bytes\):\s*(\d+)"),
                          ("events_received", r"events received:\s*(\d+)"),
+                         ("packets_lost", r"packets lost:\s*(\d+)"),
                          ("lost_msgs", r"(\d+)\s+lost msgs"),
-                         ("malformed_msgs", r"(\d+)\s+malformed msgs")):
+                         ("malformed_msgs", r"(\d+)\s+malformed msgs"),
+                         ("send_errors", r"(\d+)\s+error send")):
             mm = re.search(pat, low)
             if mm:
                 out[key] = out.get(key, 0) + int(mm.group(1))
