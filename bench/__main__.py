@@ -273,14 +273,14 @@ def main(argv: list[str] | None = None) -> int:
             for n in plan.failover_conns:
                 runs = [attempt(f"fig 2 {stack.name} failover/failback N={n} run {i + 1}", failover.failover_run,
                                 stack, n, run_budget(120 + n / 20), interval=failover_interval(n),
-                                phase=plan.phase)
+                                phase=plan.phase, rng=rng)
                         for i in range(plan.failover_runs)]
                 res["failover"][stack.name][str(n)] = aggregate([r for r in runs if r])
     if 3 in figs:
         for stack in HA_STACKS.values():
             runs = [attempt(f"fig 3 {stack.name} race N={plan.race_conns} run {i + 1}", failover.failover_run,
                             stack, plan.race_conns, run_budget(90), interval=plan.race_interval,
-                            udp_interval=plan.race_interval, failback=False, phase=plan.phase)
+                            udp_interval=plan.race_interval, failback=False, phase=plan.phase, rng=rng)
                     for i in range(plan.runs)]
             res["race"][stack.name] = aggregate([r for r in runs if r])
 

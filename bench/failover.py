@@ -35,6 +35,7 @@ master, over the transition.
 from __future__ import annotations
 
 import json
+import random
 import time
 
 from halab import Lab
@@ -129,9 +130,16 @@ def _figures(tcp_r: dict, udp_r: dict, conns: int) -> dict:
 
 
 def failover_run(stack: HaStack, conns: int, budget: float, interval: float = 0.05,
-                 udp_interval: float = 0.02, failback: bool = True, phase: float = 11.0) -> dict:
+                 udp_interval: float = 0.02, failback: bool = True, phase: float = 11.0,
+                 rng: random.Random | None = None) -> dict:
     """One run; ``phase``: seconds of traffic for the failover (the failback
-    gets 3 s more: the returning router's daemons start first)."""
+    gets 3 s more: the returning router's daemons start first).  The failure
+    lands at a random phase of the advert cycle (``rng``): the outage then
+    lasts 2.6-3.6 s, and where it ends relative to TCP's retransmission
+    backoff (a retransmission 3.0 s after the first lost segment, the next
+    one 6.2 s after) decides whether a connection's gap is about 3.2 or 6.5 s;
+    a fixed phase would make that the same for every run of a stack."""
+    rng = rng or random.Random()
     out: dict = {"conns": conns, "interval_s": interval}
     with Lab() as lab:
         with deadline(budget, f"{stack.name} failover run with {conns} connections"):
@@ -150,7 +158,7 @@ def failover_run(stack: HaStack, conns: int, budget: float, interval: float = 0.
             while stack.replica_entries(r2) < conns + 1 and time.monotonic() - t0 < 15:
                 time.sleep(0.1)
             out["replicated_before_failure"] = stack.replica_entries(r2)
-            time.sleep(1.0)
+            time.sleep(0.5 + rng.random())
             c0 = read_counters(p.r2)
             cap = lab.capture(p.r2, "any", "r2-icmp.pcap", bpf=ICMP_ERRORS)
             p.hard_fail("r1")

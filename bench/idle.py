@@ -114,6 +114,8 @@ def idle_run(stack: Stack, count: int, window: float, settle: float, budget: flo
             if cap is not None:
                 cap.stop()
                 timer_check = advert_timers(cap.path, count)
+                # an advert tcpdump lost would look like a late one
+                timer_check["capture_dropped"] = cap.stats.get("dropped", 0)
             r1 = _runtime(pids)
             rss = sum(rss_kib(p) for p in pids)
             nthreads = sum(threads(p) for p in pids)

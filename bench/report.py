@@ -218,19 +218,19 @@ def idle_table(results: dict) -> str:
     lines = [
         "| Daemon | Instances | CPU % of one core (stat) | CPU s in window (stat) | CPU % (schedstat) "
         "| window s | RSS MiB | processes / threads | longest advert interval s (worst instance) "
-        "| instances late (>1.1 s) / missed (>= 3.6 s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
+        "| instances late (>1.1 s) / missed (>= 3.6 s) | packets tcpdump dropped |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---|---:|",
     ]
     for row in results.get("idle", []):
         if row.get("cpu_percent") is None:
-            lines.append(f"| {row['daemon']} | {row['instances']} | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
+            lines.append(f"| {row['daemon']} | {row['instances']} | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
             continue
         timers = ("n/a (one instance)", "") if row.get("advert_interval_max_s") is None else (
             f"{row['advert_interval_max_s']:.3f}", f"{row['instances_late']} / {row['instances_missed']}")
         lines.append(
             f"| {row['daemon']} | {row['instances']} | {row['cpu_percent']:.2f} | {row['cpu_seconds']:.2f} | "
             f"{row.get('sched_cpu_percent', float('nan')):.3f} | {row['window_s']:.1f} | {row['rss_kib'] / 1024:.1f} | "
-            f"{row['processes']} / {row['threads']} | {timers[0]} | {timers[1]} |")
+            f"{row['processes']} / {row['threads']} | {timers[0]} | {timers[1]} | {row.get('capture_dropped', '')} |")
     return "\n".join(lines)
 
 
