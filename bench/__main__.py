@@ -200,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--md", help=f"Markdown file (default: the results section of {os.path.relpath(DEFAULT_MD, HERE)})")
     ap.add_argument("--budget", type=float, help="overall time budget in seconds (default 420 quick, 1800 full)")
     ap.add_argument("--seed", type=int, default=None, help="seed of the random failure phase")
+    ap.add_argument("--render", metavar="JSON", help="only rewrite the Markdown (--md, default the doc's "
+                    "results section) from a JSON written by an earlier run; measures nothing")
     ap.add_argument("--machine", default="shared",
                     help="say whether other work ran on the machine meanwhile (shared|idle), recorded in the doc")
     args = ap.parse_args(argv)
@@ -213,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--figures: unknown figure(s) {sorted(figs - set(FIGURES))} (1-7)")
     if args.out is None and args.md is None:
         args.out, args.md = DEFAULT_JSON, DEFAULT_MD
+    if args.render:
+        with open(args.render) as f:
+            _write_md(args.md or DEFAULT_MD, render_markdown(json.load(f)))
+        return 0
     plan = Plan(args.quick, args.runs)
     budget = args.budget or plan.budget
     if args.seed is None:

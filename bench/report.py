@@ -182,7 +182,7 @@ def memory_table(rep: dict) -> str:
     ns = []
     for st in rep.values():
         ns += [n for n in st if n not in ns]
-    for n in ns[-1:]:  # the largest N
+    for n in ns:
         for stack in ("ours", "theirs"):
             a = _get(rep, stack, n)
             if not a:
