@@ -217,20 +217,28 @@ def ha_idle_table(ha: dict) -> str:
 def idle_table(results: dict) -> str:
     lines = [
         "| Daemon | Instances | CPU % of one core (stat) | CPU s in window (stat) | CPU % (schedstat) "
-        "| window s | RSS MiB | processes / threads | longest advert interval s (worst instance) "
-        "| instances late (>1.1 s) / missed (>= 3.6 s) | packets tcpdump dropped |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---|---:|",
+        "| window s | RSS MiB | processes / threads | timer jitter ms, median / worst instance "
+        "| instances late (jitter > 100 ms) / missed (interval >= 3.6 s) "
+        "| adverts missing from the capture / packets tcpdump dropped |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---|---|",
     ]
     for row in results.get("idle", []):
         if row.get("cpu_percent") is None:
             lines.append(f"| {row['daemon']} | {row['instances']} | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
             continue
-        timers = ("n/a (one instance)", "") if row.get("advert_interval_max_s") is None else (
-            f"{row['advert_interval_max_s']:.3f}", f"{row['instances_late']} / {row['instances_missed']}")
+        if row.get("advert_jitter_max_s") is not None:
+            timers = (f"{row['advert_jitter_median_s'] * 1000:.1f} / {row['advert_jitter_max_s'] * 1000:.1f}",
+                      f"{row['instances_late']} / {row['instances_missed']}",
+                      f"{row['intervals_missing']} / {row.get('capture_dropped', '?')}")
+        elif row.get("advert_interval_max_s") is not None:  # results of an older run
+            timers = (f"longest interval {row['advert_interval_max_s']:.3f} s",
+                      f"{row['instances_late']} / {row['instances_missed']}", f"? / {row.get('capture_dropped', '?')}")
+        else:
+            timers = ("n/a (one instance)", "", "")
         lines.append(
             f"| {row['daemon']} | {row['instances']} | {row['cpu_percent']:.2f} | {row['cpu_seconds']:.2f} | "
             f"{row.get('sched_cpu_percent', float('nan')):.3f} | {row['window_s']:.1f} | {row['rss_kib'] / 1024:.1f} | "
-            f"{row['processes']} / {row['threads']} | {timers[0]} | {timers[1]} | {row.get('capture_dropped', '')} |")
+            f"{row['processes']} / {row['threads']} | {timers[0]} | {timers[1]} | {timers[2]} |")
     return "\n".join(lines)
 
 

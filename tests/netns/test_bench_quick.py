@@ -153,4 +153,5 @@ def test_figure_7_scale(quick):
         if row["instances"] > 1:
             assert row["instances_seen"] == row["instances"]
             assert 0.5 < row["advert_interval_max_s"] < 10
+            assert 0 <= row["advert_jitter_max_s"] < 0.5 and row["intervals_missing"] >= 0
     assert f"| keepalived | {counts[-1]} |" in text
