@@ -295,6 +295,11 @@ def render_markdown(results: dict) -> str:
             "",
             idle_table(results),
         ]
+        rr = m.get("figure_7_rerun")
+        if rr:
+            out += ["", f"Figure 7 comes from a separate run ({rr.get('date')}, commit {rr.get('commit')}, "
+                    f"{rr.get('duration_s')} s, machine {rr.get('machine')}, load average "
+                    f"{_load(rr.get('loadavg_start'))} -> {_load(rr.get('loadavg_end'))}), merged into this JSON."]
     errors = results.get("errors") or []
     if errors:
         out += ["", "Errors:", ""] + [f"- {e}" for e in errors]
