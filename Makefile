@@ -1,5 +1,5 @@
 # Thin wrappers around ./run for those who have make; ./run works without it.
-.PHONY: demo test test-all setup clean bench
+.PHONY: demo test test-all setup clean bench bench-quick
 demo:
 	./run demo
 test:
@@ -12,3 +12,5 @@ clean:
 	./run clean
 bench:
 	./run setup && .venv/bin/python -m bench
+bench-quick:
+	./run setup && .venv/bin/python -m bench --quick --out bench-quick.json --md bench-quick.md

@@ -1,15 +1,12 @@
-"""Benchmarks of vrrpd against keepalived, in halab network namespaces.
+"""Benchmarks: vrrpd + ctsync side by side with keepalived + conntrackd, in halab
+network namespaces.
 
-``python -m bench`` (see ``bench/__main__.py``) measures
-
-* takeover delay beyond the protocol bound, on the wire (a capture on the lab
-  bridge): hard failure of the master (kill -9 of its process group) and
-  graceful stop (priority-0 advert), for vrrpd backing up vrrpd and keepalived
-  backing up keepalived in the same topology;
-* idle cost (CPU % of one core, RSS) of one daemon with 1 and with many
-  instances.
-
-Results go to JSON (``--out``) and a Markdown table (``--md``, rendered by
-:mod:`bench.report`).  Everything runs inside lab namespaces and is torn down
-on every path; each run is bounded in time.
+``python -m bench`` (see ``bench/__main__.py``) measures, for both stacks in the
+same topology with the same traffic: VRRP takeover on the wire (1), stateful NAT
+failover and failback (2), the takeover race (3), replication rate (4), commit
+time (5), memory per entry and idle cost (6), and the VRRP daemon with many
+instances (7).  The stacks are in :mod:`bench.stacks`; results go to JSON and to
+the Results section of docs/benchmarks.md (rendered by :mod:`bench.report`).
+Everything runs inside lab namespaces and is torn down on every path; each run is
+bounded in time.
 """

@@ -67,10 +67,51 @@ def _runtime(pids: list[int]) -> dict[tuple[int, int], int]:
     return {(p, t): ns for p in pids for t, ns in task_runtime_ns(p).items()}
 
 
-def idle_run(stack: Stack, count: int, window: float, settle: float, budget: float) -> dict:
+def advert_timers(path: str, count: int, advert_interval: float = 1.0) -> dict:
+    """From a capture of the window, per VRID the intervals between its adverts.
+
+    tcpdump on a busy machine drops packets (``capture_dropped``): a dropped
+    advert shows as an interval of two advert intervals.  So lateness is
+    measured against the nearest whole number of advert intervals (the jitter
+    of the daemon's timer), and intervals of 1.5 intervals or more are counted
+    apart as ``intervals_missing`` (a dropped capture packet or an advert not
+    sent: compare with ``capture_dropped``).  An instance is late if its jitter
+    exceeds 10 % of the interval; missed if an interval reached
+    Master_Down_Interval (a priority-100 backup would have taken over)."""
+    from halab.vrrp import wire_events
+    last: dict[int, float] = {}
+    jitter: dict[int, float] = {}
+    longest: dict[int, float] = {}
+    missing = 0
+    for e in wire_events(path):
+        if e.kind != "advert" or e.vrid is None:
+            continue
+        if e.vrid in last:
+            iv = e.time - last[e.vrid]
+            k = max(1, round(iv / advert_interval))
+            if k > 1:
+                missing += k - 1
+            jitter[e.vrid] = max(jitter.get(e.vrid, 0.0), abs(iv - k * advert_interval))
+            longest[e.vrid] = max(longest.get(e.vrid, 0.0), iv)
+        last[e.vrid] = e.time
+    gaps = sorted(longest.values())
+    jit = sorted(jitter.values())
+    return {
+        "instances_seen": len(last),
+        "advert_interval_max_s": gaps[-1] if gaps else None,
+        "advert_jitter_max_s": jit[-1] if jit else None,
+        "advert_jitter_median_s": jit[len(jit) // 2] if jit else None,
+        "intervals_missing": missing,
+        "instances_late": sum(1 for j in jit if j > 0.1 * advert_interval) + (count - len(last)),
+        "instances_missed": sum(1 for g in gaps if g >= 3.609375 * advert_interval) + (count - len(last)),
+    }
+
+
+def idle_run(stack: Stack, count: int, window: float, settle: float, budget: float,
+             timers: bool = False) -> dict:
     with Lab() as lab:
         with deadline(budget, f"{stack.name} idle run with {count} instance(s)"):
-            _, hosts = build_pair(lab, hosts=("r1",))
+            br, hosts = build_pair(lab, hosts=("r1",))
             t_start = time.monotonic()
             d = stack.start(hosts["r1"], 100, count)
             wait_for(lambda: stack.masters(d) == count, timeout=30 + count, interval=0.5,
@@ -79,9 +120,16 @@ def idle_run(stack: Stack, count: int, window: float, settle: float, budget: flo
             time.sleep(settle)
             pids = sorted(d.proc.group_pids())
             r0 = _runtime(pids)
+            # tcpdump runs in the switch namespace, on another core if there is one
+            cap = lab.capture(br, None, "adverts.pcap", bpf="vrrp") if timers else None
             c0, t0 = sum(cpu_ticks(p) for p in pids), time.monotonic()
             time.sleep(window)
             c1, t1 = sum(cpu_ticks(p) for p in pids), time.monotonic()
+            if cap is not None:
+                cap.stop()
+                timer_check = advert_timers(cap.path, count)
+                # an advert tcpdump lost would look like a late one
+                timer_check["capture_dropped"] = cap.stats.get("dropped", 0)
             r1 = _runtime(pids)
             rss = sum(rss_kib(p) for p in pids)
             nthreads = sum(threads(p) for p in pids)
@@ -96,7 +144,7 @@ def idle_run(stack: Stack, count: int, window: float, settle: float, budget: flo
     # counted from 0 / up to its last reading (it shows in threads_changed).
     sched_ns = sum(ns - r0.get(k, 0) for k, ns in r1.items())
     changed = len(set(r0) ^ set(r1))
-    return {
+    out = {
         "instances": count,
         "window_s": round(elapsed, 3),
         "cpu_seconds": cpu_s,
@@ -110,3 +158,44 @@ def idle_run(stack: Stack, count: int, window: float, settle: float, budget: flo
         "threads": nthreads,
         "startup_to_all_master_s": round(startup_s, 2),
     }
+    if timers:
+        out.update(timer_check)
+    return out
+
+
+def ha_idle_run(stack, window: float, settle: float, budget: float) -> dict:
+    """Idle cost of every daemon of an HA stack in the full pair (figure 6):
+    r1 master, r2 backup, in sync, no traffic; CPU over ``window`` after
+    ``settle``, RSS at the end, per daemon and router."""
+    from halab.hapair import build_hapair
+    with Lab() as lab:
+        with deadline(budget, f"{stack.name} HA idle run"):
+            p = build_hapair(lab)
+            r1 = stack.start(p, "r1", 200)
+            stack.wait_master(p, r1)
+            r2 = stack.start(p, "r2", 100)
+            stack.wait_backup(p, r2)
+            stack.wait_ready(p, r2)
+            time.sleep(settle)
+            procs = {(role, kind): getattr(r, kind) for role, r in (("master", r1), ("backup", r2))
+                     for kind in ("vrrp", "sync")}
+            pids = {k: sorted(pr.group_pids()) for k, pr in procs.items()}
+            c0 = {k: sum(cpu_ticks(x) for x in v) for k, v in pids.items()}
+            s0 = {k: _runtime(v) for k, v in pids.items()}
+            t0 = time.monotonic()
+            time.sleep(window)
+            elapsed = time.monotonic() - t0
+            c1 = {k: sum(cpu_ticks(x) for x in v) for k, v in pids.items()}
+            s1 = {k: _runtime(v) for k, v in pids.items()}
+            rows = []
+            for (role, kind), v in pids.items():
+                name = stack.vrrp_name if kind == "vrrp" else stack.sync_name
+                sched = sum(ns - s0[(role, kind)].get(t, 0) for t, ns in s1[(role, kind)].items())
+                cpu_s = (c1[(role, kind)] - c0[(role, kind)]) / CLK_TCK
+                rows.append({"daemon": name, "role": role, "window_s": round(elapsed, 3),
+                             "cpu_seconds": cpu_s, "cpu_percent": 100.0 * cpu_s / elapsed,
+                             "sched_cpu_percent": 100.0 * sched / 1e9 / elapsed,
+                             "rss_kib": sum(rss_kib(x) for x in v), "processes": len(v)})
+            stack.check_start(r1)
+            stack.check_start(r2)
+    return {"stack": stack.name, "daemons": rows}

@@ -38,19 +38,207 @@ def takeover_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+MARK_BEGIN = "<!-- bench:results (python -m bench writes between these markers) -->"
+MARK_END = "<!-- /bench:results -->"
+HA_LABEL = {"ours": "vrrpd + ctsync", "theirs": "keepalived + conntrackd"}
+
+
+def _num(v, fmt: str) -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def cell(s: dict | None, fmt: str = ".2f", scale: float = 1.0) -> str:
+    """A summary (python -m bench's median/min/max) as "median (min-max)"."""
+    if not s:
+        return "n/a"
+    if "true" in s:
+        return f"{s['true']}/{s['n']}"
+    m = format(s["median"] * scale, fmt)
+    if s["n"] > 1 and s["min"] != s["max"]:
+        return f"{m} ({format(s['min'] * scale, fmt)}-{format(s['max'] * scale, fmt)})"
+    return m
+
+
+def ratio(a: dict | None, b: dict | None) -> str:
+    if not a or not b or "median" not in a or "median" not in b:
+        return "n/a"
+    if b["median"] == 0:
+        return "=" if a["median"] == 0 else "inf"
+    return f"{a['median'] / b['median']:.2f}"
+
+
+def _get(d: dict | None, *path):
+    for k in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+FAILOVER_COLS = [
+    # (header, path, fmt, in ratio row)
+    ("kept %", ("kept_percent",), ".0f", False),
+    ("RSTs", ("rsts",), ".0f", False),
+    ("public port unchanged (runs)", ("public_port_unchanged",), "", False),
+    ("longest gap per conn, median s", ("gap_median_s",), ".2f", True),
+    ("longest gap, worst conn s", ("gap_max_s",), ".2f", True),
+    ("UDP gap s", ("udp_gap_s",), ".2f", True),
+    ("UDP lost", ("udp_lost",), ".0f", False),
+    ("INVALID at new master", ("router", "invalid"), ".0f", False),
+    ("server pkts NEW at new master", ("router", "wan_new"), ".0f", False),
+    ("RSTs sent by new master", ("router", "rst_out"), ".0f", False),
+    ("ICMP errors sent (port/host unreach)", ("router", "icmp_err_out"), ".0f", False),
+]
+
+
+def failover_table(per_stack: dict, phases=("failover", "failback"), key_n: bool = True) -> str:
+    head = "| N | transition | stack | " + " | ".join(c[0] for c in FAILOVER_COLS) + " |"
+    lines = [head, "|" + "---|" * 3 + "---:|" * len(FAILOVER_COLS)]
+    ns = []
+    for st in per_stack.values():
+        ns += [n for n in (st if key_n else {"": st}) if n not in ns]
+    for n in ns:
+        for ph in phases:
+            rows = {}
+            for stack in ("ours", "theirs"):
+                agg = per_stack.get(stack, {})
+                agg = agg.get(n) if key_n else agg
+                rows[stack] = _get(agg, ph)
+                if rows[stack] is None:
+                    continue
+                cells = []
+                for _, path, fmt, _r in FAILOVER_COLS:
+                    c = cell(_get(rows[stack], *path), fmt)
+                    if path == ("router", "icmp_err_out"):
+                        c += f" ({cell(_get(rows[stack], 'router', 'icmp_port_unreach_out'), '.0f')}/" \
+                             f"{cell(_get(rows[stack], 'router', 'icmp_host_unreach_out'), '.0f')})"
+                    cells.append(c)
+                nn = n if key_n else _num(_get(rows[stack], "conns", "median"), ".0f")
+                lines.append(f"| {nn} | {ph} | {HA_LABEL[stack]} | " + " | ".join(cells) + " |")
+            if rows.get("ours") and rows.get("theirs"):
+                rc = [ratio(_get(rows["ours"], *p), _get(rows["theirs"], *p)) if r else ""
+                      for _, p, _f, r in FAILOVER_COLS]
+                lines.append(f"| | | ours/theirs | " + " | ".join(rc) + " |")
+    return "\n".join(lines)
+
+
+def replication_table(rep: dict) -> str:
+    lines = ["| entries | stack | generator flows/s | replicated | missing | all in backup after s "
+             "| replication rate entries/s | lag after last flow s | overruns master/backup "
+             "| CPU s master | CPU s backup |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    ns = []
+    for st in rep.values():
+        ns += [n for n in st if n not in ns]
+    for n in ns:
+        for stack in ("ours", "theirs"):
+            a = _get(rep, stack, n)
+            if not a:
+                continue
+            lines.append(
+                f"| {int(n):,} | {HA_LABEL[stack]} | {cell(a.get('generator_rate'), ',.0f')} | "
+                f"{cell(a.get('replicated'), ',.0f')} | {cell(a.get('missing'), ',.0f')} | "
+                f"{cell(a.get('all_replicated_s'), '.2f')} | {cell(a.get('rate'), ',.0f')} | "
+                f"{cell(a.get('lag_after_last_s'), '.3f')} | {cell(a.get('overruns_master'), '.0f')}/"
+                f"{cell(a.get('overruns_backup'), '.0f')} | {cell(a.get('cpu_s_master'), '.2f')} | "
+                f"{cell(a.get('cpu_s_backup'), '.2f')} |")
+        o, t = _get(rep, "ours", n), _get(rep, "theirs", n)
+        if o and t:
+            lines.append(f"| | ours/theirs | | | | {ratio(o.get('all_replicated_s'), t.get('all_replicated_s'))} | "
+                         f"{ratio(o.get('rate'), t.get('rate'))} | {ratio(o.get('lag_after_last_s'), t.get('lag_after_last_s'))} "
+                         f"| | {ratio(o.get('cpu_s_master'), t.get('cpu_s_master'))} | "
+                         f"{ratio(o.get('cpu_s_backup'), t.get('cpu_s_backup'))} |")
+    return "\n".join(lines)
+
+
+def commit_table(rep: dict) -> str:
+    lines = ["| entries in the backup | stack | commit command, wall s | daemon's own figure s "
+             "| entries/s (wall) | committed | new in the backup's kernel |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
+    ns = []
+    for st in rep.values():
+        ns += [n for n in st if n not in ns]
+    for n in ns:
+        for stack in ("ours", "theirs"):
+            a = _get(rep, stack, n)
+            if not a or not a.get("commit_wall_s"):
+                continue
+            w = a["commit_wall_s"]
+            eps = {"median": a["commit_committed"]["median"] / w["median"], "n": 1} if a.get("commit_committed") else None
+            lines.append(f"| {int(n):,} | {HA_LABEL[stack]} | {cell(w, '.3f')} | {cell(a.get('commit_reported_s'), '.3f')} | "
+                         f"{cell(eps, ',.0f')} | {cell(a.get('commit_committed'), ',.0f')} | "
+                         f"{cell(a.get('commit_kernel_entries'), ',.0f')} |")
+        o, t = _get(rep, "ours", n, "commit_wall_s"), _get(rep, "theirs", n, "commit_wall_s")
+        if o and t:
+            lines.append(f"| | ours/theirs | {ratio(o, t)} | "
+                         f"{ratio(_get(rep, 'ours', n, 'commit_reported_s'), _get(rep, 'theirs', n, 'commit_reported_s'))} | | | |")
+    return "\n".join(lines)
+
+
+def memory_table(rep: dict) -> str:
+    lines = ["| entries | stack | backup: RSS growth / entry, bytes | master: RSS growth / entry, bytes "
+             "| backup RSS MiB, before -> after |",
+             "|---:|---|---:|---:|---|"]
+    ns = []
+    for st in rep.values():
+        ns += [n for n in st if n not in ns]
+    for n in ns:
+        for stack in ("ours", "theirs"):
+            a = _get(rep, stack, n)
+            if not a:
+                continue
+            b0 = [x["backup"] for x in a.get("rss_kib_before", [])]
+            b1 = [x["backup"] for x in a.get("rss_kib_after", [])]
+            rss = (f"{statistics_median(b0) / 1024:.1f} -> {statistics_median(b1) / 1024:.1f}" if b0 and b1 else "n/a")
+            lines.append(f"| {int(n):,} | {HA_LABEL[stack]} | {cell(a.get('bytes_per_entry_backup'), '.0f')} | "
+                         f"{cell(a.get('bytes_per_entry_master'), '.0f')} | {rss} |")
+        o, t = _get(rep, "ours", n), _get(rep, "theirs", n)
+        if o and t:
+            lines.append(f"| | ours/theirs | {ratio(o.get('bytes_per_entry_backup'), t.get('bytes_per_entry_backup'))} | "
+                         f"{ratio(o.get('bytes_per_entry_master'), t.get('bytes_per_entry_master'))} | |")
+    return "\n".join(lines)
+
+
+def statistics_median(v):
+    import statistics
+    return statistics.median(v)
+
+
+def ha_idle_table(ha: dict) -> str:
+    lines = ["| stack | daemon | role | CPU % of one core (stat) | CPU % (schedstat) | window s | RSS MiB | processes |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for stack in ("ours", "theirs"):
+        for r in ha.get(stack, []):
+            lines.append(f"| {HA_LABEL[stack]} | {r['daemon']} | {r['role']} | {r['cpu_percent']:.2f} | "
+                         f"{r['sched_cpu_percent']:.3f} | {r['window_s']:.1f} | {r['rss_kib'] / 1024:.1f} | {r['processes']} |")
+    return "\n".join(lines)
+
+
 def idle_table(results: dict) -> str:
     lines = [
         "| Daemon | Instances | CPU % of one core (stat) | CPU s in window (stat) | CPU % (schedstat) "
-        "| window s | RSS MiB | processes / threads |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| window s | RSS MiB | processes / threads | timer jitter ms, median / worst instance "
+        "| instances late (jitter > 100 ms) / missed (interval >= 3.6 s) "
+        "| adverts missing from the capture / packets tcpdump dropped |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---|---|",
     ]
     for row in results.get("idle", []):
         if row.get("cpu_percent") is None:
-            lines.append(f"| {row['daemon']} | {row['instances']} | n/a | n/a | n/a | n/a | n/a | n/a |")
+            lines.append(f"| {row['daemon']} | {row['instances']} | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
             continue
+        if row.get("advert_jitter_max_s") is not None:
+            timers = (f"{row['advert_jitter_median_s'] * 1000:.1f} / {row['advert_jitter_max_s'] * 1000:.1f}",
+                      f"{row['instances_late']} / {row['instances_missed']}",
+                      f"{row['intervals_missing']} / {row.get('capture_dropped', '?')}")
+        elif row.get("advert_interval_max_s") is not None:  # results of an older run
+            timers = (f"longest interval {row['advert_interval_max_s']:.3f} s",
+                      f"{row['instances_late']} / {row['instances_missed']}", f"? / {row.get('capture_dropped', '?')}")
+        else:
+            timers = ("n/a (one instance)", "", "")
         lines.append(
             f"| {row['daemon']} | {row['instances']} | {row['cpu_percent']:.2f} | {row['cpu_seconds']:.2f} | "
-            f"{row.get('sched_cpu_percent', float('nan')):.3f} | {row['window_s']:.1f} | {row['rss_kib'] / 1024:.1f} | {row['processes']} / {row['threads']} |")
+            f"{row.get('sched_cpu_percent', float('nan')):.3f} | {row['window_s']:.1f} | {row['rss_kib'] / 1024:.1f} | "
+            f"{row['processes']} / {row['threads']} | {timers[0]} | {timers[1]} | {timers[2]} |")
     return "\n".join(lines)
 
 
@@ -58,30 +246,60 @@ def render_markdown(results: dict) -> str:
     m = results.get("meta", {})
     out = [
         f"Measured {m.get('date', '?')} on Linux {m.get('kernel', '?')}, {m.get('cpus', '?')} CPUs "
-        f"({m.get('cpu_model', '?')}), {m.get('keepalived', 'keepalived ?')}, vrrpd {m.get('vrrpd', '?')} "
-        f"(commit {m.get('commit', '?')}), Python {m.get('python', '?')}; "
-        f"{'quick mode' if m.get('quick') else 'full mode'}, {m.get('runs', '?')} run(s) per takeover figure, "
+        f"({m.get('cpu_model', '?')}), machine **{m.get('machine', '?')}** (other work running meanwhile: "
+        f"{'yes' if m.get('machine') != 'idle' else 'no'}); {m.get('keepalived', 'keepalived ?')}; "
+        f"{m.get('conntrackd', 'conntrackd ?')}; vrrpd/ctsync {m.get('vrrpd', '?')} (commit {m.get('commit', '?')}), "
+        f"Python {m.get('python', '?')}; {'quick mode' if m.get('quick') else 'full mode'}: "
+        f"{m.get('runs', '?')} run(s) per figure ({m.get('takeover_runs', '?')} per takeover figure, "
+        f"{m.get('failover_runs', '?')} per failover figure), "
         f"{m.get('duration_s', '?')} s in all; load average (1/5/15 min) {_load(m.get('loadavg_start'))} at the "
-        f"start, {_load(m.get('loadavg_end'))} at the end.",
+        f"start, {_load(m.get('loadavg_end'))} at the end.  Cells: median (min-max) over the runs.",
     ]
     if results.get("takeover"):
-        out += [
-            "",
-            "**Takeover delay beyond the protocol bound** (measured on the bridge; positive = later than "
-            "the bound; priority 200 master, priority 100 backup, advert interval 1 s):",
-            "",
-            takeover_table(results),
-        ]
+        out += ["", "### 1. VRRP takeover", "",
+                "Delay beyond the protocol bound, measured on the bridge; positive = later than the bound; "
+                "priority 200 master, priority 100 backup, advert interval 1 s:", "", takeover_table(results)]
+    if results.get("failover"):
+        out += ["", "### 2. Stateful NAT failover and failback", "",
+                f"N TCP connections (a message every 50 ms each; every 200 ms with 1000) and one UDP flow (every 20 ms); hard failure of "
+                f"r1, then (new connections) r1 returns and preempts.  Router counters on the new master "
+                f"(ICMP: errors the router itself sent to the client or server):", "",
+                failover_table(results["failover"])]
+    if results.get("race"):
+        out += ["", "### 3. The takeover race", "",
+                f"{m.get('race_conns', '?')} TCP connections and the UDP flow, each sending every "
+                f"{(m.get('race_interval_s') or 0) * 1000:.0f} ms, hard failure of the master:", "",
+                failover_table(results["race"], phases=("failover",), key_n=False)]
+    rep = results.get("replication") or {}
+    if rep:
+        out += ["", "### 4. Replication", "",
+                "N SNATed UDP flows created in the master's kernel (ctnetlink, batches of 5000) as fast as the "
+                "generator goes; until all are in the backup's external cache:", "", replication_table(rep),
+                "", "### 5. Commit", "",
+                "The backup's external cache (N entries) written into its kernel: `conntrackd -c` / "
+                "`ctsyncctl commit` (ctsync in `commit` mode):", "", commit_table(rep),
+                "", "### 6. Memory per replicated entry and idle cost", "", memory_table(rep)]
+    if results.get("ha_idle"):
+        m6 = "" if rep else "\n### 6. Idle cost\n"
+        out += [m6, "", f"Idle HA pair (in sync, no traffic), every daemon; CPU over {m.get('window_s', '?')} s "
+                f"after a {m.get('settle_s', '?')} s settle:", "", ha_idle_table(results["ha_idle"])]
     if results.get("idle"):
         out += [
             "",
-            f"**Idle cost** (every instance master, 1 advert/s each; CPU = utime+stime over a "
+            "### 7. Scale of the VRRP daemon",
+            "",
+            f"One daemon, N instances all master (1 advert/s each); CPU = utime+stime over a "
             f"{m.get('window_s', '?')} s window after a {m.get('settle_s', '?')} s settle, from /proc/PID/stat, "
             f"resolution 1/{m.get('clk_tck', '?')} s; schedstat = the scheduler's run time of every thread, "
-            f"ns resolution; RSS summed over the daemon's processes):",
+            f"ns resolution; RSS summed over the daemon's processes; advert intervals from a capture of the window:",
             "",
             idle_table(results),
         ]
+        rr = m.get("figure_7_rerun")
+        if rr:
+            out += ["", f"Figure 7 comes from a separate run ({rr.get('date')}, commit {rr.get('commit')}, "
+                    f"{rr.get('duration_s')} s, machine {rr.get('machine')}, load average "
+                    f"{_load(rr.get('loadavg_start'))} -> {_load(rr.get('loadavg_end'))}), merged into this JSON."]
     errors = results.get("errors") or []
     if errors:
         out += ["", "Errors:", ""] + [f"- {e}" for e in errors]

@@ -14,8 +14,10 @@ VRRPv2, no vrrp_strict).
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import signal
+import time
 from dataclasses import dataclass
 
 from halab import Host, Lab, Proc, wait_for
@@ -66,14 +68,20 @@ def build_pair(lab: Lab, hosts=("r1", "r2", "h")):
 
 def vrrpd_instances(count: int = 1, priority: int = 100, first_vrid: int | None = None) -> dict[str, dict]:
     """``count`` instances on eth0.  One instance: VRID 7, VIP 10.0.0.100.
-    Several: VRIDs 1..count, VIP 10.0.0.(100+i)/24 each."""
+    Several: VRIDs 1..count, VIP 10.0.0.(100+i)/24 each (see :func:`multi_vip`)."""
     if count == 1 and first_vrid is None:
         return {"V": {"interface": IFACE, "vrid": VRID, "priority": priority, "advert_interval": 1,
                       "virtual_addresses": [f"{VIP}/24"]}}
     start = first_vrid or 1
     return {f"V{i}": {"interface": IFACE, "vrid": i, "priority": priority, "advert_interval": 1,
-                      "virtual_addresses": [f"10.0.0.{100 + i}/24"]}
+                      "virtual_addresses": [multi_vip(i, count)]}
             for i in range(start, start + count)}
+
+
+def multi_vip(i: int, count: int) -> str:
+    """VIP of instance ``i`` of ``count``: 10.0.0.(100+i)/24 up to 150 instances
+    (the figures measured before), 10.1.0.i/24 beyond (up to 254)."""
+    return f"10.0.0.{100 + i}/24" if count <= 150 else f"10.1.0.{i}/24"
 
 
 def keepalived_conf(count: int = 1, priority: int = 100, router_id: str = "bench") -> str:
@@ -82,7 +90,7 @@ def keepalived_conf(count: int = 1, priority: int = 100, router_id: str = "bench
     if count == 1:
         specs = [("VI_1", VRID, VIP)]
     else:
-        specs = [(f"VI_{i}", i, f"10.0.0.{100 + i}") for i in range(1, count + 1)]
+        specs = [(f"VI_{i}", i, multi_vip(i, count).split("/")[0]) for i in range(1, count + 1)]
     blocks = [f"global_defs {{\n    router_id {router_id}\n}}\n"]
     for name, vrid, vip in specs:
         blocks.append(f"""vrrp_instance {name} {{
@@ -196,3 +204,169 @@ class KeepalivedStack(Stack):
 
 STACKS: dict[str, Stack] = {"vrrpd": VrrpdStack(), "keepalived": KeepalivedStack()}
 
+
+
+# ---------------------------------------------------------------------------
+# HA stacks: VRRP + conntrack replication in the full HA pair (halab.hapair)
+
+
+@dataclass
+class Router:
+    """One router's daemons of either HA stack."""
+
+    stack: "HaStack"
+    host: Host
+    vrrp: Proc  # vrrpd or keepalived (process group)
+    sync: Proc  # ctsync or conntrackd
+    vrrpd: Vrrpd | None = None
+    ctsync: object | None = None  # halab.ctsync.Ctsync
+    conntrackd: object | None = None  # halab.conntrackd.Conntrackd
+
+
+class HaStack:
+    """Both HA stacks behind one interface: start a router's daemons, wait for
+    its role, read the replica, commit, and the processes to measure."""
+
+    name = ""
+    label = ""
+    vrrp_name = ""
+    sync_name = ""
+
+    def start(self, pair, router: str, priority: int, mode: str = "commit") -> Router:
+        raise NotImplementedError
+
+    def wait_master(self, pair, r: Router, timeout: float = 15.0) -> None:
+        raise NotImplementedError
+
+    def wait_backup(self, pair, r: Router, timeout: float = 15.0) -> None:
+        raise NotImplementedError
+
+    def wait_ready(self, pair, backup: Router, timeout: float = 15.0) -> None:
+        """The backup's sync daemon talks to the master's."""
+        raise NotImplementedError
+
+    def replica_entries(self, r: Router) -> int:
+        """Entries of the peer held by ``r``'s sync daemon (its external cache)."""
+        raise NotImplementedError
+
+    def local_entries(self, r: Router) -> int:
+        """Entries of its own kernel held by ``r``'s sync daemon (internal cache)."""
+        raise NotImplementedError
+
+    def commit(self, r: Router) -> dict:
+        """Write the external cache into ``r``'s kernel, as a failover does;
+        returns wall_s (the command) and reported_s (the daemon's own figure)."""
+        raise NotImplementedError
+
+    def counters(self, r: Router) -> dict:
+        """overruns (kernel event overruns) and other loss counters."""
+        raise NotImplementedError
+
+    def check_start(self, r: Router) -> None:
+        for p in (r.vrrp, r.sync):
+            if not p.alive():
+                raise RuntimeError(f"{p.name} in {r.host.name} exited: {p.read_log()[-1500:]}")
+
+
+class OursStack(HaStack):
+    name, label, vrrp_name, sync_name = "ours", "vrrpd + ctsync", "vrrpd", "ctsync"
+
+    def start(self, pair, router, priority, mode="commit"):
+        from halab.ctsync import start_ctsync
+        v = pair.start_vrrpd(router, priority)
+        c = start_ctsync(pair.router(router), mode, v.socket)
+        return Router(self, pair.router(router), v.proc, c.proc, vrrpd=v, ctsync=c)
+
+    def wait_master(self, pair, r, timeout=15.0):
+        pair.wait_master(r.host, timeout=timeout)
+
+    def wait_backup(self, pair, r, timeout=15.0):
+        pair.wait_backup(r.host, timeout=timeout)
+
+    def wait_ready(self, pair, backup, timeout=15.0):
+        backup.ctsync.wait(lambda s: s["in_sync"], timeout, "in sync with the master")
+
+    def replica_entries(self, r):
+        return r.ctsync.status()["external_entries"]
+
+    def local_entries(self, r):
+        return r.ctsync.status()["internal_entries"]
+
+    def commit(self, r):
+        t0 = time.monotonic()
+        c = r.ctsync.commit()
+        wall = time.monotonic() - t0
+        return {"wall_s": wall, "reported_s": c.get("duration"), "committed": c.get("committed", c.get("count"))}
+
+    def counters(self, r):
+        st = r.ctsync.status()
+        return {"overruns": st["netlink_overruns"], "counters": st["counters"], "channel": st["channel"]}
+
+
+class TheirsStack(HaStack):
+    name, label, vrrp_name, sync_name = "theirs", "keepalived + conntrackd", "keepalived", "conntrackd"
+
+    def start(self, pair, router, priority, mode="commit"):
+        from halab.conntrackd import keepalived_hapair_conf, start_conntrackd
+        if shutil.which("keepalived") is None or shutil.which("conntrackd") is None:
+            raise RuntimeError("keepalived and conntrackd are needed (apt-get install keepalived conntrackd)")
+        host = pair.router(router)
+        ct = start_conntrackd(host)
+        ka = start_keepalived(host, keepalived_hapair_conf(pair, host.name, priority, ct.script),
+                              name="keepalived")
+        return Router(self, host, ka, ct.proc, conntrackd=ct)
+
+    @staticmethod
+    def _last(log: str, inst: str, state: str) -> int:
+        return log.rfind(f"({inst}) Entering {state} STATE")
+
+    def is_master(self, pair, r) -> bool:
+        log = r.vrrp.read_log()
+        return (all(self._last(log, i, "MASTER") > self._last(log, i, "BACKUP") for i in ("WAN", "LAN"))
+                and pair.holds_vips(r.host))
+
+    def is_backup(self, pair, r) -> bool:
+        log = r.vrrp.read_log()
+        return all(self._last(log, i, "BACKUP") > self._last(log, i, "MASTER") for i in ("WAN", "LAN"))
+
+    def wait_master(self, pair, r, timeout=15.0):
+        wait_for(lambda: self.is_master(pair, r), timeout=timeout, interval=0.05,
+                 what=f"keepalived in {r.host.name} MASTER on WAN and LAN with both VIPs")
+
+    def wait_backup(self, pair, r, timeout=15.0):
+        wait_for(lambda: self.is_backup(pair, r), timeout=timeout, interval=0.05,
+                 what=f"keepalived in {r.host.name} BACKUP on WAN and LAN")
+
+    def wait_ready(self, pair, backup, timeout=15.0):
+        # conntrackd has no "in sync" state: the backup's notify script asked for a
+        # resync (-n); wait until that script has run.
+        wait_for(lambda: "ctnotify: conntrackd -n" in backup.conntrackd.notify_log(), timeout=timeout,
+                 interval=0.05, what=f"{backup.host.name}: the backup notify script")
+
+    def replica_entries(self, r):
+        return r.conntrackd.cache_entries("external")
+
+    def local_entries(self, r):
+        return r.conntrackd.cache_entries("internal")
+
+    def commit(self, r):
+        t0 = time.monotonic()
+        cp = r.conntrackd.ctl("-c", timeout=300)
+        wall = time.monotonic() - t0
+        if cp.returncode != 0:
+            raise RuntimeError(f"conntrackd -c in {r.host.name}: rc {cp.returncode} {cp.stderr.strip()}")
+        log = r.conntrackd.daemon_log()
+        took = [float(x) for x in re.findall(r"commit has taken ([0-9.]+) seconds", log)]
+        done = [int(x) for x in re.findall(r"Committed (\d+) new entries", log)]
+        return {"wall_s": wall, "reported_s": took[-1] if took else None, "committed": done[-1] if done else None}
+
+    def counters(self, r):
+        from halab.conntrackd import parse_stats
+        st = parse_stats(r.conntrackd.stats())
+        rt = parse_stats(r.conntrackd.ctl("-s", "runtime").stdout)
+        net = parse_stats(r.conntrackd.ctl("-s", "network").stdout)
+        return {"overruns": rt.get("netlink_overruns"), "resyncs": rt.get("netlink_resyncs"),
+                "stats": st, "runtime": rt, "network": net}
+
+
+HA_STACKS: dict[str, HaStack] = {"ours": OursStack(), "theirs": TheirsStack()}
