@@ -12,6 +12,7 @@ Keys are compact bytes of (zone, original tuple).
 
 from __future__ import annotations
 
+import itertools
 import struct
 import sys
 
@@ -82,6 +83,6 @@ class ExternalCache:
         """Memory per cached entry: key and value objects plus the dict's share."""
         if not self._d:
             return 0.0
-        sample = list(self._d.items())[:1000]
+        sample = list(itertools.islice(self._d.items(), 1000))  # not the whole table: status is polled
         objs = sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in sample) / len(sample)
         return objs + sys.getsizeof(self._d) / len(self._d)

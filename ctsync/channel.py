@@ -12,8 +12,14 @@ a reliable sequence number (rseq); the receiver delivers them in rseq order exac
 once, buffers what arrives early, asks for gaps with NACK ranges, and acknowledges
 cumulatively (piggybacked, or in a bare ack after `ack_delay`). The sender keeps at most
 `resend_limit` unacknowledged datagrams; it resends what is NACKed, and the oldest
-unacknowledged one when nothing moves for `rto` (tail loss). A gap it can no longer fill
-(the datagram fell out of the bounded queue) is announced with a SKIP, and the receiver
+unacknowledged one when nothing moves for `rto` (tail loss). That limit is also its send
+window: while it is full, new messages wait in the send queue, unnumbered, for acks to
+free room, so a burst faster than the link or the peer is paced, never dropped (a 100k-entry
+burst used to overwrite its own unacknowledged datagrams, which made the peer ask for
+resyncs that were overwritten in turn). The send queue is bounded too (`queue_limit`
+messages, for a peer that is gone): past it the queue is dropped and `queue_overflowed` is
+set, and the replicator pushes its whole table instead. A gap the sender can no longer fill
+(a datagram fell out of the resend queue) is announced with a SKIP, and the receiver
 reports it as `lost`: the replicator then asks for a resync. Orders of events for one
 flow therefore never invert: a DESTROY is never applied before the NEW it follows.
 
@@ -25,7 +31,7 @@ forge, replay, nor keep a dead peer looking alive.
 from __future__ import annotations
 
 import struct
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from .wire import Datagram, Message, ReplayWindow, WireError, decode, encode, overhead
@@ -53,6 +59,8 @@ class ChannelStats:
     unconfirmed: int = 0  # authentic but not echoing our current epoch: replays from before our restart, or a peer that has not heard us yet
     lost: int = 0  # reliable datagrams the peer could not resend (a resync repairs them)
     resend_overflows: int = 0
+    window_full: int = 0  # times sending stopped with messages queued, waiting for acks
+    queue_overflows: int = 0  # send queue dropped (peer not taking anything): table pushed instead
 
 
 @dataclass
@@ -70,6 +78,7 @@ class Channel:
     mtu: int = 1400  # UDP payload budget per datagram
     resend_limit: int = 4096  # unacknowledged datagrams kept for resending
     reorder_limit: int = 4096  # early datagrams buffered while waiting for a gap
+    queue_limit: int = 1 << 18  # messages waiting for the send window (~60 MB of entries)
     ack_delay: float = 0.01
     nack_interval: float = 0.05  # how often an open gap is asked for again
     rto: float = 0.2
@@ -80,7 +89,8 @@ class Channel:
     def __post_init__(self) -> None:
         self._seq = 0
         self._rseq = 0
-        self._queue: list[Message] = []  # reliable, not yet in a datagram
+        self._queue: deque[Message] = deque()  # reliable, not yet in a datagram
+        self.queue_overflowed = False  # set when the send queue was dropped; the owner clears it
         self._unreliable: list[Message] = []
         self._unacked: OrderedDict[int, tuple[Message, ...]] = OrderedDict()
         self._progress_at: float | None = None  # last ack progress (for rto)
@@ -106,6 +116,12 @@ class Channel:
         if msg.size > self.mtu - overhead(0):
             raise ValueError(f"message of {msg.size} bytes does not fit a {self.mtu}-byte datagram")
         self._queue.append(msg)
+        if len(self._queue) > self.queue_limit:
+            # Nothing numbered is lost (the peer sees no gap), so the caller must make up
+            # for the dropped messages: it pushes its whole table (see queue_overflowed).
+            self._queue.clear()
+            self.stats.queue_overflows += 1
+            self.queue_overflowed = True
 
     def send_unreliable(self, msg: Message, now: float) -> None:
         self._unreliable.append(msg)
@@ -132,11 +148,15 @@ class Channel:
         self._resend.clear()
         budget = self.mtu - overhead(0)
         while self._queue:
-            size, n = 0, 0
-            while n < len(self._queue) and size + self._queue[n].size <= budget:
-                size += self._queue[n].size
-                n += 1
-            msgs, self._queue = tuple(self._queue[:n]), self._queue[n:]
+            if len(self._unacked) >= self.resend_limit:
+                self.stats.window_full += 1  # the rest waits for acks (has_output is false meanwhile)
+                break
+            q, size, batch = self._queue, 0, []
+            while q and size + q[0].size <= budget:
+                m = q.popleft()
+                size += m.size
+                batch.append(m)
+            msgs = tuple(batch)
             self._rseq += 1
             self._unacked[self._rseq] = msgs
             if len(self._unacked) > self.resend_limit:
@@ -326,7 +346,9 @@ class Channel:
 
     def has_output(self, now: float) -> bool:
         due = self.next_deadline()
-        return bool(self._queue or self._unreliable or self._resend or self._skips) or (due is not None and due <= now)
+        window_open = len(self._unacked) < self.resend_limit
+        return (bool((self._queue and window_open) or self._unreliable or self._resend or self._skips)
+                or (due is not None and due <= now))
 
     def peer_alive(self, now: float) -> bool:
         return self.last_heard is not None and now - self.last_heard < self.peer_timeout

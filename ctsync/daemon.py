@@ -23,7 +23,7 @@ from dataclasses import asdict
 
 import trio
 
-from vrrpd.io.constants import SO_BINDTODEVICE
+from vrrpd.io.constants import SO_BINDTODEVICE, SO_RCVBUFFORCE
 
 from .config import CtsyncConfig
 from .ctnetlink.codec import CodecError, Entry, encode_delete, encode_timeout, encode_update, parse_message
@@ -35,6 +35,8 @@ from .replicator import (KIND_DESTROY, KIND_NEW, KIND_UPDATE, AgeOut, DumpKernel
                          SendDatagrams)
 
 log = logging.getLogger("ctsync")
+#: Kernel events handled per wake-up at most (netlink datagrams read without waiting).
+EVENT_BATCH = 256
 _KINDS = {EventKind.NEW: KIND_NEW, EventKind.UPDATE: KIND_UPDATE, EventKind.DESTROY: KIND_DESTROY}
 
 
@@ -111,9 +113,13 @@ class Daemon:
 
     async def _open_udp(self) -> trio.socket.SocketType:
         fam = socket.AF_INET if self.cfg.local_address.version == 4 else socket.AF_INET6
-        s = trio.socket.socket(fam, socket.SOCK_DGRAM)
+        raw = socket.socket(fam, socket.SOCK_DGRAM)
+        raw.setblocking(False)
+        # Kept for sending without a trio checkpoint per datagram (see _send_datagrams).
+        self._udp_raw = raw
+        s = trio.socket.from_stdlib_socket(raw)
         s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.cfg.sync_interface.encode())
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self._set_rcvbuf(s)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
         await s.bind((str(self.cfg.local_address), self.cfg.port))
         group = self.cfg.multicast_group
@@ -141,7 +147,7 @@ class Daemon:
         fam = socket.AF_INET if group.version == 4 else socket.AF_INET6
         s = trio.socket.socket(fam, socket.SOCK_DGRAM)
         s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.cfg.sync_interface.encode())
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self._set_rcvbuf(s)
         if fam == socket.AF_INET:
             s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
                          struct.pack("4s4si", group.packed, self.cfg.local_address.packed, ifindex))
@@ -151,30 +157,50 @@ class Daemon:
             await s.bind((str(group), self.cfg.port, 0, ifindex))
         return s
 
+    def _set_rcvbuf(self, s) -> None:
+        # Room for a whole send window of the peer's (resend_queue datagrams, ~4 KiB of
+        # kernel memory each): a backup busy with a burst must not drop what the window
+        # lets the peer have in flight, or it NACKs and the peer resends half the burst.
+        try:
+            s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, max(8 << 20, self.cfg.resend_queue * 4096))
+        except OSError:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+
     def poke(self) -> None:
         self.wake.set()
 
     # ---- tasks --------------------------------------------------------------------------
 
     async def _kernel_events(self) -> None:
-        async for ev in self.events_sock.events():
+        sock, rep = self.events_sock, self.rep
+        while True:
+            # Wait for one event, then take what else is queued without waiting: one trio
+            # wake-up per batch, not per event (each event is its own netlink datagram).
+            batch = [await sock.next_event()]
+            more, _ = sock.read_queued(EVENT_BATCH)
+            batch += more
             now = trio.current_time()
-            if ev.kind == EventKind.OVERRUN:
+            overrun = False
+            for ev in batch:
+                if ev.kind == EventKind.OVERRUN:
+                    overrun = True
+                else:
+                    rep.kernel_event(_KINDS[ev.kind], ev.entry, ev.portid, now)
+            if overrun:
                 log.warning("conntrack event overrun (receive buffer full): events lost; pushing the whole table to the peer")
                 # Read the queue empty before the dump: until then the kernel drops
                 # events without reporting it again (see CtSocket.read_queued).
                 while True:
-                    evs, empty = self.events_sock.read_queued()
+                    evs, empty = sock.read_queued()
                     for e in evs:
                         if e.kind != EventKind.OVERRUN:
-                            self.rep.kernel_event(_KINDS[e.kind], e.entry, e.portid, trio.current_time())
+                            rep.kernel_event(_KINDS[e.kind], e.entry, e.portid, trio.current_time())
                     if empty:
                         break
                     await trio.lowlevel.checkpoint()
-                self.rep.overrun(trio.current_time())
-            else:
-                self.rep.kernel_event(_KINDS[ev.kind], ev.entry, ev.portid, now)
+                rep.overrun(trio.current_time())
             self.poke()
+            await trio.lowlevel.checkpoint()  # let the pump send what this batch queued
 
     async def _udp_receive(self, sock: trio.socket.SocketType) -> None:
         peer, local = self.cfg.peer_address, self.cfg.local_address
@@ -209,11 +235,7 @@ class Daemon:
                 self._not_ready_changed.set()
             for act in self.rep.poll(now):
                 if isinstance(act, SendDatagrams):
-                    for d in act.datagrams:
-                        try:
-                            await self.udp.sendto(d, dest)
-                        except OSError as e:
-                            log.debug("sync send failed: %s", e)
+                    await self._send_datagrams(act.datagrams, dest)
                 elif isinstance(act, DumpKernel):
                     self.rep.begin_table(trio.current_time())  # before the events read during the dump
                     entries = await self.cmd.dump()
@@ -227,6 +249,19 @@ class Daemon:
                 elif isinstance(act, Remove):
                     for t, zone in act.tuples:
                         await self.cmd.request(encode_delete(t, self.cmd.next_seq(), zone))
+
+    async def _send_datagrams(self, datagrams: list[bytes], dest: tuple) -> None:
+        # A burst is thousands of datagrams: write them straight to the non-blocking
+        # socket and only wait (trio) when its buffer is full.
+        raw = self._udp_raw
+        for d in datagrams:
+            try:
+                try:
+                    raw.sendto(d, dest)
+                except BlockingIOError:
+                    await self.udp.sendto(d, dest)
+            except OSError as e:
+                log.debug("sync send failed: %s", e)
 
     def _destination(self) -> tuple:
         group = self.cfg.multicast_group

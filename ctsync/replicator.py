@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from .cache import ExternalCache, entry_key
 from .channel import Channel
 from .config import CtsyncConfig
-from .ctnetlink.codec import CodecError, Entry, Tuple, encode_new, parse_message
+from .ctnetlink.codec import CodecError, Entry, Tuple, encode_new, key_and_timeout
 from .ctnetlink.constants import NLM_F_CREATE, NLM_F_EXCL
 from .wire import Message, MsgType
 
@@ -295,6 +295,11 @@ class Replicator:
                 self._resync_asked_at = now  # ask again when the peer is back
 
     def poll(self, now: float) -> list[Action]:
+        if self.channel.queue_overflowed:
+            # The peer took nothing for so long that our send queue was dropped: what it
+            # held is made up for by the whole table (its end marker drops the stale).
+            self.channel.queue_overflowed = False
+            self._dump("send queue overflow")
         actions, self._actions = self._actions, []
         if self.channel.has_output(now):
             out = self.channel.datagrams_to_send(now)
@@ -335,15 +340,14 @@ class Replicator:
         t = m.type
         if t == MsgType.ENTRY:
             try:
-                _, _, _, _, e = parse_message(m.body)
+                # Only the key and the timeout: the body is stored as it came, ready to
+                # commit, and decoding it whole was most of a backup's work in a burst.
+                key, timeout = key_and_timeout(m.body)
             except CodecError:
-                e = None
-            if not isinstance(e, Entry):
                 self.counters.bad_entries += 1
                 return
             self.counters.entries_rx += 1
-            key = entry_key(e)
-            self.cache.put(key, m.body, now + max(e.timeout, 1))
+            self.cache.put(key, m.body, now + max(timeout, 1))
             for seen in self._incoming.values():
                 seen.add(key)
             if self.cfg.mode == "inject":

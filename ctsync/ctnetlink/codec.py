@@ -591,6 +591,72 @@ def parse_message(buf, offset: int = 0):
         raise CodecError("malformed", repr(e)) from None
 
 
+_KEY_HEAD = struct.Struct("!BBH")
+
+
+def key_and_timeout(buf) -> tuple[bytes, int]:
+    """The cache key (zone + original tuple, as ``ctsync.cache.key_of``) and
+    the timeout of one CT_NEW message, without decoding the rest: what a
+    backup needs of each replicated entry, at a fraction of ``parse_message``'s
+    cost (no objects, no reply tuple, no NAT).  The usual kernel layout of an
+    IPv4 port tuple is read in place; any other tuple takes the full tuple
+    parser.  Raises :class:`CodecError` (only) on malformed input."""
+    try:
+        n = len(buf)
+        if n < 20:
+            raise CodecError("truncated", "nlmsghdr")
+        nlen, msgtype, _f, _s, _p = _unpack_hdr(buf, 0)
+        if nlen < 20 or nlen > n:
+            raise CodecError("bad_msg_len", f"nlmsg_len={nlen}")
+        if msgtype != CT_NEW:
+            raise CodecError("not_ct_new", str(msgtype))
+        off, end = 20, nlen
+        tup = None  # (start, end) of CTA_TUPLE_ORIG's payload
+        timeout = zone = 0
+        have_reply = False
+        while off + 4 <= end:
+            alen, atype = _unpack_nla(buf, off)
+            if alen < 4 or off + alen > end:
+                raise CodecError("bad_attr_len", "top level")
+            atype &= _TMASK
+            if atype == CTA_TUPLE_ORIG:
+                tup = (off + 4, off + alen)
+            elif atype == CTA_TUPLE_REPLY:
+                have_reply = True
+            elif atype == CTA_TIMEOUT:
+                if alen != 8:
+                    raise CodecError("bad_attr_len", "timeout")
+                timeout = _unpack_be32(buf, off + 4)[0]
+            elif atype == CTA_ZONE:
+                if alen < 6:
+                    raise CodecError("bad_attr_len", "zone")
+                zone = _unpack_be16(buf, off + 4)[0]
+            off += (alen + 3) & ~3
+        if tup is None:
+            raise CodecError("no_orig_tuple")
+        if not have_reply:
+            raise CodecError("no_reply_tuple")
+        p, tend = tup
+        if (tend - p == 48 and buf[p:p + 8] == _F_IP_SRC and buf[p + 12:p + 16] == _F_DST
+                and buf[p + 20:p + 28] == _F_PROTO_NUM and buf[p + 32:p + 36] == _F_SPORT
+                and buf[p + 40:p + 44] == _F_DPORT and buf[p + 28] in PORT_PROTOS):
+            key = (_KEY_HEAD.pack(AF_INET, buf[p + 28], zone) + bytes(buf[p + 8:p + 12])
+                   + bytes(buf[p + 16:p + 20]) + bytes(buf[p + 36:p + 38]) + bytes(buf[p + 44:p + 46]))
+            return key, timeout
+        t = _parse_tuple(buf, p, tend)
+        if t.src is None or t.dst is None:
+            raise CodecError("no_address", "tuple")
+        if t.icmp_type or t.icmp_id or t.icmp_code:
+            ports = struct.pack("!HBB", t.icmp_id, t.icmp_type, t.icmp_code)
+        else:
+            ports = struct.pack("!HH", t.sport, t.dport)
+        return _KEY_HEAD.pack(t.family, t.proto, zone) + t.src.packed + t.dst.packed + ports, timeout
+    except CodecError:
+        raise
+    except (struct.error, IndexError, ValueError, TypeError, AttributeError) as e:
+        raise CodecError("malformed", repr(e)) from None
+
+
 def iter_messages(data) -> Iterator[Message]:
     """Walk a datagram holding one or more netlink messages.
 

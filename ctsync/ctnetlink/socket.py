@@ -468,7 +468,9 @@ class CtSocket:
         kernel reports only the first lost event (ENOBUFS) until the queue has
         been found empty (NETLINK_S_CONGESTED), so events lost in between go
         unreported, and a dump started earlier may not cover them.  ENOBUFS met
-        here only counts (the coming dump covers those losses too)."""
+        here is counted and returned as an OVERRUN event in its place (an event
+        subscriber must learn of it; the drain after an OVERRUN ignores them,
+        since the coming dump covers those losses too)."""
         out = list(self._pending)
         self._pending.clear()
         if self._backlog:
@@ -482,9 +484,11 @@ class CtSocket:
             except OSError as e:
                 if e.errno != _errno.ENOBUFS:
                     raise
-                self.overruns += 1
+                self._overrun()
                 continue
             if data is None:
+                out.extend(self._pending)
+                self._pending.clear()
                 return out, True
             self._queue_events(self._messages(data))
         out.extend(self._pending)

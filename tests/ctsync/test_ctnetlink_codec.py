@@ -8,6 +8,7 @@ test_kernel.py.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import struct
@@ -17,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ctsync.ctnetlink import codec
+from nlhelpers import strip_attr
 from ctsync.ctnetlink import constants as C
 from ctsync.ctnetlink.codec import (
     CodecError, Entry, Message, NlError, Tuple, encode_delete, encode_dump, encode_flush,
@@ -208,6 +210,26 @@ def test_commit_round_trip(name):
     assert flags == C.NLM_F_REQUEST | C.NLM_F_CREATE | C.NLM_F_EXCL | C.NLM_F_ACK
     # the NAT attributes re-create the kernel's (post-NAT) reply tuple
     assert got == expected_commit(e)
+
+
+@pytest.mark.parametrize("name", list(ENTRIES))
+def test_key_and_timeout_agree_with_the_full_parse(name):
+    """A backup keys replicated entries with key_and_timeout (no full decode): it must
+    give exactly the key and timeout of the full parser, zone included."""
+    from ctsync.cache import entry_key
+
+    for e in (ENTRIES[name], dataclasses.replace(ENTRIES[name], zone=7)):
+        raw = encode_new(e, 3)
+        got = parse_message(raw)[4]
+        assert codec.key_and_timeout(raw) == (entry_key(got), got.timeout)
+
+
+def test_key_and_timeout_refuses_what_is_not_a_commit_message():
+    e = ENTRIES["tcp4-plain"]
+    for bad in (b"", encode_new(e, 1)[:30], as_dump_part(e, 1)[:40], codec.encode_delete(e.orig, 1),
+                strip_attr(encode_new(e, 1), C.CTA_TUPLE_REPLY)):
+        with pytest.raises(CodecError):
+            codec.key_and_timeout(bad)
 
 
 @pytest.mark.parametrize("name", list(ENTRIES))
@@ -453,6 +475,10 @@ def _parse_all(data):
         pass
     try:
         parse_message(data, 4)
+    except CodecError:
+        pass
+    try:
+        codec.key_and_timeout(data)
     except CodecError:
         pass
 

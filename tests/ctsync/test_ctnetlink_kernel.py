@@ -25,6 +25,7 @@ import pytest
 import trio
 
 import halab
+from nlhelpers import strip_attr
 from ctsync.ctnetlink import constants as C
 from ctsync.ctnetlink.codec import Entry, Tuple, encode_delete, encode_new, encode_timeout, encode_update
 from ctsync.ctnetlink.socket import ALL_GROUPS, CtSocket, EventKind
@@ -236,20 +237,6 @@ NAT_VIEW = C.IPS_SRC_NAT | C.IPS_DST_NAT | C.IPS_CONFIRMED | C.IPS_SEEN_REPLY | 
 def view(e: Entry) -> tuple:
     """What a replicated entry must preserve."""
     return (e.orig, e.reply, e.status & NAT_VIEW, e.mark, e.zone, e.tcp_state)
-
-
-def strip_attr(msg: bytes, attr: int) -> bytes:
-    """``msg`` without its top-level attribute ``attr``."""
-    buf = bytearray(msg)
-    off = 20
-    while off < len(buf):
-        ln, tp = struct.unpack_from("=HH", buf, off)
-        if tp & 0x3FFF == attr:
-            del buf[off:off + ((ln + 3) & ~3)]
-            struct.pack_into("=I", buf, 0, len(buf))
-            return bytes(buf)
-        off += (ln + 3) & ~3
-    raise AssertionError(f"no attribute {attr}")
 
 
 def run(fn, *args):
