@@ -295,11 +295,16 @@ def render_markdown(results: dict) -> str:
             "",
             idle_table(results),
         ]
-        rr = m.get("figure_7_rerun")
-        if rr:
-            out += ["", f"Figure 7 comes from a separate run ({rr.get('date')}, commit {rr.get('commit')}, "
-                    f"{rr.get('duration_s')} s, machine {rr.get('machine')}, load average "
-                    f"{_load(rr.get('loadavg_start'))} -> {_load(rr.get('loadavg_end'))}), merged into this JSON."]
+    # Figures re-run on their own (python -m bench --figures ... --out X.json, then merged
+    # into the main JSON by bench.merge) say so under the tables.
+    reruns = list(m.get("reruns") or [])
+    if m.get("figure_7_rerun"):
+        reruns.insert(0, {"figures": [7], **m["figure_7_rerun"]})
+    for rr in reruns:
+        figs = ", ".join(str(f) for f in rr.get("figures", []))
+        out += ["", f"Figure(s) {figs} come from a separate run ({rr.get('date')}, commit {rr.get('commit')}, "
+                f"{rr.get('duration_s')} s, machine {rr.get('machine')}, load average "
+                f"{_load(rr.get('loadavg_start'))} -> {_load(rr.get('loadavg_end'))}), merged into this JSON."]
     errors = results.get("errors") or []
     if errors:
         out += ["", "Errors:", ""] + [f"- {e}" for e in errors]

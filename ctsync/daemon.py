@@ -77,6 +77,7 @@ class Daemon:
         self.events_sock = CtSocket.open(groups, rcvbuf=self.cfg.netlink_rcvbuf)
         self.cmd = CtSocket.open(rcvbuf=max(4 << 20, self.cfg.netlink_rcvbuf // 4))
         self.rep.own_portids = {self.cmd.portid, self.events_sock.portid}
+        self.events_sock.skip_portids = self.rep.own_portids
         self.udp = await self._open_udp()
         if self.cfg.multicast_group is not None:
             self.mcast_rx = await self._open_multicast_receiver()

@@ -126,3 +126,19 @@ def test_render_markdown_of_a_partial_result():
     assert "| | ours/theirs | | | | n/a | 1.00 |" in md
     assert "### 5. Commit" in md and "100,000" in md  # entries/s of the commit
     assert "- fig 2 ours: LabError: x" in md
+
+
+def test_a_rerun_replaces_its_figures_and_says_so():
+    from bench.merge import merge
+
+    base = {"meta": {"date": "d0", "machine": "shared"}, "figures": [1, 4, 5, 6, 7],
+            "replication": {"ours": "old"}, "ha_idle": {"ours": "old"}, "idle": ["kept"], "errors": []}
+    rerun = {"meta": {"date": "d1", "commit": "abc", "duration_s": 10, "machine": "idle"}, "figures": [4, 5, 6],
+             "replication": {"ours": "new"}, "ha_idle": {"ours": "new"}, "errors": ["x"]}
+    m = merge(base, rerun)
+    assert m["replication"] == {"ours": "new"} and m["ha_idle"] == {"ours": "new"} and m["idle"] == ["kept"]
+    assert m["meta"]["reruns"] == [{"figures": [4, 5, 6], "date": "d1", "commit": "abc", "duration_s": 10,
+                                    "machine": "idle", "loadavg_start": None, "loadavg_end": None}]
+    assert m["errors"] == ["rerun of figure(s) [4, 5, 6]: x"]
+    md = render_markdown({"meta": m["meta"]})
+    assert "Figure(s) 4, 5, 6 come from a separate run (d1, commit abc, 10 s, machine idle" in md
