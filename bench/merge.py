@@ -27,7 +27,12 @@ def merge(base: dict, rerun: dict) -> dict:
                 base[key] = rerun[key]
     base["errors"] = (base.get("errors") or []) + [f"rerun of figure(s) {figs}: {e}" for e in rerun.get("errors") or []]
     m = rerun.get("meta", {})
-    base.setdefault("meta", {}).setdefault("reruns", []).append({
+    meta = base.setdefault("meta", {})
+    # An earlier rerun whose figures this one measures again no longer describes anything.
+    meta["reruns"] = [r for r in meta.get("reruns") or [] if not set(r.get("figures", [])) <= set(figs)]
+    if 7 in figs:
+        meta.pop("figure_7_rerun", None)  # the first rerun's record, before meta.reruns existed
+    meta["reruns"].append({
         "figures": figs, **{k: m.get(k) for k in ("date", "commit", "duration_s", "machine",
                                                    "loadavg_start", "loadavg_end")}})
     return base
