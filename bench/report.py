@@ -127,10 +127,7 @@ def replication_table(rep: dict) -> str:
              "| replication rate entries/s | lag after last flow s | overruns master/backup "
              "| CPU s master | CPU s backup |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
-    ns = []
-    for st in rep.values():
-        ns += [n for n in st if n not in ns]
-    for n in ns:
+    for n in _entry_counts(rep):
         for stack in ("ours", "theirs"):
             a = _get(rep, stack, n)
             if not a:
@@ -151,14 +148,19 @@ def replication_table(rep: dict) -> str:
     return "\n".join(lines)
 
 
+def _entry_counts(rep: dict) -> list[str]:
+    """The N of every run in a replication result, in first-seen order."""
+    ns: list[str] = []
+    for st in rep.values():
+        ns += [n for n in st if n not in ns]
+    return ns
+
+
 def commit_table(rep: dict) -> str:
     lines = ["| entries in the backup | stack | commit command, wall s | daemon's own figure s "
              "| entries/s (wall) | committed | new in the backup's kernel |",
              "|---:|---|---:|---:|---:|---:|---:|"]
-    ns = []
-    for st in rep.values():
-        ns += [n for n in st if n not in ns]
-    for n in ns:
+    for n in _entry_counts(rep):
         for stack in ("ours", "theirs"):
             a = _get(rep, stack, n)
             if not a or not a.get("commit_wall_s"):
@@ -179,10 +181,7 @@ def memory_table(rep: dict) -> str:
     lines = ["| entries | stack | backup: RSS growth / entry, bytes | master: RSS growth / entry, bytes "
              "| backup RSS MiB, before -> after |",
              "|---:|---|---:|---:|---|"]
-    ns = []
-    for st in rep.values():
-        ns += [n for n in st if n not in ns]
-    for n in ns:
+    for n in _entry_counts(rep):
         for stack in ("ours", "theirs"):
             a = _get(rep, stack, n)
             if not a:

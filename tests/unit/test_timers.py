@@ -21,8 +21,10 @@ async def _collect(recv, out, key):
         out.append((key, trio.current_time()))
 
 
-def test_delivers_at_deadline_not_before():
-    got = []
+def drive(script) -> list[tuple[int, float]]:
+    """Run ``await script(timers, inbox)`` in virtual time with a Timers task and a
+    collector on one inbox (key 1); returns the deliveries as (key, time)."""
+    got: list[tuple[int, float]] = []
 
     async def main():
         t = Timers()
@@ -30,54 +32,47 @@ def test_delivers_at_deadline_not_before():
         async with trio.open_nursery() as n:
             n.start_soon(t.run)
             n.start_soon(_collect, recv, got, 1)
-            t.arm(1, trio.current_time() + 1.5, send)
-            await trio.sleep(5)
+            await script(t, send)
             n.cancel_scope.cancel()
 
     run_virtual(main)
+    return got
+
+
+def test_delivers_at_deadline_not_before():
+    async def script(t, inbox):
+        t.arm(1, trio.current_time() + 1.5, inbox)
+        await trio.sleep(5)
+
+    got = drive(script)
     assert len(got) == 1 and got[0][1] >= 1.5 and got[0][1] < 1.5 + 1e-6
 
 
 def test_later_rearm_wins_and_costs_one_extra_wakeup_at_most():
     """A backup moving Master_Down forward every second: one delivery, at the last deadline."""
-    got = []
-
-    async def main():
-        t = Timers()
-        send, recv = trio.open_memory_channel(10)
-        async with trio.open_nursery() as n:
-            n.start_soon(t.run)
-            n.start_soon(_collect, recv, got, 1)
-            for _ in range(10):  # 10 adverts, 1 s apart, Master_Down 3.6 s
-                t.arm(1, trio.current_time() + 3.6, send)
-                await trio.sleep(1)
-            await trio.sleep(10)
-            n.cancel_scope.cancel()
+    async def script(t, inbox):
+        for _ in range(10):  # 10 adverts, 1 s apart, Master_Down 3.6 s
+            t.arm(1, trio.current_time() + 3.6, inbox)
+            await trio.sleep(1)
+        await trio.sleep(10)
         assert t.wakeups <= 4  # re-pushes at 3.6, 7.2, then the delivery
-    run_virtual(main)
+
+    got = drive(script)
     assert len(got) == 1 and abs(got[0][1] - (9 + 3.6)) < 1e-6
 
 
 def test_earlier_rearm_and_disarm():
-    got = []
+    async def script(t, inbox):
+        t.arm(1, 10.0, inbox)
+        await trio.sleep(1)
+        t.arm(1, 2.0, inbox)  # earlier: the sleeping task must wake sooner
+        await trio.sleep(5)
+        t.arm(1, 20.0, inbox)
+        t.disarm(1)
+        t.arm(2, None, inbox)  # None disarms too
+        await trio.sleep(30)
 
-    async def main():
-        t = Timers()
-        send, recv = trio.open_memory_channel(10)
-        async with trio.open_nursery() as n:
-            n.start_soon(t.run)
-            n.start_soon(_collect, recv, got, 1)
-            t.arm(1, 10.0, send)
-            await trio.sleep(1)
-            t.arm(1, 2.0, send)  # earlier: the sleeping task must wake sooner
-            await trio.sleep(5)
-            t.arm(1, 20.0, send)
-            t.disarm(1)
-            t.arm(2, None, send)  # None disarms too
-            await trio.sleep(30)
-            n.cancel_scope.cancel()
-
-    run_virtual(main)
+    got = drive(script)
     assert [round(when, 6) for _, when in got] == [2.0]
 
 
