@@ -8,39 +8,26 @@ import os
 import sys
 
 from vrrpd.config import ConfigError
+from vrrpd.entry import daemon_main
 
 from . import config as config_mod
 
 
-def ctsync_main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="ctsync", description="conntrack replication for stateful NAT failover")
-    ap.add_argument("-c", "--config", required=True, help="TOML configuration file (its [ctsync] table)")
-    ap.add_argument("--check", action="store_true", help="validate the configuration and exit (0 ok, 1 problems)")
-    ap.add_argument("--log-format", choices=("text", "json"), default="text")
-    ap.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
-    args = ap.parse_args(argv)
-    try:
-        cfg = config_mod.load(args.config)
-    except ConfigError as e:
-        for p in e.problems:
-            print(f"ctsync: {p}", file=sys.stderr)
-        return 1
-    if args.check:
-        via = f" via multicast {cfg.multicast_group}" if cfg.multicast_group else ""
-        print(f"{args.config}: ok, mode {cfg.mode}, peer {cfg.peer_address}{via} on {cfg.sync_interface}")
-        return 0
-    if os.geteuid() != 0:
-        print("ctsync: needs root (ctnetlink)", file=sys.stderr)
-        return 1
-    import trio
+def _check_summary(cfg) -> str:
+    via = f" via multicast {cfg.multicast_group}" if cfg.multicast_group else ""
+    return f"mode {cfg.mode}, peer {cfg.peer_address}{via} on {cfg.sync_interface}"
 
-    from vrrpd import log as log_mod
 
+async def _run(cfg) -> None:
     from .daemon import Daemon
 
-    log_mod.setup(args.log_format, args.log_level, name="ctsync")
-    trio.run(Daemon(cfg).run)
-    return 0
+    await Daemon(cfg).run()
+
+
+def ctsync_main(argv: list[str] | None = None) -> int:
+    return daemon_main(argv, prog="ctsync", description="conntrack replication for stateful NAT failover",
+                       config_help="TOML configuration file (its [ctsync] table)", load=config_mod.load,
+                       summary=_check_summary, root_reason="ctnetlink", run=_run)
 
 
 def _text_status(s: dict) -> str:

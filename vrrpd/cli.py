@@ -8,39 +8,27 @@ import os
 import sys
 
 from . import config as config_mod
+from .entry import daemon_main
 from .status import InstanceStatus, UplinksStatus, render_text, render_uplinks_text
 
 
-def vrrpd_main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="vrrpd", description="VRRPv2 (RFC 3768) router daemon")
-    ap.add_argument("-c", "--config", required=True, help="TOML configuration file")
-    ap.add_argument("--check", action="store_true", help="validate the configuration and exit (0 ok, 1 problems)")
-    ap.add_argument("--log-format", choices=("text", "json"), default="text")
-    ap.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
-    args = ap.parse_args(argv)
-    try:
-        cfg = config_mod.load(args.config)
-    except config_mod.ConfigError as e:
-        for p in e.problems:
-            print(f"vrrpd: {p}", file=sys.stderr)
-        return 1
-    if args.check:
-        extra = ""
-        if cfg.probes or cfg.uplinks:
-            extra = f", {len(cfg.probes)} probe(s), {len(cfg.uplinks.links) if cfg.uplinks else 0} uplink(s)"
-        print(f"{args.config}: ok, {len(cfg.instances)} instance(s), {len(cfg.sync_groups)} sync group(s){extra}")
-        return 0
-    if os.geteuid() != 0:
-        print("vrrpd: needs root (raw sockets, addresses, macvlan)", file=sys.stderr)
-        return 1
-    import trio
+def _check_summary(cfg) -> str:
+    extra = ""
+    if cfg.probes or cfg.uplinks:
+        extra = f", {len(cfg.probes)} probe(s), {len(cfg.uplinks.links) if cfg.uplinks else 0} uplink(s)"
+    return f"{len(cfg.instances)} instance(s), {len(cfg.sync_groups)} sync group(s){extra}"
 
-    from . import log as log_mod
+
+async def _serve(cfg) -> None:
     from .daemon import serve
 
-    log_mod.setup(args.log_format, args.log_level)
-    trio.run(serve, cfg)
-    return 0
+    await serve(cfg)
+
+
+def vrrpd_main(argv: list[str] | None = None) -> int:
+    return daemon_main(argv, prog="vrrpd", description="VRRPv2 (RFC 3768) router daemon",
+                       config_help="TOML configuration file", load=config_mod.load, summary=_check_summary,
+                       root_reason="raw sockets, addresses, macvlan", run=_serve)
 
 
 def _socket_path(args) -> str:

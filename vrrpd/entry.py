@@ -1,0 +1,41 @@
+"""The command line every daemon of the pair shares (vrrpd, ctsync): one config file,
+``--check`` that names file, key and problem, a root check, logging, then trio."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Awaitable, Callable
+
+from .config import ConfigError
+
+
+def daemon_main(argv: list[str] | None, *, prog: str, description: str, config_help: str,
+                load: Callable[[str], Any], summary: Callable[[Any], str], root_reason: str,
+                run: Callable[[Any], Awaitable[None]]) -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=description)
+    ap.add_argument("-c", "--config", required=True, help=config_help)
+    ap.add_argument("--check", action="store_true", help="validate the configuration and exit (0 ok, 1 problems)")
+    ap.add_argument("--log-format", choices=("text", "json"), default="text")
+    ap.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load(args.config)
+    except ConfigError as e:
+        for p in e.problems:
+            print(f"{prog}: {p}", file=sys.stderr)
+        return 1
+    if args.check:
+        print(f"{args.config}: ok, {summary(cfg)}")
+        return 0
+    if os.geteuid() != 0:
+        print(f"{prog}: needs root ({root_reason})", file=sys.stderr)
+        return 1
+    import trio
+
+    from . import log as log_mod
+
+    log_mod.setup(args.log_format, args.log_level, name=prog)
+    trio.run(run, cfg)
+    return 0
