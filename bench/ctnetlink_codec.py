@@ -23,8 +23,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ctsync.ctnetlink import constants as C  # noqa: E402
-from ctsync.ctnetlink.codec import (  # noqa: E402
+from ctnetlink import constants as C  # noqa: E402
+from ctnetlink.codec import (  # noqa: E402
     Entry, Tuple, encode_new, iter_messages, parse_message,
 )
 
@@ -101,7 +101,7 @@ def bench_codec(n: int = 3000, min_time: float = 1.0) -> dict:
 def bench_commit(n: int) -> dict:
     import trio
 
-    from ctsync.ctnetlink.socket import CtSocket
+    from ctnetlink.socket import CtSocket
     from halab import Lab, require_root_and_netns
 
     require_root_and_netns()

@@ -29,9 +29,9 @@ import time
 
 import trio
 
-from ctsync.ctnetlink import constants as C
-from ctsync.ctnetlink.codec import Entry, Tuple
-from ctsync.ctnetlink.socket import CtSocket
+from ctnetlink import constants as C
+from ctnetlink.codec import Entry, Tuple
+from ctnetlink.socket import CtSocket
 from halab import Lab
 from halab.hapair import CLIENT_IP, SERVER_IP, WAN_VIP, build_hapair
 

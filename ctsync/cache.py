@@ -2,12 +2,12 @@
 
 Each entry is stored as one bytes object: a 4-byte expiry (seconds, the cache's own
 clock) followed by the complete IPCTNL_MSG_CT_NEW message that creates it (the commit
-recipe of ctsync.ctnetlink.codec.encode_new). A failover then only patches sequence
+recipe of ctnetlink.codec.encode_new). A failover then only patches sequence
 numbers and hands the messages to the kernel in large batches: no parsing, no encoding,
 no objects per entry (which also keeps memory per entry low; `bytes_per_entry()` says
 how low).
 
-Keys are compact bytes of (zone, original tuple).
+Keys are the entries' identities (:mod:`ctnetlink.key`).
 """
 
 from __future__ import annotations
@@ -16,23 +16,7 @@ import itertools
 import struct
 import sys
 
-from .ctnetlink.codec import Entry, Tuple
-
 _EXP = struct.Struct("!I")
-_KEYHEAD = struct.Struct("!BBH")
-
-
-def key_of(t: Tuple, zone: int = 0) -> bytes:
-    """Compact identity of an entry: zone and original tuple."""
-    if t.icmp_type or t.icmp_id or t.icmp_code:
-        ports = struct.pack("!HBB", t.icmp_id, t.icmp_type, t.icmp_code)
-    else:
-        ports = struct.pack("!HH", t.sport, t.dport)
-    return _KEYHEAD.pack(t.family, t.proto, zone) + t.src.packed + t.dst.packed + ports
-
-
-def entry_key(e: Entry) -> bytes:
-    return key_of(e.orig, e.zone)
 
 
 class ExternalCache:

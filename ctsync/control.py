@@ -17,8 +17,8 @@ import trio
 
 from vrrpd.control import UnixControlServer
 
-from .ctnetlink.codec import CodecError, Entry, parse_message
-from .uplink_flush import PROTOS, flush_nat_address
+from ctnetlink.codec import CodecError, Entry, parse_message
+from ctnetlink.flush import PROTOS, flush_nat_address
 
 log = logging.getLogger("ctsync")
 
@@ -80,7 +80,7 @@ async def _flush_uplink(server: "ControlServer", req: dict) -> dict:
     """Validate a flush-uplink request and run it; the reply object."""
     import ipaddress
 
-    from .ctnetlink.socket import CtSocket
+    from ctnetlink.socket import CtSocket
 
     try:
         address = ipaddress.IPv4Address(req.get("address"))

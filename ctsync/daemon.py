@@ -23,16 +23,36 @@ from dataclasses import asdict
 
 import trio
 
+from ctnetlink.codec import (
+    CodecError,
+    Entry,
+    encode_delete,
+    encode_timeout,
+    encode_update,
+    parse_message,
+)
+from ctnetlink.constants import (
+    NFNLGRP_CONNTRACK_DESTROY,
+    NFNLGRP_CONNTRACK_NEW,
+    NFNLGRP_CONNTRACK_UPDATE,
+)
+from ctnetlink.key import entry_key
+from ctnetlink.socket import CtSocket, EventKind
+from ctnetlink.sysctl import get_sysctl, set_sysctl
 from vrrpd.io.constants import SO_BINDTODEVICE, SO_RCVBUFFORCE
 
 from .config import CtsyncConfig
-from .ctnetlink.codec import CodecError, Entry, encode_delete, encode_timeout, encode_update, parse_message
-from .ctnetlink.constants import NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE
-from .ctnetlink.socket import CtSocket, EventKind
-from .ctnetlink.sysctl import get_sysctl, set_sysctl
-from .cache import entry_key
-from .replicator import (KIND_DESTROY, KIND_NEW, KIND_UPDATE, AgeOut, DumpKernel, Inject, Remove, Replicator,
-                         SendDatagrams)
+from .replicator import (
+    KIND_DESTROY,
+    KIND_NEW,
+    KIND_UPDATE,
+    AgeOut,
+    DumpKernel,
+    Inject,
+    Remove,
+    Replicator,
+    SendDatagrams,
+)
 
 log = logging.getLogger("ctsync")
 #: Kernel events handled per wake-up at most (netlink datagrams read without waiting).

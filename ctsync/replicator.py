@@ -26,16 +26,16 @@ without an event (a UDP flow after it is assured).
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 import struct
 from dataclasses import dataclass, field
 
-from .cache import ExternalCache, entry_key
+from ctnetlink.codec import CodecError, Entry, Tuple, encode_new, key_and_timeout
+from ctnetlink.constants import NLM_F_CREATE, NLM_F_EXCL
+from ctnetlink.key import entry_key, tuple_from_key
+
+from .cache import ExternalCache
 from .channel import Channel
 from .config import CtsyncConfig
-from .ctnetlink.codec import CodecError, Entry, Tuple, encode_new, key_and_timeout
-from .ctnetlink.constants import NLM_F_CREATE, NLM_F_EXCL
 from .wire import Message, MsgType
 
 _HB = struct.Struct("!BBI")  # role (0 backup, 1 master), ready, external cache size
@@ -101,19 +101,6 @@ class Counters:
     bad_entries: int = 0
     stale_dropped: int = 0
     aged_out_requests: int = 0
-
-
-def tuple_from_key(key: bytes) -> tuple[Tuple, int]:
-    family, proto, zone = struct.unpack_from("!BBH", key)
-    n = 4 if family == socket.AF_INET else 16
-    mk = ipaddress.IPv4Address if n == 4 else ipaddress.IPv6Address
-    src, dst = mk(key[4:4 + n]), mk(key[4 + n:4 + 2 * n])
-    rest = key[4 + 2 * n:]
-    if proto in (socket.IPPROTO_ICMP, socket.IPPROTO_ICMPV6):
-        icmp_id, icmp_type, icmp_code = struct.unpack("!HBB", rest)
-        return Tuple(family, proto, src, dst, icmp_id=icmp_id, icmp_type=icmp_type, icmp_code=icmp_code), zone
-    sport, dport = struct.unpack("!HH", rest)
-    return Tuple(family, proto, src, dst, sport, dport), zone
 
 
 @dataclass
@@ -357,7 +344,7 @@ class Replicator:
             if self.cache.delete(m.body) and self.cfg.mode == "inject":
                 try:
                     self._actions.append(Remove([tuple_from_key(m.body)]))
-                except (struct.error, ValueError):
+                except CodecError:
                     self.counters.bad_entries += 1
         elif t == MsgType.HEARTBEAT and len(m.body) == _HB.size:
             role, ready, _ = _HB.unpack(m.body)

@@ -6,7 +6,7 @@
   probe's notify hook and to event subscribers that asked for uplink events.
 * One task executes the selector's actions in order: move the main table's default
   route, then flush the conntrack entries NATed to the uplink left behind (ctnetlink,
-  shared with ctsync: ctsync/uplink_flush.py), then run the uplinks' notify hook and
+  shared with ctsync: ctnetlink/flush.py), then run the uplinks' notify hook and
   publish the event. One switch per real change is the selector's guarantee; this task
   only never reorders them.
 * Routing state (per-uplink tables, `oif` rules for the probes, and with
@@ -242,8 +242,8 @@ class UplinkDriver:
             return None
 
     async def _flush(self, act: sel.Flush) -> None:
-        from ctsync.ctnetlink.socket import CtSocket
-        from ctsync.uplink_flush import flush_nat_address
+        from ctnetlink.socket import CtSocket
+        from ctnetlink.flush import flush_nat_address
 
         u = self.up_cfg.links[act.uplink]
         flt = self.up_cfg.flush

@@ -17,10 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctsync.ctnetlink import codec
+from ctnetlink import codec
+from ctnetlink.encode import _tuple_attr
 from nlhelpers import strip_attr
-from ctsync.ctnetlink import constants as C
-from ctsync.ctnetlink.codec import (
+from ctnetlink import constants as C
+from ctnetlink.codec import (
     CodecError, Entry, Message, NlError, Tuple, encode_delete, encode_dump, encode_flush,
     encode_get, encode_new, iter_messages, parse_message,
 )
@@ -216,7 +217,7 @@ def test_commit_round_trip(name):
 def test_key_and_timeout_agree_with_the_full_parse(name):
     """A backup keys replicated entries with key_and_timeout (no full decode): it must
     give exactly the key and timeout of the full parser, zone included."""
-    from ctsync.cache import entry_key
+    from ctnetlink.key import entry_key
 
     for e in (ENTRIES[name], dataclasses.replace(ENTRIES[name], zone=7)):
         raw = encode_new(e, 3)
@@ -445,7 +446,7 @@ def test_framing_and_missing_tuples(mutate):
             list(iter_messages(bytes(raw) + b"\1\2\3"))
     else:
         e = ENTRIES["tcp4-plain"]
-        body = codec._tuple_attr(e.reply if mutate == "no_orig" else e.orig,
+        body = _tuple_attr(e.reply if mutate == "no_orig" else e.orig,
                                  C.CTA_TUPLE_REPLY if mutate == "no_orig" else C.CTA_TUPLE_ORIG)
         msg = nlmsg(C.CT_NEW, 0, 1, 0, struct.pack("=BBH", V4, 0, 0) + body)
         with pytest.raises(CodecError) as ei:

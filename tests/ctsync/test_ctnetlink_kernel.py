@@ -26,10 +26,10 @@ import trio
 
 import halab
 from nlhelpers import strip_attr
-from ctsync.ctnetlink import constants as C
-from ctsync.ctnetlink.codec import Entry, Tuple, encode_delete, encode_new, encode_timeout, encode_update
-from ctsync.ctnetlink.socket import ALL_GROUPS, CtSocket, EventKind
-from ctsync.ctnetlink.sysctl import get_conntrack_events, set_conntrack_events
+from ctnetlink import constants as C
+from ctnetlink.codec import Entry, Tuple, encode_delete, encode_new, encode_timeout, encode_update
+from ctnetlink.socket import ALL_GROUPS, CtSocket, EventKind
+from ctnetlink.sysctl import get_conntrack_events, set_conntrack_events
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(60)]
 

@@ -6,10 +6,10 @@ import ipaddress
 import random
 import socket
 
-from ctsync.cache import entry_key
+from ctnetlink.key import entry_key
 from ctsync.config import parse
-from ctsync.ctnetlink.codec import Entry, Tuple, parse_message
-from ctsync.ctnetlink.constants import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY, IPS_SRC_NAT
+from ctnetlink.codec import Entry, Tuple, parse_message
+from ctnetlink.constants import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY, IPS_SRC_NAT
 from ctsync.replicator import AgeOut, Commit, DumpKernel, Inject, Remove, Replicator, SendDatagrams
 
 A = ipaddress.ip_address

@@ -153,7 +153,7 @@ def _kernel_tcp(p) -> dict[tuple[str, int], tuple[int, str]]:
     """r2's TCP entries from the client: (src, sport) -> (status, "public addr:port")."""
     import trio
 
-    from ctsync.ctnetlink.socket import CtSocket
+    from ctnetlink.socket import CtSocket
 
     async def go():
         with CtSocket.open(netns=p.r2.netns) as s:

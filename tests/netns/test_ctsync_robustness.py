@@ -30,10 +30,10 @@ import pytest
 import trio
 
 from ctsync.control import _entry_json, request
-from ctsync.ctnetlink import constants as C
-from ctsync.ctnetlink.codec import Entry, Tuple, encode_delete, encode_new
-from ctsync.ctnetlink.netns import run_in_netns
-from ctsync.ctnetlink.socket import CtSocket
+from ctnetlink import constants as C
+from ctnetlink.codec import Entry, Tuple, encode_delete, encode_new
+from ctnetlink.netns import run_in_netns
+from ctnetlink.socket import CtSocket
 from ctsync.wire import MAC_LEN, Datagram, Message, MsgType, WireError, decode, encode
 from halab import LabError, wait_for
 from halab.ctsync import KEY, ctsync_table, start_ctsync

@@ -18,14 +18,16 @@ import socket as _socket
 
 # --------------------------------------------------------------------------
 # sockets (linux/netlink.h, linux/socket.h, asm-generic/socket.h)
+from hacommon.sockopts import (  # noqa: E402,F401
+                         NETLINK_NETFILTER,
+                         SO_RCVBUFFORCE,
+                         SO_SNDBUFFORCE,
+                         SOL_NETLINK,
+)
 
 AF_NETLINK = 16
-NETLINK_NETFILTER = 12
-SOL_NETLINK = 270
 SO_RCVBUF = 8
 SO_SNDBUF = 7
-SO_RCVBUFFORCE = 33
-SO_SNDBUFFORCE = 32
 
 # SOL_NETLINK options
 NETLINK_ADD_MEMBERSHIP = 1

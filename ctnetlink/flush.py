@@ -18,7 +18,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass, field
 
-from .ctnetlink.codec import Entry, encode_delete
+from .codec import Entry, encode_delete
 
 PROTOS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "icmp": socket.IPPROTO_ICMP}
 
@@ -58,7 +58,7 @@ def describe(e: Entry) -> str:
 
 async def flush_nat_address(sock, address, proto: str | None = None, dport: int | None = None,
                             keep_flows: int = 5) -> FlushResult:
-    """Dump the table through `sock` (a ctsync.ctnetlink.socket.CtSocket) and delete every
+    """Dump the table through `sock` (a ctnetlink.socket.CtSocket) and delete every
     entry `matches` accepts."""
     address = ipaddress.ip_address(address)
     result = FlushResult(str(address))

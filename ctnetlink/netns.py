@@ -7,7 +7,7 @@ calling thread (and trio's worker threads, which are reused and so must never
 change namespace) stay where they are, and the namespace change dies with the
 helper thread.  Sockets created there keep working from any thread.
 
-Used by :meth:`ctsync.ctnetlink.socket.CtSocket.open` and the sysctl helpers
+Used by :meth:`ctnetlink.socket.CtSocket.open` and the sysctl helpers
 when given ``netns=``; with ``netns=None`` everything happens in the caller's
 namespace.
 """

@@ -11,7 +11,7 @@
 
 ctsync wants 1.  /proc/sys/net is resolved against the network namespace of
 the *calling thread*, so these helpers act on the caller's namespace, or on
-``netns`` (via :func:`ctsync.ctnetlink.netns.run_in_netns`).
+``netns`` (via :func:`ctnetlink.netns.run_in_netns`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ctsync.uplink_flush: which entries belong to a dead uplink (pure), and deleting them
+"""ctnetlink.flush: which entries belong to a dead uplink (pure), and deleting them
 through ctnetlink in a lab namespace."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import ipaddress
 import pytest
 import trio
 
-from ctsync.ctnetlink import constants as C
-from ctsync.ctnetlink.codec import Entry, Tuple
-from ctsync.ctnetlink.socket import CtSocket
-from ctsync.uplink_flush import flush_nat_address, matches
+from ctnetlink import constants as C
+from ctnetlink.codec import Entry, Tuple
+from ctnetlink.socket import CtSocket
+from ctnetlink.flush import flush_nat_address, matches
 
 A = ipaddress.ip_address
 ISP1, ISP2 = A("198.51.100.2"), A("198.51.101.2")
