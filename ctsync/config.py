@@ -78,6 +78,9 @@ def parse(data: dict, path: str = "") -> CtsyncConfig:
     t = data.get("ctsync")
     if not isinstance(t, dict):
         raise ConfigError([f"{c.file}: ctsync: missing table [ctsync]"])
+    c.refuse_nul(t, "ctsync")
+    if c.problems:
+        raise ConfigError(c.problems)
     c.unknown(t, _KEYS, "ctsync")
     iface = c.string(t, "sync_interface", "ctsync")
     addrs = {}
@@ -147,13 +150,13 @@ def parse(data: dict, path: str = "") -> CtsyncConfig:
         if failover.demote_when_not_ready and not failover.vrrp_sync_group:
             c.fail("ctsync.failover.demote_when_not_ready", "needs vrrp_sync_group (the group whose priority it lowers)")
     nets = []
-    for i, a in enumerate(t.get("ignore_addresses", [])):
+    for i, a in enumerate(_list(c, t, "ignore_addresses", 'addresses or CIDRs, e.g. ["10.0.0.0/8"]')):
         try:
             nets.append(ipaddress.ip_network(a, strict=False))
         except (ValueError, TypeError):
             c.fail(f"ctsync.ignore_addresses[{i}]", f"not an address or CIDR: {a!r}")
     protos = set()
-    for i, p in enumerate(t.get("ignore_protocols", [])):
+    for i, p in enumerate(_list(c, t, "ignore_protocols", 'protocol names or numbers, e.g. ["icmp", 132]')):
         if isinstance(p, int) and not isinstance(p, bool) and 0 <= p <= 255:
             protos.add(p)
         elif isinstance(p, str) and p.lower() in PROTOCOLS:
@@ -161,7 +164,7 @@ def parse(data: dict, path: str = "") -> CtsyncConfig:
         else:
             c.fail(f"ctsync.ignore_protocols[{i}]", f"unknown protocol {p!r} (names: {', '.join(PROTOCOLS)} or a number)")
     states = set()
-    for i, s in enumerate(t.get("ignore_tcp_states", [])):
+    for i, s in enumerate(_list(c, t, "ignore_tcp_states", 'TCP state names, e.g. ["syn_sent", "time_wait"]')):
         if isinstance(s, str) and s.lower() in TCP_STATES:
             states.add(TCP_STATES[s.lower()])
         else:
@@ -187,6 +190,14 @@ def parse(data: dict, path: str = "") -> CtsyncConfig:
         heartbeat_interval=hb, peer_timeout=pt, multicast_group=group,
         backup_purge_timeout=purge,
     )
+
+
+def _list(c: Checker, t: dict, key: str, what: str) -> list:
+    v = t.get(key, [])
+    if not isinstance(v, list):
+        c.fail(f"ctsync.{key}", f"must be a list of {what}, got {v!r}")
+        return []
+    return v
 
 
 def _vrrpd_socket(data: dict) -> str:

@@ -10,8 +10,16 @@ stopping at the first; the caller raises :class:`ConfigError` with all of them a
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from pathlib import Path
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def shown(name: str) -> str:
+    """A name as it can be printed: control characters (a NUL, a newline) escaped."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", name)
 
 
 class ConfigError(Exception):
@@ -28,7 +36,25 @@ class Checker:
         self.problems: list[str] = []
 
     def fail(self, key: str, msg: str) -> None:
-        self.problems.append(f"{self.file}: {key}: {msg}")
+        self.problems.append(f"{self.file}: {shown(key)}: {msg}")
+
+    def refuse_nul(self, value, key: str) -> None:
+        """Walk a table: a name (any key) with a control character, or a string with a
+        NUL, is a problem. A NUL cannot reach argv, the environment or a path (the
+        kernel takes it for the end of the string; Python refuses it with ValueError),
+        and a newline in a name would forge log lines."""
+        if isinstance(value, dict):
+            for k, v in value.items():
+                sub = f"{key}.{k}"
+                if _CONTROL.search(k):
+                    self.fail(sub, "names must not contain control characters")
+                else:
+                    self.refuse_nul(v, sub)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                self.refuse_nul(v, f"{key}[{i}]")
+        elif isinstance(value, str) and "\0" in value:
+            self.fail(key, "must not contain a NUL character")
 
     def unknown(self, table: dict, allowed: set[str], prefix: str) -> None:
         for k in table:
@@ -112,10 +138,25 @@ def read_toml(path: str | Path) -> dict:
     """The file as TOML, or ConfigError naming the file and the problem."""
     p = Path(path)
     try:
-        text = p.read_text()
+        data = p.read_bytes()
     except OSError as e:
         raise ConfigError([f"{p}: cannot read: {e.strerror}"]) from None
+    return loads_toml(data, p.name)
+
+
+def loads_toml(data: bytes, name: str = "<config>") -> dict:
+    """``data`` as TOML, or ConfigError naming ``name`` and the problem; nothing else
+    comes out, whatever the bytes (not UTF-8, nested deeper than the parser recurses)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError([f"{name}: not UTF-8 text: byte {data[e.start]:#04x} at line {line}"]) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError([f"{p.name}: TOML syntax error: {e}"]) from None
+        raise ConfigError([f"{name}: TOML syntax error: {e}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{name}: TOML nested too deeply (arrays or inline tables)"]) from None
+    except ValueError as e:  # tomllib's own checks raise TOMLDecodeError; a value it builds may not
+        raise ConfigError([f"{name}: TOML value error: {e}"]) from None

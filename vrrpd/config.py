@@ -197,6 +197,9 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
     top = data.get("vrrpd")
     if not isinstance(top, dict):
         raise ConfigError([f"{c.file}: vrrpd: missing table [vrrpd]"])
+    c.refuse_nul(top, "vrrpd")
+    if c.problems:  # names and strings the rest may pass on (argv, paths, logs)
+        raise ConfigError(c.problems)
     c.unknown(top, _TOP_KEYS, "vrrpd")
     sock = c.string(top, "control_socket", "vrrpd", DEFAULT_CONTROL_SOCKET)
     hold = c.number(top, "transition_hold_timeout", "vrrpd", 0, 60, 2.0)

@@ -115,6 +115,9 @@ class Daemon:
         except config_mod.ConfigError as e:
             log.error("SIGHUP: configuration not reloaded:\n%s", "\n".join(e.problems))
             return
+        except Exception:  # a loader bug must not end the daemon: keep the running configuration
+            log.exception("SIGHUP: configuration not reloaded: unexpected error reading %s", self.cfg.path)
+            return
         if (new.probes, new.uplinks) != (self.cfg.probes, self.cfg.uplinks):
             log.warning("SIGHUP: probe and uplink changes only take effect on restart")
             new = dataclasses.replace(new, probes=self.cfg.probes, uplinks=self.cfg.uplinks)
