@@ -50,6 +50,9 @@ def _text_status(s: dict) -> str:
         f"aged out        {s.get('aged_out', 0)} (as backup: entries the master holds, timeouts shortened)"
         + ("  errors " + "  ".join(f"{k} {v}" for k, v in sorted(s["age_out_errors"].items())) if s.get("age_out_errors") else ""),
         "commit errors   " + ("  ".join(f"{k} {v}" for k, v in sorted(s["commit_errors"].items())) or "none"),
+        *([f"control socket  refused {ctl['refused']}  bad requests {ctl['bad_requests']}  failed {ctl['errors']}"
+           + (f"  (last refused: {ctl['last_refused']})" if ctl.get("last_refused") else "")]
+          if (ctl := s.get("control")) else []),
     ]
     if lc:
         lines.append(f"last commit     {lc.get('committed', lc['count'])}/{lc['count']} entries in {lc['duration']:.3f}s ({lc['reason']})")

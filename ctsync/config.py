@@ -31,7 +31,7 @@ TCP_STATES = {"none": 0, "syn_sent": 1, "syn_recv": 2, "established": 3, "fin_wa
 
 _KEYS = {"sync_interface", "local_address", "peer_address", "port", "key", "key_file", "mode", "failover",
          "ignore_addresses", "ignore_protocols", "ignore_tcp_states", "netlink_rcvbuf", "resend_queue",
-         "mtu", "control_socket", "node_id", "commit_timeout", "heartbeat_interval", "peer_timeout",
+         "mtu", "control_socket", "control_group", "node_id", "commit_timeout", "heartbeat_interval", "peer_timeout",
          "multicast_group", "backup_purge_timeout"}
 
 
@@ -61,6 +61,10 @@ class CtsyncConfig:
     resend_queue: int = 8192
     mtu: int = 1400
     control_socket: str = DEFAULT_CONTROL_SOCKET
+    # Members of this group may connect to the control socket and change things (commit,
+    # flush, resync, flush-uplink); others who can connect only read. None: root only.
+    control_group: str | None = None
+    control_gid: int | None = None
     node_id: int = 0  # 0: derived from local_address
     commit_timeout: float = 10.0
     heartbeat_interval: float = 1.0
@@ -175,6 +179,7 @@ def parse(data: dict, path: str = "") -> CtsyncConfig:
     mtu = c.integer(t, "mtu", "ctsync", 576, 65000, 1400)
     node = c.integer(t, "node_id", "ctsync", 0, 65535, 0)
     sock = c.string(t, "control_socket", "ctsync", DEFAULT_CONTROL_SOCKET)
+    control_group, control_gid = c.group(t, "control_group", "ctsync")
     ctimeout = c.number(t, "commit_timeout", "ctsync", 0.1, 600, 10.0)
     hb = c.number(t, "heartbeat_interval", "ctsync", 0.05, 60, 1.0)
     pt = c.number(t, "peer_timeout", "ctsync", 0.1, 600, 3.0)
@@ -186,7 +191,8 @@ def parse(data: dict, path: str = "") -> CtsyncConfig:
         path=path, sync_interface=iface, local_address=local, peer_address=addrs["peer_address"], key=key,
         port=port, mode=mode, failover=failover, ignore_addresses=tuple(nets), ignore_protocols=frozenset(protos),
         ignore_tcp_states=frozenset(states), netlink_rcvbuf=rcvbuf, resend_queue=resend, mtu=mtu,
-        control_socket=sock, node_id=node or (int(local) & 0xFFFF) or 1, commit_timeout=ctimeout,
+        control_socket=sock, control_group=control_group, control_gid=control_gid,
+        node_id=node or (int(local) & 0xFFFF) or 1, commit_timeout=ctimeout,
         heartbeat_interval=hb, peer_timeout=pt, multicast_group=group,
         backup_purge_timeout=purge,
     )

@@ -107,7 +107,7 @@ class Daemon:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as n:
                 self.nursery = n
-                control = ControlServer(self, self.cfg.control_socket)
+                control = ControlServer(self, self.cfg.control_socket, self.cfg.control_group, self.cfg.control_gid)
                 await control.start(n)
                 now = trio.current_time()
                 self.rep.start(now)

@@ -122,6 +122,26 @@ class Checker:
             return default
         return v
 
+    def group(self, table: dict, key: str, prefix: str) -> tuple[str | None, int | None]:
+        """A Unix group name (or number) that must exist here -> (name, gid)."""
+        v = table.get(key)
+        if v is None:
+            return None, None
+        import grp
+
+        g = None
+        try:
+            if isinstance(v, int) and not isinstance(v, bool):
+                g = grp.getgrgid(v)
+            elif isinstance(v, str) and v:
+                g = grp.getgrnam(v)
+        except (KeyError, OverflowError, ValueError):
+            pass
+        if g is None:
+            self.fail(f"{prefix}.{key}", f"must be the name of a group of this system (see /etc/group), got {v!r}")
+            return None, None
+        return g.gr_name, g.gr_gid
+
     def command(self, table: dict, key: str, prefix: str) -> tuple[str, ...]:
         v = table.get(key)
         if v is None:

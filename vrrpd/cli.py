@@ -125,6 +125,10 @@ def vrrpctl_main(argv: list[str] | None = None) -> int:
         print(json.dumps(out, indent=2))
     else:
         print(render_text([InstanceStatus.from_dict(i) for i in instances]), end="")
+        ctl = reply["daemon"].get("control") or {}
+        if (ctl.get("refused") or ctl.get("errors")) and not args.instance:
+            print(f"control socket: {ctl['refused']} request(s) refused (last: {ctl['last_refused']}), "
+                  f"{ctl['errors']} failed")
         if "uplinks" in reply and not args.instance:
             print(render_uplinks_text(UplinksStatus.from_dict(reply["uplinks"])), end="")
     return 0

@@ -66,7 +66,7 @@ class Daemon:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 nursery.start_soon(self.timers.run)
-                control = ControlServer(self, self.cfg.control_socket)
+                control = ControlServer(self, self.cfg.control_socket, self.cfg.control_group, self.cfg.control_gid)
                 await control.start(nursery)
                 nursery.start_soon(watch_links, lambda: self._refresh.set())  # late-bound: the event is replaced after each refresh
                 await self._refresh_links()
@@ -121,8 +121,8 @@ class Daemon:
         if (new.probes, new.uplinks) != (self.cfg.probes, self.cfg.uplinks):
             log.warning("SIGHUP: probe and uplink changes only take effect on restart")
             new = dataclasses.replace(new, probes=self.cfg.probes, uplinks=self.cfg.uplinks)
-        if new.control_socket != self.cfg.control_socket:
-            log.warning("SIGHUP: control_socket changes only take effect on restart")
+        if (new.control_socket, new.control_group) != (self.cfg.control_socket, self.cfg.control_group):
+            log.warning("SIGHUP: control_socket and control_group changes only take effect on restart")
         kept, changed = 0, []
         for name, inst in list(self.instances.items()):
             if new.instances.get(name) == inst.cfg and new.group_of(name) == inst.group:

@@ -116,3 +116,20 @@ def test_ctsync_start_up_names_a_scalar_ignore_list(tmp_path, capsys):
     assert ctsync_main(["-c", str(p), "--check"]) == 1
     assert capsys.readouterr().err == (
         "ctsync: bad.toml: ctsync.ignore_protocols: must be a list of protocol names or numbers, e.g. [\"icmp\", 132], got 6\n")
+
+
+@pytest.mark.parametrize("table,load", [("[vrrpd]", vrrpd_config.load), ("[ctsync]", ctsync_config.load)],
+                         ids=["vrrpd", "ctsync"])
+def test_control_group(tmp_path, table, load):
+    import grp
+
+    root = grp.getgrgid(0).gr_name
+    cfg = load(write(tmp_path, GOOD.replace(table, f'{table}\ncontrol_group = "{root}"'), "ok.toml"))
+    assert (cfg.control_group, cfg.control_gid) == (root, 0)
+    cfg = load(write(tmp_path, GOOD.replace(table, f"{table}\ncontrol_group = 0"), "ok.toml"))
+    assert (cfg.control_group, cfg.control_gid) == (root, 0)
+    assert load(write(tmp_path, GOOD)).control_gid is None
+    name = table.strip("[]")
+    for bad, shown in (('"no-such-group-here"', "'no-such-group-here'"), ('""', "''"), ("-1", "-1"), ("true", "True")):
+        assert problems(load, write(tmp_path, GOOD.replace(table, f"{table}\ncontrol_group = {bad}"))) == [
+            f"bad.toml: {name}.control_group: must be the name of a group of this system (see /etc/group), got {shown}"]
