@@ -38,6 +38,7 @@ from ctnetlink.constants import (
 from ctnetlink.key import entry_key
 from ctnetlink.socket import CtSocket, EventKind
 from ctnetlink.sysctl import get_sysctl, set_sysctl
+from hacommon.log import first_error
 from hacommon.sockopts import SO_BINDTODEVICE, SO_RCVBUFFORCE
 
 from .config import CtsyncConfig
@@ -104,34 +105,44 @@ class Daemon:
             self.mcast_rx = await self._open_multicast_receiver()
         from .control import ControlServer
 
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with trio.open_nursery() as n:
-                self.nursery = n
-                control = ControlServer(self, self.cfg.control_socket, self.cfg.control_group, self.cfg.control_gid)
-                await control.start(n)
-                now = trio.current_time()
-                self.rep.start(now)
-                n.start_soon(self._kernel_events)
-                n.start_soon(self._udp_receive, self.udp)
-                if self.mcast_rx is not None:
-                    n.start_soon(self._udp_receive, self.mcast_rx)
-                n.start_soon(self._pump)
-                if self.follower is not None:
-                    n.start_soon(self.follower.run)
-                via = f" via multicast {self.cfg.multicast_group}" if self.cfg.multicast_group else ""
-                log.info("ctsync started: mode %s, sync %s -> %s:%d%s on %s, node %d", self.cfg.mode,
-                         self.cfg.local_address, self.cfg.peer_address, self.cfg.port, via, self.cfg.sync_interface, self.cfg.node_id)
-                task_status.started()
-                async for signum in signals:
-                    log.info("%s: leaving", signal.Signals(signum).name)
-                    break
-                n.cancel_scope.cancel()
+        control = None
+        try:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async with trio.open_nursery() as n:
+                    self.nursery = n
+                    control = ControlServer(self, self.cfg.control_socket, self.cfg.control_group, self.cfg.control_gid)
+                    await control.start(n)
+                    now = trio.current_time()
+                    self.rep.start(now)
+                    n.start_soon(self._kernel_events)
+                    n.start_soon(self._udp_receive, self.udp)
+                    if self.mcast_rx is not None:
+                        n.start_soon(self._udp_receive, self.mcast_rx)
+                    n.start_soon(self._pump)
+                    if self.follower is not None:
+                        n.start_soon(self.follower.run)
+                    via = f" via multicast {self.cfg.multicast_group}" if self.cfg.multicast_group else ""
+                    log.info("ctsync started: mode %s, sync %s -> %s:%d%s on %s, node %d", self.cfg.mode, self.cfg.local_address,
+                             self.cfg.peer_address, self.cfg.port, via, self.cfg.sync_interface, self.cfg.node_id)
+                    task_status.started()
+                    async for signum in signals:
+                        log.info("%s: leaving", signal.Signals(signum).name)
+                        break
+                    n.cancel_scope.cancel()
+        except BaseException as e:
+            if not isinstance(e, (SystemExit, KeyboardInterrupt, trio.Cancelled)):
+                log.critical("ctsync is ending on an unexpected error (%s); closing its sockets", first_error(e), exc_info=e)
+            raise
+        finally:
+            # On every path: the control socket unlinked (no stale file for the next
+            # start to take over), netlink and UDP sockets closed.
+            if control is not None:
                 control.close()
-        for s in (self.events_sock, self.cmd):
-            s.close()
-        self.udp.close()
-        if self.mcast_rx is not None:
-            self.mcast_rx.close()
+            for s in (self.events_sock, self.cmd):
+                s.close()
+            self.udp.close()
+            if self.mcast_rx is not None:
+                self.mcast_rx.close()
 
     async def _open_udp(self) -> trio.socket.SocketType:
         fam = socket.AF_INET if self.cfg.local_address.version == 4 else socket.AF_INET6

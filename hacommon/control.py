@@ -32,9 +32,8 @@ from typing import Any, Iterator
 
 import trio
 
+from .log import first_error
 from .sockopts import SO_PEERCRED, SO_PEERGROUPS
-
-log = logging.getLogger("hapair")
 
 #: The longest line a daemon reads from a control client (a request, an ack, a demotion):
 #: enough for any real request, small enough that a client cannot make us buffer without end.
@@ -191,6 +190,7 @@ class UnixControlServer:
         self.gid = gid
         self.sock: trio.socket.SocketType | None = None
         self.stats = ControlStats()
+        self.log = logging.getLogger(self.prog)  # the daemon's own logger
         self._scope = trio.CancelScope()
 
     async def start(self, nursery: trio.Nursery) -> None:
@@ -212,7 +212,7 @@ class UnixControlServer:
                 try:
                     conn, _ = await self.sock.accept()
                 except OSError as e:
-                    log.warning("%s control socket: accept failed: %s", self.prog, e)
+                    self.log.warning("%s control socket: accept failed: %s", self.prog, e)
                     await trio.sleep(0.1)
                     continue
                 nursery.start_soon(self._connection, conn)
@@ -232,10 +232,10 @@ class UnixControlServer:
                 failed = eg
             if failed is not None:
                 self.stats.errors += 1
-                log.error("%s control socket: request of %s failed", self.prog, peer, exc_info=failed)
+                self.log.error("%s control socket: request of %s failed", self.prog, peer, exc_info=failed)
                 with trio.move_on_after(1):
                     try:
-                        await send_json(stream, {"ok": False, "error": f"internal error: {_first(failed)}; see the daemon's log"})
+                        await send_json(stream, {"ok": False, "error": f"internal error: {first_error(failed)}; see the daemon's log"})
                     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                         pass
         finally:
@@ -251,7 +251,7 @@ class UnixControlServer:
         self.stats.refused += 1
         self.stats.last_refused = f"{what} from {peer}"
         who = "root" + (f" or a member of group {self.group}" if self.group else "")
-        log.warning("%s control socket: %s refused to %s (only %s may)", self.prog, what, peer, who)
+        self.log.warning("%s control socket: %s refused to %s (only %s may)", self.prog, what, peer, who)
         return {"ok": False, "error": f"permission denied: {what} needs {who} (control_group)"}
 
     def bad_request(self, error: str) -> dict:
@@ -260,13 +260,6 @@ class UnixControlServer:
 
     async def _serve(self, stream: trio.SocketStream, peer: Peer) -> None:
         raise NotImplementedError
-
-
-def _first(eg: BaseException) -> str:
-    """The first leaf of an exception group, as 'Type: text' (for a one-line reply)."""
-    while isinstance(eg, BaseExceptionGroup) and eg.exceptions:
-        eg = eg.exceptions[0]
-    return f"{type(eg).__name__}: {str(eg)[:120]}"
 
 
 def _connect(path: str, timeout: float | None) -> socket.socket:
