@@ -6,17 +6,26 @@ Errors name file, dotted key and problem (hacommon.config's checker, as for [vrr
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
+import stat
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
 from hacommon.config import Checker, ConfigError, read_toml
+from hacommon.labenv import in_lab
 from hacommon.paths import CTSYNC_CONTROL_SOCKET
 from hacommon.paths import VRRPD_CONTROL_SOCKET as VRRPD_DEFAULT_SOCKET
 
 DEFAULT_CONTROL_SOCKET = CTSYNC_CONTROL_SOCKET
 DEFAULT_PORT = 3780
+MIN_KEY = 16
+MAX_KEY_FILE = 4096
+#: Keys published with the project: the example configs/r1.toml and r2.toml, the lab's
+#: (halab/ctsync.py). Anyone can read them, so anyone who can spoof peer_address could
+#: forge entries for our failover commit: refused outside a lab (hacommon.labenv).
+PUBLISHED_KEYS = frozenset({b"change-me-to-a-long-random-secret", b"lab-only-shared-secret-0123456789"})
 
 
 class Mode(StrEnum):
@@ -77,7 +86,9 @@ class CtsyncConfig:
     backup_purge_timeout: int = 60
 
 
-def parse(data: dict, path: str = "") -> CtsyncConfig:
+def parse(data: dict, path: str = "", lab: bool | None = None) -> CtsyncConfig:
+    """The [ctsync] table of ``data`` (read from ``path``). ``lab``: is this a lab
+    (hacommon.labenv; None: find out, only if the key is one of PUBLISHED_KEYS)?"""
     c = Checker(path)
     t = data.get("ctsync")
     if not isinstance(t, dict):
@@ -117,24 +128,29 @@ def parse(data: dict, path: str = "") -> CtsyncConfig:
                 c.fail("ctsync.multicast_group", "must be of the same IP version as local_address")
             elif group.version == 6 and group.packed[1] & 0x0F == 1:
                 c.fail("ctsync.multicast_group", f"{g} is interface-local (ff01::/16): it never leaves this box; use ff02::/16")
-    key = b""
+    key: bytes | None = None
+    where = "ctsync.key"
     if "key" in t and "key_file" in t:
         c.fail("ctsync.key", "give key or key_file, not both")
     elif "key" in t:
         v = c.string(t, "key", "ctsync")
-        key = v.encode() if v else b""
+        if v is not None and not v.strip():
+            c.fail("ctsync.key", "only whitespace: not a secret")
+        elif v is not None:
+            key = v.encode()
     elif "key_file" in t:
+        where = "ctsync.key_file"
         kf = c.string(t, "key_file", "ctsync")
         if kf:
-            p = Path(kf) if Path(kf).is_absolute() or not path else Path(path).parent / kf
-            try:
-                key = p.read_bytes().strip()
-            except OSError as e:
-                c.fail("ctsync.key_file", f"cannot read {p}: {e.strerror}")
+            key = _read_key_file(c, Path(kf) if Path(kf).is_absolute() or not path else Path(path).parent / kf)
     else:
         c.fail("ctsync.key", "missing (required): a shared secret (key = \"...\" or key_file = \"/etc/hapair/ctsync.key\")")
-    if ("key" in t or "key_file" in t) and key is not None and 0 < len(key) < 16:
-        c.fail("ctsync.key", f"at least 16 bytes of secret, got {len(key)}")
+    if key is not None and len(key) < MIN_KEY:
+        c.fail(where, f"at least {MIN_KEY} bytes of secret, got {len(key)}")
+    elif key is not None and key in PUBLISHED_KEYS and not (in_lab() if lab is None else lab):
+        c.fail(where, "this key is published with hapair (an example): anyone can forge entries with it; generate a "
+                      "secret (head -c 32 /dev/urandom | base64 > /etc/hapair/ctsync.key, key_file = that file) "
+                      "(accepted in a lab only)")
     mode = c.string(t, "mode", "ctsync", "commit")
     if mode not in tuple(Mode):
         c.fail("ctsync.mode", f"must be \"commit\" or \"inject\", got {mode!r}")
@@ -188,7 +204,7 @@ def parse(data: dict, path: str = "") -> CtsyncConfig:
         raise ConfigError(c.problems)
     local = addrs["local_address"]
     return CtsyncConfig(
-        path=path, sync_interface=iface, local_address=local, peer_address=addrs["peer_address"], key=key,
+        path=path, sync_interface=iface, local_address=local, peer_address=addrs["peer_address"], key=key or b"",
         port=port, mode=mode, failover=failover, ignore_addresses=tuple(nets), ignore_protocols=frozenset(protos),
         ignore_tcp_states=frozenset(states), netlink_rcvbuf=rcvbuf, resend_queue=resend, mtu=mtu,
         control_socket=sock, control_group=control_group, control_gid=control_gid,
@@ -196,6 +212,45 @@ def parse(data: dict, path: str = "") -> CtsyncConfig:
         heartbeat_interval=hb, peer_timeout=pt, multicast_group=group,
         backup_purge_timeout=purge,
     )
+
+
+def _read_key_file(c: Checker, p: Path) -> bytes | None:
+    """The key in file ``p`` (whitespace around it stripped), or None with the problem
+    recorded: not a regular file, too large, readable or writable by others, writable
+    by its group, owned by someone else than root (or us), empty."""
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)  # a FIFO must not block the open
+    except OSError as e:
+        c.fail("ctsync.key_file", f"cannot read {p}: {e.strerror}")
+        return None
+    try:
+        st = os.fstat(fd)
+        mode = stat.S_IMODE(st.st_mode)
+        if not stat.S_ISREG(st.st_mode):
+            c.fail("ctsync.key_file", f"{p} is not a regular file")
+        elif st.st_size > MAX_KEY_FILE:
+            c.fail("ctsync.key_file", f"{p} is too large for a key ({st.st_size} bytes, at most {MAX_KEY_FILE})")
+        elif mode & 0o004:
+            c.fail("ctsync.key_file", f"readable by others (mode {mode:04o}): chmod o-rwx {p}")
+        elif mode & 0o002:
+            c.fail("ctsync.key_file", f"writable by others (mode {mode:04o}): chmod o-rwx {p}")
+        elif mode & 0o020:
+            c.fail("ctsync.key_file", f"writable by its group (mode {mode:04o}): chmod g-w,o-rwx {p}")
+        elif st.st_uid not in (0, os.geteuid()):
+            c.fail("ctsync.key_file", f"owned by uid {st.st_uid}, who can change it: chown root {p}")
+        else:
+            try:
+                key = os.read(fd, MAX_KEY_FILE + 1).strip()
+            except OSError as e:
+                c.fail("ctsync.key_file", f"cannot read {p}: {e.strerror}")
+                return None
+            if not key:
+                c.fail("ctsync.key_file", f"{p} holds no key (empty or only whitespace)")
+                return None
+            return key
+    finally:
+        os.close(fd)
+    return None
 
 
 def _list(c: Checker, t: dict, key: str, what: str) -> list:

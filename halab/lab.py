@@ -43,6 +43,8 @@ import threading
 import time
 from typing import Callable, Sequence
 
+from hacommon.labenv import LAB_ENV
+
 from . import _ns
 from ._ns import NetnsError, group_members, run_cmd
 
@@ -316,7 +318,7 @@ class Host:
         argv = [str(a) for a in argv]
         cp = subprocess.run(["ip", "netns", "exec", self._netns, *argv],
                             capture_output=True, text=True, timeout=timeout,
-                            input=input, env=_child_env(env),
+                            input=input, env=_child_env({LAB_ENV: self._lab.id, **(env or {})}),
                             stdin=None if input is not None else subprocess.DEVNULL)
         if check and cp.returncode != 0:
             raise LabCommandError(cp.returncode, argv, cp.stdout, cp.stderr, netns=self._netns)
@@ -848,8 +850,9 @@ class Lab:
         """The single launcher for long-running processes (daemons, tcpdump)."""
         netns = self._check_target(host)
         full = ["ip", "netns", "exec", netns, *_pdeathsig_prefix(), *argv]
+        # HAPAIR_LAB: with the namespace, how a daemon knows it runs in this lab (hacommon.labenv)
         return subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                                start_new_session=True, close_fds=True, env=_child_env(env))
+                                start_new_session=True, close_fds=True, env=_child_env({LAB_ENV: self.id, **(env or {})}))
 
     def start(self, host: Host, argv: Sequence[str], name: str | None = None,
               log: str | None = None, env: dict[str, str] | None = None) -> Proc:
