@@ -634,7 +634,8 @@ class _Mapper:
         if probes:
             k["track_probes"] = [t if t["weight"] else t["probe"] for t in probes]
         per_state: dict[str, list[list[str]]] = {}
-        for st, argv, c in inst.notify:
+        # keepalived runs the generic "notify" after the notify_STATE scripts.
+        for st, argv, c in sorted(inst.notify, key=lambda n: n[0] == "generic"):
             if st == "generic":
                 kind = "INSTANCE" if "{STATE}" not in argv else None
                 for s2 in STATES:
@@ -706,7 +707,7 @@ class _Mapper:
                 v = int(self._script_num(kv, key, default) or default)
                 p[key] = min(max(v, 1), 100)
             self.probes[name] = p
-            self.note(s, f"translated to [vrrpd.probe.{name}]: a {chk.kind.upper()} probe of {chk.target} pinned to "
+            self.note(s, f"translated to [vrrpd.probe.{name}]: {'an ICMP' if chk.kind == 'icmp' else 'a TCP'} probe of {chk.target} pinned to "
                       f"{iface} via {gateway} (the route at {route.file}:{route.line}); vrrpd sends it, the script "
                       "is not run", f"vrrp_script {name}")
         return name, weight

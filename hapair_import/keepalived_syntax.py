@@ -256,14 +256,12 @@ class _Reader:
                                  "refers to itself?)")
 
     def include(self, arg: str, ln: _Line, pwd: str, depth: int) -> None:
-        try:
-            words = tokenize(arg)
-        except ValueError as e:
-            raise InputError(ln.file, ln.line, str(e)) from None
-        if len(words) != 1:
+        pattern = arg.strip()
+        if len(pattern) >= 2 and pattern[0] == pattern[-1] and pattern[0] in "\"'":
+            pattern = pattern[1:-1]
+        elif not pattern or any(c.isspace() for c in pattern):
             self.problem(ln.file, ln.line, f"include {arg}"[:80], "include takes one file name or pattern")
             return
-        pattern = words[0][0]
         full = pattern if os.path.isabs(pattern) else os.path.join(pwd, pattern)
         matches = sorted({m for p in brace_expand(full) for m in glob.glob(p)})
         if not matches:

@@ -123,6 +123,8 @@ def _tcp_redirect(s: str) -> Check | None:
 
 def _ping(args: list[str]) -> Check | None:
     iface, timeout, target = None, None, None
+    # "-c1" is "-c 1"
+    args = [x for a in args for x in ([a[:2], a[2:]] if re.fullmatch(r"-[cWwIist]\S+", a) else [a])]
     i = 0
     while i < len(args):
         a = args[i]
