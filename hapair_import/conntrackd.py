@@ -23,7 +23,7 @@ import re
 import socket
 
 from . import target
-from .box import Conversion, InputError
+from .box import Conversion
 from .keepalived_syntax import Stmt, _Line, build, read_text
 
 NETLINK_DEFAULT = 32 << 20  # ctsync's netlink_rcvbuf default

@@ -1,6 +1,6 @@
 """keepalived.conf -> the [vrrpd] table (and, with a conntrackd.conf, [ctsync]).
 
-Long (about 600 lines) because keepalived has that many keywords: each one is
+Long (about 800 lines) because keepalived has that many keywords: each one is
 either mapped here or listed, with the reason, in one of the tables below; the
 language itself (include, conditionals, $VAR) is in keepalived_syntax.py.
 
@@ -31,7 +31,6 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
-import re
 from dataclasses import dataclass, field
 
 from . import conntrackd as conntrackd_mod

@@ -37,6 +37,9 @@ INCLUDE_WORDS = {"include", "includer", "includem", "includew", "includeb", "inc
 MAX_DEPTH = 16  # nested includes, and lines re-read after a substitution
 MAX_SUBSTITUTIONS = 10000  # per line: a definition that refers to itself never ends
 MAX_LINE = 1 << 20
+MAX_LINES = 1 << 20  # lines read in all, expansions included: a definition that expands into itself
+MAX_FILE = 64 << 20
+MAX_GLOBS = 1000  # patterns a {a,b} brace expansion may make
 _DEF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)=(.*)\Z", re.S)
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)(?=\s|\Z)")
 _COND = re.compile(r"@(\^?)(\S+)\s*(.*)\Z", re.S)
@@ -86,9 +89,11 @@ def read_text(path: str, display: str) -> str:
     """A file's text, or InputError: unreadable, not UTF-8, or binary."""
     try:
         with open(path, "rb") as f:
-            raw = f.read(64 << 20)
+            raw = f.read(MAX_FILE + 1)
     except OSError as e:
         raise InputError(display, None, f"cannot read: {e.strerror or e}") from None
+    if len(raw) > MAX_FILE:
+        raise InputError(display, None, f"larger than {MAX_FILE >> 20} MiB: not a configuration file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -138,7 +143,12 @@ def brace_expand(pattern: str) -> list[str]:
                 if len(parts) == 1:
                     continue  # "{x}" is no alternative
                 head, tail = pattern[:start], pattern[i + 1:]
-                return [e for p in parts for e in brace_expand(head + p + tail)]
+                out: list[str] = []
+                for p in parts:
+                    out += brace_expand(head + p + tail)
+                    if len(out) > MAX_GLOBS:  # the caller refuses that many
+                        return out
+                return out
     return [pattern]
 
 
@@ -149,6 +159,7 @@ class _Reader:
         self.lines: list[_Line] = []
         self.parsed = Parsed([])
         self.open_files: list[str] = []
+        self.count = 0
 
     def problem(self, file: str, line: int, what: str, why: str) -> None:
         self.parsed.problems.append((file, line, what, why))
@@ -174,6 +185,10 @@ class _Reader:
         while i < len(lines):
             ln = lines[i]
             i += 1
+            self.count += 1
+            if self.count > MAX_LINES:
+                raise InputError(ln.file, ln.line, f"more than {MAX_LINES} lines once includes and definitions are "
+                                 "expanded (a definition that expands into itself?)")
             s = (strip_comment(ln.text) if strip else ln.text).strip()
             if not s:
                 continue
@@ -263,7 +278,12 @@ class _Reader:
             self.problem(ln.file, ln.line, f"include {arg}"[:80], "include takes one file name or pattern")
             return
         full = pattern if os.path.isabs(pattern) else os.path.join(pwd, pattern)
-        matches = sorted({m for p in brace_expand(full) for m in glob.glob(p)})
+        patterns = brace_expand(full)
+        if len(patterns) > MAX_GLOBS:
+            self.problem(ln.file, ln.line, f"include {pattern}"[:80], f"more than {MAX_GLOBS} brace alternatives: "
+                         "nothing included")
+            return
+        matches = sorted({m for p in patterns for m in glob.glob(p)})
         if not matches:
             self.problem(ln.file, ln.line, f"include {pattern}", "matches no file: nothing included")
             return
@@ -272,8 +292,8 @@ class _Reader:
             if os.path.realpath(path) in self.open_files:
                 self.problem(ln.file, ln.line, f"include {pattern}", f"{display} includes itself: left out")
                 continue
-            if os.path.isdir(path):
-                self.problem(ln.file, ln.line, f"include {pattern}", f"{display} is a directory: left out")
+            if not os.path.isfile(path):
+                self.problem(ln.file, ln.line, f"include {pattern}", f"{display} is not a regular file: left out")
                 continue
             try:
                 self.read_file(path, display, depth + 1)

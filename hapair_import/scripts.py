@@ -66,6 +66,8 @@ def drives_conntrackd(argv: list[str], base_dir: str = "") -> bool:
     if name in ("sh", "bash", "dash") and len(argv) > 1:  # sh /path/script.sh primary
         return drives_conntrackd(argv[1:], base_dir)
     path = argv[0] if os.path.isabs(argv[0]) or not base_dir else os.path.join(base_dir, argv[0])
+    if not os.path.isfile(path):  # never open a FIFO or a device named in a configuration
+        return False
     try:
         with open(path, "rb") as f:
             text = f.read(1 << 16).decode("utf-8", "replace")
