@@ -101,7 +101,7 @@ INSTANCE_KEY_ORDER = ("interface", "vrid", "priority", "advert_interval", "preem
 @dataclass
 class _Track:
     name: str
-    weight: int
+    weight: int | None  # None: not given (an interface: 0; a script: the vrrp_script's weight)
     stmt: Stmt
 
 
@@ -208,6 +208,7 @@ class _Mapper:
             else:
                 self.drop(s, "unknown keyword (keepalived ignores it too)" if s.block is None
                           else "unknown block (keepalived ignores it too)")
+        self._resolve_weights()
         self._link_groups()
         for inst in self.instances.values():
             if inst.ok:
@@ -325,7 +326,7 @@ class _Mapper:
         out = []
         for t in c.block or []:
             w = t.words
-            weight = 0
+            weight = None
             if len(w) >= 3 and w[1] == "weight":
                 try:
                     weight = int(w[2])
@@ -434,8 +435,11 @@ class _Mapper:
                 v = self._number(c, 2, 3, integer=True)
                 if v is not None:
                     inst.version = v
-            elif key == "strict_mode":
-                self._strict(inst, c)
+            elif key == "strict_mode" and len(c.args) <= 1:
+                if c.args and c.args[0].lower() in ("off", "false", "no"):
+                    k["strict"] = False  # not written: vrrpd's default; it overrides vrrp_strict
+                else:
+                    self._strict(inst, c)
             elif key == "accept" and not c.args:
                 self.note(c, "vrrpd's VIPs are ordinary addresses: the master accepts packets to them")
             elif key == "skip_check_adv_addr":
@@ -456,6 +460,8 @@ class _Mapper:
         self._garp(inst, garp)
         if self.strict_all is not None and "strict" not in k:
             self._strict(inst, self.strict_all)
+        if k.get("strict") is False:
+            del k["strict"]
         for req, kw in (("interface", "interface"), ("vrid", "virtual_router_id")):
             if req not in k:
                 inst.ok = False
@@ -557,6 +563,28 @@ class _Mapper:
         inst.keys["auth"] = {"type": "pass", "password": pw}
 
     # -- groups, tracking, notify -----------------------------------------------
+    def _resolve_weights(self) -> None:
+        """Weights not given in track_*: 0 for an interface, the vrrp_script's own for a
+        script (before a sync group zeroes them: keepalived zeroes the effective weight)."""
+        for owner in list(self.instances.values()) + list(self.groups.values()):
+            for t in owner.ifaces:
+                if t.weight is None:
+                    t.weight = 0
+            for t in owner.scripts:
+                if t.weight is None:
+                    t.weight = self._script_weight(t.name)
+
+    def _script_weight(self, name: str) -> int:
+        s = self.scripts.get(name)
+        for c in (s.block or []) if s else []:
+            if c.key == "weight" and c.args:
+                try:
+                    w = int(c.args[0])
+                except ValueError:
+                    return 0
+                return w if -253 <= w <= 253 else 0
+        return 0
+
     def _link_groups(self) -> None:
         for g in self.groups.values():
             good = []
@@ -608,7 +636,7 @@ class _Mapper:
             self.used_scripts.add(t.name)
             p = self._probe(inst, t)
             if p:
-                probes.append({"probe": p[0], "weight": t.weight or p[1]})
+                probes.append({"probe": p, "weight": t.weight})
         tracked = ifaces + probes
         positive = sum(t["weight"] for t in tracked if t["weight"] > 0)
         if positive and prio == 255:
@@ -651,9 +679,8 @@ class _Mapper:
                 "keepalived's notify scripts, one per state, in one /bin/sh wrapper: vrrpd runs it on each "
                 "transition with INSTANCE GROUP STATE, and the wrapper runs the commands of STATE ($3)")
 
-    def _probe(self, inst: _Inst, t: _Track) -> tuple[str, int] | None:
-        """A tracked vrrp_script as a vrrpd probe: (probe name, script's weight), or
-        None (reported)."""
+    def _probe(self, inst: _Inst, t: _Track) -> str | None:
+        """A tracked vrrp_script as a vrrpd probe: the probe's name, or None (reported)."""
         s = self.scripts.get(t.name)
         what = f"{inst.name}: track_script {t.name}"
         effect = _effect(t.weight)
@@ -664,17 +691,8 @@ class _Mapper:
         script = kv.get("script")
         argv = split_command(script.args[0]) if script and script.args else []
         chk = classify_check(argv)
-        weight = 0
-        if "weight" in kv:
-            w = kv["weight"].args
-            try:
-                weight = int(w[0]) if w else 0
-            except ValueError:
-                weight = 0
-            if len(w) > 1 and w[1] == "reverse":
-                chk = None
-        if t.weight == 0 and weight:
-            effect = _effect(weight)
+        if "weight" in kv and kv["weight"].args[1:2] == ["reverse"]:
+            chk = None  # vrrpd changes the priority only while a probe is down
         generic = (f"vrrpd runs no health-check scripts (it tracks interfaces, and ICMP/TCP probes pinned to an "
                    f"uplink): keepalived {effect}, nothing does that here")
         if chk is None:
@@ -709,7 +727,7 @@ class _Mapper:
             self.note(s, f"translated to [vrrpd.probe.{name}]: {'an ICMP' if chk.kind == 'icmp' else 'a TCP'} probe of {chk.target} pinned to "
                       f"{iface} via {gateway} (the route at {route.file}:{route.line}); vrrpd sends it, the script "
                       "is not run", f"vrrp_script {name}")
-        return name, weight
+        return name
 
     def _script_num(self, kv: dict, key: str, default):
         c = kv.get(key)
@@ -738,7 +756,7 @@ class _Mapper:
         for kind, name, c in self.ct_owners:
             if kind == "instance" and self.instances[name].group:
                 name = self.instances[name].group
-            elif kind == "group" and name not in self.groups:
+            elif kind == "group" and not (name in self.groups and self.groups[name].members):
                 continue
             elif kind == "instance" and not self.instances[name].ok:
                 continue

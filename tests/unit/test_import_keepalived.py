@@ -348,6 +348,41 @@ def test_target_constants_agree_with_vrrpd():
     assert _vrrpd_accepts(virtual_addresses=many[:-1]) and not _vrrpd_accepts(virtual_addresses=many)
 
 
+@pytest.mark.parametrize("keep", [False, True])
+def test_sync_group_members_track_with_weight_zero(tmp_path, keep):
+    """keepalived zeroes the tracking weights of sync group members (the script's own
+    weight too), unless the group has sync_group_tracking_weight."""
+    conv = conv_of(tmp_path, """\
+        static_routes {
+            default via 10.0.0.254 dev eth0
+        }
+        vrrp_script p {
+            script "ping -c1 -I eth0 192.0.2.1"
+            weight -10
+        }
+        vrrp_sync_group G {
+            group {
+                V
+            }
+        %s}
+        """ % ("    sync_group_tracking_weight\n" if keep else "") + MINIMAL.replace("    priority 150\n", """\
+            track_script {
+                p
+            }
+            track_interface {
+                eth1 weight -20
+            }
+        """))
+    inst = conv.data["vrrpd"]["instance"]["V"]
+    if keep:
+        assert inst["track_probes"] == [{"probe": "p", "weight": -10}]
+        assert inst["track_interfaces"] == [{"interface": "eth1", "weight": -20}]
+    else:
+        assert inst["track_probes"] == ["p"] and inst["track_interfaces"] == ["eth1"]
+        n = whys(conv.notes)
+        assert "weight -10 is 0 here" in n and "weight -20 is 0 here" in n
+
+
 def test_notify_wrapper_runs_the_scripts_of_each_state(tmp_path):
     log = tmp_path / "log"
     conv = conv_of(tmp_path, MINIMAL.replace("    priority 150\n", f"""\
