@@ -7,8 +7,8 @@ import json
 import os
 import sys
 
-from vrrpd.config import ConfigError
-from vrrpd.entry import daemon_main
+from hacommon.config import ConfigError
+from hacommon.entry import daemon_main
 
 from . import config as config_mod
 
@@ -59,7 +59,7 @@ def _text_status(s: dict) -> str:
 
 
 def ctsyncctl_main(argv: list[str] | None = None) -> int:
-    from .control import request
+    from hacommon.control import request
 
     ap = argparse.ArgumentParser(prog="ctsyncctl", description="query and drive a running ctsync")
     ap.add_argument("-s", "--socket", help=f"control socket (default {config_mod.DEFAULT_CONTROL_SOCKET} or $CTSYNCCTL_SOCKET)")

@@ -6,15 +6,20 @@ Inputs (each returns nothing; read the actions with `poll(now)`):
     overrun(now)                             the event socket lost events (ENOBUFS)
     send_table(entries, now, reason)         a dump of our kernel, after DumpKernel
     datagram(data, now)                      a datagram from the sync link
-    become_master(now) / become_backup(now)  the VRRP sync group moved
+    become_master(now, reason) / become_backup(now)   the VRRP sync group moved
     handle_timer(now)                        at next_deadline()
-Actions:
+Actions (all of them through ``poll(now)``):
     SendDatagrams(list[bytes])               to the peer
     DumpKernel(reason)                       dump our table and call send_table
-    Commit(messages)                         write the external cache into the kernel
+    Commit(messages, reason)                 write the external cache into the kernel (commit
+                                             mode; in inject mode messages is None: the kernel
+                                             has the replica already)
     Inject(messages) / Remove(tuples)        write peer entries into our kernel (inject mode)
     AgeOut(keys, timeout)                    a new backup: shorten our kernel entries that the
                                              new master's table holds (commit mode)
+
+Commit and inject mode differ only in what the replica does on arrival and on becoming
+master: one strategy object each (CommitMode, InjectMode), chosen once from the config.
 
 Both nodes always send their own kernel's events (so a failback finds the state where
 it went); events caused by our own commits carry our netlink portid and are ignored.
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from ctnetlink.codec import CodecError, Entry, Tuple, encode_new, key_and_timeout
 from ctnetlink.constants import NLM_F_CREATE, NLM_F_EXCL
@@ -35,7 +41,7 @@ from ctnetlink.key import entry_key, tuple_from_key
 
 from .cache import ExternalCache
 from .channel import Channel
-from .config import CtsyncConfig
+from .config import CtsyncConfig, Mode
 from .wire import Message, MsgType
 
 _HB = struct.Struct("!BBI")  # role (0 backup, 1 master), ready, external cache size
@@ -70,7 +76,7 @@ class DumpKernel:
 
 @dataclass(frozen=True)
 class Commit:
-    messages: list[bytes]
+    messages: list[bytes] | None  # None: nothing to write (inject mode: the kernel has it all)
     reason: str
 
 
@@ -84,7 +90,49 @@ class Remove:
     tuples: list[tuple[Tuple, int]]  # (original tuple, zone)
 
 
-Action = SendDatagrams | DumpKernel | Commit | Inject | Remove
+Action = SendDatagrams | DumpKernel | Commit | Inject | Remove | AgeOut
+
+
+class Role(StrEnum):
+    MASTER = "master"
+    BACKUP = "backup"
+
+
+class CommitMode:
+    """The replica waits in the external cache; becoming master writes all of it."""
+
+    def on_entry(self, body: bytes) -> list[Action]:
+        return []
+
+    def on_removed(self, keys: list[bytes]) -> list[Action]:
+        return []
+
+    def on_master(self, cache: ExternalCache, reason: str) -> Commit:
+        return Commit(cache.messages(), reason)
+
+    def age_out_tables(self, cfg: CtsyncConfig) -> int:
+        """Complete tables from the new master to shorten our own entries against (conntrackd -t)."""
+        return 2 if cfg.backup_purge_timeout > 0 else 0
+
+
+class InjectMode:
+    """Every replicated entry goes into our kernel as it arrives, and leaves it with the
+    peer's; becoming master has nothing left to write."""
+
+    def on_entry(self, body: bytes) -> list[Action]:
+        return [Inject([body])]
+
+    def on_removed(self, keys: list[bytes]) -> list[Action]:
+        return [Remove([tuple_from_key(k) for k in keys])]
+
+    def on_master(self, cache: ExternalCache, reason: str) -> Commit:
+        return Commit(None, reason)
+
+    def age_out_tables(self, cfg: CtsyncConfig) -> int:
+        return 0  # our kernel holding the peer's entries is the point: leave them
+
+
+STRATEGIES = {Mode.COMMIT: CommitMode(), Mode.INJECT: InjectMode()}
 
 
 @dataclass
@@ -107,7 +155,7 @@ class Counters:
 class Replicator:
     cfg: CtsyncConfig
     epoch: int
-    role: str = "backup"
+    role: Role = Role.BACKUP
     refresh_interval: float = 30.0
     resync_retry: float = 5.0
     counters: Counters = field(default_factory=Counters)
@@ -116,9 +164,10 @@ class Replicator:
         self.channel = Channel(self.cfg.node_id, self.epoch, self.cfg.key, mtu=self.cfg.mtu,
                                resend_limit=self.cfg.resend_queue, peer_timeout=self.cfg.peer_timeout)
         self.cache = ExternalCache()
+        self.strategy = STRATEGIES[Mode(self.cfg.mode)]
         self.internal: set[bytes] = set()  # keys of our own kernel's replicated entries
         self.own_portids: set[int] = set()
-        self.peer_role: str | None = None
+        self.peer_role: Role | None = None
         self.peer_ready = False
         self.in_sync = False
         self._actions: list[Action] = []
@@ -150,7 +199,7 @@ class Replicator:
         is silent (after `peer_timeout` from the start, so that a peer that has not
         answered yet counts as there): nothing will complete its table, and it may be
         the only box left to take over."""
-        if self.role == "master" or self.ready(now):
+        if self.role == Role.MASTER or self.ready(now):
             return False
         if self.channel.peer_alive(now):
             return True
@@ -238,14 +287,13 @@ class Replicator:
             self.in_sync = False
             self.request_resync(now, "gap in the sync stream")
 
-    def become_master(self, now: float) -> Commit | None:
-        """The group goes master: returns the commit to run before the VIPs move."""
-        self.role = "master"
+    def become_master(self, now: float, reason: str = "became master") -> None:
+        """The group goes master: the Commit to run before the VIPs move comes out of
+        poll() next."""
+        self.role = Role.MASTER
         self._hb_at = now  # tell the peer at once
         self._age_out_tables = 0
-        if self.cfg.mode == "commit":
-            return Commit(self.cache.messages(), "became master")
-        return None
+        self._actions.append(self.strategy.on_master(self.cache, reason))
 
     def committed(self, now: float) -> None:
         """Our commit is done: push our table to the peer. The entries it wrote carry our
@@ -256,17 +304,16 @@ class Replicator:
         self._dump("after our commit")
 
     def become_backup(self, now: float) -> None:
-        self.role = "backup"
+        self.role = Role.BACKUP
         self._hb_at = now
         self.in_sync = False
-        # In inject mode our kernel holding the peer's entries is the point; leave them.
-        self._age_out_tables = 2 if self.cfg.mode == "commit" and self.cfg.backup_purge_timeout > 0 else 0
+        self._age_out_tables = self.strategy.age_out_tables(self.cfg)
         self.request_resync(now, "became backup")
 
     def handle_timer(self, now: float) -> None:
         self.channel.handle_timer(now)
         if self._hb_at is not None and now >= self._hb_at:
-            body = _HB.pack(1 if self.role == "master" else 0, int(self.ready(now)), len(self.cache))
+            body = _HB.pack(1 if self.role == Role.MASTER else 0, int(self.ready(now)), len(self.cache))
             self.channel.send_unreliable(Message(MsgType.HEARTBEAT, body), now)
             self._hb_at = now + self.cfg.heartbeat_interval
         if self._expire_at is not None and now >= self._expire_at:
@@ -337,18 +384,17 @@ class Replicator:
             self.cache.put(key, m.body, now + max(timeout, 1))
             for seen in self._incoming.values():
                 seen.add(key)
-            if self.cfg.mode == "inject":
-                self._actions.append(Inject([m.body]))
+            self._actions += self.strategy.on_entry(m.body)
         elif t == MsgType.DESTROY:
             self.counters.destroys_rx += 1
-            if self.cache.delete(m.body) and self.cfg.mode == "inject":
+            if self.cache.delete(m.body):
                 try:
-                    self._actions.append(Remove([tuple_from_key(m.body)]))
+                    self._actions += self.strategy.on_removed([m.body])
                 except CodecError:
                     self.counters.bad_entries += 1
         elif t == MsgType.HEARTBEAT and len(m.body) == _HB.size:
             role, ready, _ = _HB.unpack(m.body)
-            self.peer_role = "master" if role else "backup"
+            self.peer_role = Role.MASTER if role else Role.BACKUP
             self.peer_ready = bool(ready)
         elif t == MsgType.RESYNC_REQUEST:
             self._dump(f"peer asked: {m.body.decode(errors='replace')}")
@@ -363,13 +409,13 @@ class Replicator:
             stale = [k for k in self.cache.keys() if k not in seen]
             for k in stale:
                 self.cache.delete(k)
-            if stale and self.cfg.mode == "inject":
-                self._actions.append(Remove([tuple_from_key(k) for k in stale]))
+            if stale:
+                self._actions += self.strategy.on_removed(stale)
             self.counters.stale_dropped += len(stale)
             self.counters.resyncs_received += 1
             self.in_sync = True
             self._resync_asked_at = None
-            if self._age_out_tables and self.role == "backup":
+            if self._age_out_tables and self.role == Role.BACKUP:
                 self._age_out_tables -= 1
                 self.counters.aged_out_requests += 1
                 self._actions.append(AgeOut(list(self.cache.keys()), self.cfg.backup_purge_timeout))

@@ -37,11 +37,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vrrpd.control import request
+from hacommon.control import stream
 from vrrpd.machine import master_down_interval
 
-from . import Lab, LabError, require_root_and_netns, wait_for
-from . import flowstats, timeline_plot
+from . import Lab, LabError, flowstats, require_root_and_netns, timeline_plot, wait_for
 from .boxconfig import BoxDaemons, write_box_config
 from .hapair import LAN_VIP, ROUTER_ADDRS, SERVER_IP, WAN_VIP, HaPair, build_hapair
 from .traffic import collect, start_tcp, start_udp
@@ -81,7 +80,7 @@ class Console:
         """Print (and keep) the transitions of a vrrpd, until it goes away."""
         def run():
             try:
-                for ev in request(socket, "events"):
+                for ev in stream(socket, "events"):
                     if "instance" not in ev:
                         continue
                     ev["router"] = router

@@ -6,10 +6,10 @@ import ipaddress
 import random
 import socket
 
-from ctnetlink.key import entry_key
-from ctsync.config import parse
 from ctnetlink.codec import Entry, Tuple, parse_message
 from ctnetlink.constants import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY, IPS_SRC_NAT
+from ctnetlink.key import entry_key
+from ctsync.config import parse
 from ctsync.replicator import AgeOut, Commit, DumpKernel, Inject, Remove, Replicator, SendDatagrams
 
 A = ipaddress.ip_address
@@ -38,6 +38,7 @@ class Net:
         self.injected = {"a": [], "b": []}
         self.removed = {"a": [], "b": []}
         self.aged = {"a": [], "b": []}
+        self.commits = {"a": [], "b": []}
         self.now = 0.0
         self.rng = random.Random(seed)
         self.loss = loss
@@ -71,7 +72,15 @@ class Net:
                         self.removed[name] += act.tuples
                     elif isinstance(act, AgeOut):
                         self.aged[name].append(act)
+                    elif isinstance(act, Commit):
+                        self.commits[name].append(act)
             self.now = round(self.now + step, 6)
+
+    def become_master(self, node) -> Commit:
+        """The group moves to master on ``node``: the Commit its replicator hands out."""
+        self.n[node].become_master(self.now)
+        self.run(0.01)
+        return self.commits[node][-1]
 
 
 def cached_keys(r: Replicator) -> set[bytes]:
@@ -88,7 +97,7 @@ def test_events_reach_the_peer_cache_and_failover_commits_them():
     b = net.n["b"]
     assert cached_keys(b) == {entry_key(entry(i)) for i in range(50) if i != 7}
     assert b.in_sync and net.n["a"].in_sync
-    commit = b.become_master(net.now)
+    commit = net.become_master("b")
     assert isinstance(commit, Commit) and len(commit.messages) == 49
     # each message is a commit-ready CT_NEW that parses back to the original entry
     e = parse_message(commit.messages[0])[4]
@@ -150,7 +159,7 @@ def test_inject_mode_writes_as_entries_arrive():
     net.event("a", "destroy", entry(1))
     net.run(0.5)
     assert len(net.injected["b"]) == 1 and len(net.removed["b"]) == 1
-    assert net.n["b"].become_master(net.now) is None  # nothing to commit at failover
+    assert net.become_master("b").messages is None  # nothing to commit at failover
 
 
 def test_entries_expire_without_refresh_but_refresh_keeps_them():
