@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 1
-    except Exception as e:  # a bug here must not look like a problem of the input: say so, no traceback
+    except Exception as e:  # noqa: BLE001 -- a bug here must not look like a problem of the input: say so
         print(f"{PROG}: internal error (a bug in hapair-import, please report it with the input): "
               f"{type(e).__name__}: {e}", file=sys.stderr)
         return 1

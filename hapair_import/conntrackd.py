@@ -217,8 +217,8 @@ class _Mapper:
                 v = self._bool(o)
                 if v:
                     self.t["mode"] = "inject"
-                    self.comments["mode"] = ["conntrackd: DisableExternalCache On (the peer's entries go straight "
-                                             "into the kernel): ctsync's inject mode"]
+                    self.comments["mode"] = [("conntrackd: DisableExternalCache On (the peer's entries go straight "
+                                             "into the kernel): ctsync's inject mode")]
             elif k == "purgetimeout":
                 v = self._int(o, 0, 1 << 31)
                 if v is not None:
@@ -329,10 +329,10 @@ class _Mapper:
 
     def protocols(self, c: Stmt, policy: str) -> None:
         nums: dict[int, str] = {}
-        for w, s in ((w, s) for s in c.block or [] for w in s.words):
+        for w, line in ((w, x) for x in c.block or [] for w in x.words):
             n = _proto(w)
             if n is None:
-                self.drop(s, f"unknown protocol {w!r}", f"Protocol {c.args[0]} {w}")
+                self.drop(line, f"unknown protocol {w!r}", f"Protocol {c.args[0]} {w}")
             else:
                 nums[n] = w
         names = {v: k for k, v in target.CTSYNC_PROTOCOLS.items()}
@@ -422,9 +422,8 @@ class _Mapper:
             self.comment("mode", "no failover: drive ctsync with ctsyncctl commit/resync, or add "
                          "failover = { vrrp_sync_group = \"NAME\" } to follow a vrrpd sync group")
         for k in ("sync_interface", "local_address", "peer_address"):
-            if k not in t and not (k == "peer_address" and self.link and self.link[0] == "multicast"):
-                if self.link:
-                    self.drop(self.link[1], f"names no {k} (ctsync needs it)", self.link[1].key)
+            if k not in t and self.link and not (k == "peer_address" and self.link[0] == "multicast"):
+                self.drop(self.link[1], f"names no {k} (ctsync needs it)", self.link[1].key)
         for k in KEY_ORDER:
             if k in t:
                 self.conv.put(("ctsync",), k, t[k], self.comments.get(k))

@@ -756,9 +756,7 @@ class _Mapper:
         for kind, name, c in self.ct_owners:
             if kind == "instance" and self.instances[name].group:
                 name = self.instances[name].group
-            elif kind == "group" and not (name in self.groups and self.groups[name].members):
-                continue
-            elif kind == "instance" and not self.instances[name].ok:
+            elif kind == "group" and not (name in self.groups and self.groups[name].members) or kind == "instance" and not self.instances[name].ok:
                 continue
             if name not in names:
                 names.append(name)

@@ -40,9 +40,9 @@ MAX_LINE = 1 << 20
 MAX_LINES = 1 << 20  # lines read in all, expansions included: a definition that expands into itself
 MAX_FILE = 64 << 20
 MAX_GLOBS = 1000  # patterns a {a,b} brace expansion may make
-_DEF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)=(.*)\Z", re.S)
+_DEF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)=(.*)\Z", re.DOTALL)
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)(?=\s|\Z)")
-_COND = re.compile(r"@(\^?)(\S+)\s*(.*)\Z", re.S)
+_COND = re.compile(r"@(\^?)(\S+)\s*(.*)\Z", re.DOTALL)
 _ESCAPES = {"a": "\a", "b": "\b", "E": "\x1b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 
 
@@ -53,7 +53,7 @@ class Stmt:
     words: list[str]
     file: str
     line: int
-    block: list["Stmt"] | None = None
+    block: list[Stmt] | None = None
     end_line: int = 0
 
     @property
@@ -380,30 +380,28 @@ def build(lines: list[_Line], words_of=None) -> list[Stmt]:
         except ValueError as e:
             raise InputError(ln.file, ln.line, str(e)) from None
         cur: list[str] = []
-
-        def flush():
-            if cur:
-                stack[-1][0].append(Stmt(list(cur), ln.file, ln.line))
-                cur.clear()
-
         for w, quoted in words:
             if w == "{" and not quoted:
                 if cur:
-                    flush()
+                    stack[-1][0].append(Stmt(cur, ln.file, ln.line))
+                    cur = []
                 target = stack[-1][0][-1] if stack[-1][0] else None
                 if target is None or target.block is not None:
                     raise InputError(ln.file, ln.line, "'{' without a keyword before it")
                 target.block = []
                 stack.append((target.block, target))
             elif w == "}" and not quoted:
-                flush()
+                if cur:
+                    stack[-1][0].append(Stmt(cur, ln.file, ln.line))
+                    cur = []
                 if len(stack) == 1:
                     raise InputError(ln.file, ln.line, "'}' closes no block")
                 _, owner = stack.pop()
                 owner.end_line = ln.line
             else:
                 cur.append(w)
-        flush()
+        if cur:
+            stack[-1][0].append(Stmt(cur, ln.file, ln.line))
     if len(stack) > 1:
         owner = stack[-1][1]
         raise InputError(owner.file, owner.line, f"block '{owner.text(40)}' is never closed")

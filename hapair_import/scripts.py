@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 STATES = ("master", "backup", "fault", "stop")
 WRAPPER_NAME = "hapair-notify"
-_CONNTRACKD_SCRIPTS = re.compile(r"(primary-backup|conntracksync|conntrackd)", re.I)
-_COMMIT = re.compile(r"(^|\s)(-c|--commit)(\s|$)", re.M)
+_CONNTRACKD_SCRIPTS = re.compile(r"(primary-backup|conntracksync|conntrackd)", re.IGNORECASE)
+_COMMIT = re.compile(r"(^|\s)(-c|--commit)(\s|$)", re.MULTILINE)
 
 
 def split_command(s: str) -> list[str]:

@@ -206,8 +206,8 @@ class _Mapper:
                 cmd = notify_wrapper(k.pop("~notify"))
                 if cmd:
                     k["notify"] = cmd
-                    k["#notify"] = ["VyOS transition scripts, in one /bin/sh wrapper: vrrpd runs it with INSTANCE "
-                                    "GROUP STATE, the wrapper runs the script of STATE ($3)"]
+                    k["#notify"] = [("VyOS transition scripts, in one /bin/sh wrapper: vrrpd runs it with INSTANCE "
+                                    "GROUP STATE, the wrapper runs the script of STATE ($3)")]
                 for key, v in k.items():
                     if not key.startswith("#"):
                         self.conv.put(("vrrpd", "instance", name), key, v, k.get("#" + key))
@@ -399,8 +399,8 @@ class _Mapper:
         out["virtual_addresses"] = vips
         out["use_vmac"] = k.get("use_vmac", False)
         if not out["use_vmac"]:
-            out["#use_vmac"] = ["VyOS without rfc3768-compatibility: the VIPs on the interface itself, with its own "
-                                "MAC (vrrpd's default, true, uses the virtual MAC on a macvlan)"]
+            out["#use_vmac"] = [("VyOS without rfc3768-compatibility: the VIPs on the interface itself, with its own "
+                                "MAC (vrrpd's default, true, uses the virtual MAC on a macvlan)")]
         for key in ("auth", "version", "garp_count", "garp_interval", "garp_repeat_delay"):
             if key in k:
                 out[key] = k[key]
@@ -506,8 +506,8 @@ class _Mapper:
                     ignore.append(a)
             elif key == "disable-external-cache" and len(w) == 1:
                 t["mode"] = "inject"
-                com["mode"] = ["VyOS disable-external-cache: the peer's entries go straight into the kernel "
-                               "(ctsync's inject mode)"]
+                com["mode"] = [("VyOS disable-external-cache: the peer's entries go straight into the kernel "
+                               "(ctsync's inject mode)")]
             elif key == "failover-mechanism" and w[1:3] == ["vrrp", "sync-group"] and len(w) == 4:
                 failover = w[3]
                 if failover not in self.members:
@@ -543,15 +543,15 @@ class _Mapper:
             self.conv.action("VyOS multicast conntrack-sync does not name the peer: set peer_address in [ctsync] to "
                              "the other router's address on the sync link (or convert with --peer-address)")
         t["key_file"] = key_file
-        com["key_file"] = ["ctsync authenticates every datagram with this shared secret; conntrack-sync had none. "
-                           f"Create it once, copy the same file to both routers: head -c 32 /dev/urandom > {key_file}"]
+        com["key_file"] = [("ctsync authenticates every datagram with this shared secret; conntrack-sync had none. "
+                           f"Create it once, copy the same file to both routers: head -c 32 /dev/urandom > {key_file}")]
         self.conv.action(f"create ctsync's shared key, the same file on both routers: head -c 32 /dev/urandom > "
                          f"{key_file} && chmod 600 {key_file}")
         t.setdefault("mode", "commit")
         if failover:
             t["failover"] = {"vrrp_sync_group": failover}
-            com["failover"] = ["VyOS failover-mechanism vrrp sync-group: ctsync commits the peer's state before "
-                               "vrrpd adds the VIPs"]
+            com["failover"] = [("VyOS failover-mechanism vrrp sync-group: ctsync commits the peer's state before "
+                               "vrrpd adds the VIPs")]
         if accept:
             nums = {}
             for x, p in accept:
@@ -564,8 +564,8 @@ class _Mapper:
             rest = [n for n in range(256) if n not in nums]
             t["ignore_protocols"] = sorted((names[n] for n in rest if n in names), key=target.CTSYNC_PROTOCOLS.get) \
                 + [n for n in rest if n not in names]
-            com["ignore_protocols"] = [f"VyOS accept-protocol {','.join(nums.values())}: every other protocol is "
-                                       "ignored (named ones first, then the numbers of the rest)"]
+            com["ignore_protocols"] = [(f"VyOS accept-protocol {','.join(nums.values())}: every other protocol is "
+                                       "ignored (named ones first, then the numbers of the rest)")]
         if ignore:
             t["ignore_addresses"] = ignore
         if "sync_interface" not in t:

@@ -12,8 +12,15 @@ from hypothesis import strategies as st
 from hapair_import import cli, conntrackd, keepalived, target
 from hapair_import.box import InputError
 
-from .import_helpers import (CONNTRACKD_CONFS, CONNTRACKD_EXAMPLES, check_with_daemons, findings_point_into_files,
-                             parse_with_project, round_trip, write_key)
+from .import_helpers import (
+    CONNTRACKD_CONFS,
+    CONNTRACKD_EXAMPLES,
+    check_with_daemons,
+    findings_point_into_files,
+    parse_with_project,
+    round_trip,
+    write_key,
+)
 
 UDP = """\
 Sync {

@@ -18,8 +18,15 @@ from hapair_import.keepalived_syntax import brace_expand, load, tokenize
 from hapair_import.tomlout import render
 from vrrpd import config as vrrpd_config
 
-from .import_helpers import (KEEPALIVED_SAMPLES, SAMPLES, check_with_daemons, findings_point_into_files,
-                             parse_with_project, round_trip, write_key)
+from .import_helpers import (
+    KEEPALIVED_SAMPLES,
+    SAMPLES,
+    check_with_daemons,
+    findings_point_into_files,
+    parse_with_project,
+    round_trip,
+    write_key,
+)
 
 
 def conv_of(tmp_path: Path, text: str, name: str = "keepalived.conf", **kw):
@@ -575,8 +582,7 @@ def test_fuzz_any_text(tmp_path, text):
 INSTANCE_LINES = ["priority 1", "priority 255", "priority 0", "priority 300", "advert_int 0.3", "advert_int 2.5",
                   "advert_int 256", "nopreempt", "preempt", "preempt_delay 5", "preempt_delay -1", "use_vmac",
                   "use_vmac vrrp.x", "garp_master_delay 0", "garp_master_repeat 200", "garp_interval 0.01",
-                  "garp_interval 50", "strict_mode", "version 3", "state MASTER", "authentication {\nauth_type PASS\n"
-                  "auth_pass 123456789\n}", "authentication {\nauth_type AH\n}", "authentication {\n}",
+                  "garp_interval 50", "strict_mode", "version 3", "state MASTER", "authentication {\nauth_type PASS\nauth_pass 123456789\n}", "authentication {\nauth_type AH\n}", "authentication {\n}",
                   "track_interface {\neth1 weight 253\neth2 weight -253\neth3\n}", "track_interface {\neth9 weight x\n}",
                   "track_script {\nchk weight 100\n}", "notify_master /bin/true", 'notify "/bin/echo $x"',
                   "virtual_ipaddress {\n10.9.9.9/8 dev x\n::1\n}", "interface averyveryverylongname0",
@@ -586,11 +592,11 @@ INSTANCE_LINES = ["priority 1", "priority 255", "priority 0", "priority 300", "a
 @st.composite
 def keepalived_files(draw):
     n = draw(st.integers(1, 4))
-    parts = ['vrrp_script chk {\n script "ping -c1 -I eth0 192.0.2.1"\n weight -10\n}\n'
+    parts = ['vrrp_script chk {\n script "ping -c1 -I eth0 192.0.2.1"\n weight -10\n}\n',
              'static_routes {\n 0.0.0.0/0 via 10.0.0.254 dev eth0\n}\n']
     if draw(st.booleans()):
-        parts.append("global_defs {\n vrrp_garp_master_delay 1\n vrrp_version %s\n vrrp_strict\n}\n"
-                     % draw(st.sampled_from(["2", "3", "x"])))
+        version = draw(st.sampled_from(["2", "3", "x"]))
+        parts.append(f"global_defs {{\n vrrp_garp_master_delay 1\n vrrp_version {version}\n vrrp_strict\n}}\n")
     for i in range(n):
         lines = draw(st.lists(st.sampled_from(INSTANCE_LINES), max_size=8))
         parts.append(f"vrrp_instance I{i} {{\n interface eth{i % 2}\n virtual_router_id {i + 1}\n"

@@ -15,8 +15,7 @@ from hapair_import import cli, vyatta
 from hapair_import.box import InputError
 from hapair_import.tomlout import render
 
-from .import_helpers import (SAMPLES, check_with_daemons, findings_point_into_files, parse_with_project, round_trip,
-                             write_key)
+from .import_helpers import SAMPLES, check_with_daemons, findings_point_into_files, parse_with_project, round_trip, write_key
 
 
 def conv_of(tmp_path, text, **kw):
