@@ -629,8 +629,13 @@ class _Mapper:
     def _finish(self, inst: _Inst) -> None:
         k = inst.keys
         prio = k.get("priority", 100)
-        ifaces = [{"interface": t.name, "weight": t.weight} for t in inst.ifaces
-                  if len(t.name) <= target.IFNAME_MAX or self.drop(t.stmt, "interface name too long")]
+        ifaces = []
+        for t in inst.ifaces:
+            if len(t.name) > target.IFNAME_MAX:
+                self.drop(t.stmt, f"interface names are at most {target.IFNAME_MAX} characters",
+                          f"{inst.name}: track_interface {t.name}")
+            else:
+                ifaces.append({"interface": t.name, "weight": t.weight})
         probes = []
         for t in inst.scripts:
             self.used_scripts.add(t.name)

@@ -124,6 +124,8 @@ def _boot(path: str, lines: list[str]) -> list[_P]:
             words.append(re.sub(r"\\(.)", r"\1", m.group(1)) if m.group(1) is not None else m.group(2) or m.group(3))
         if s[pos:].strip():
             raise InputError(path, i, "a quote is not closed")
+        if words == ["{"]:
+            raise InputError(path, i, "'{' without a node name before it")
         if words and words[-1] == "{" and "{" not in words[:-1] and "}" not in words:
             stack.append((words[:-1], i, len(out)))
         elif words == ["}"]:

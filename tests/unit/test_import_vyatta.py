@@ -185,3 +185,21 @@ def test_fuzz_never_a_traceback(tmp_path, lines):
         return
     round_trip(conv)
     findings_point_into_files(conv)
+
+
+BOOT_LINE = st.one_of(st.just(["}"]), st.lists(st.sampled_from(WORDS[1:]), max_size=3).map(lambda w: [*w, "{"]),
+                      st.lists(st.sampled_from(WORDS[1:]), max_size=4))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(BOOT_LINE, max_size=30))
+def test_fuzz_config_boot_never_a_traceback(tmp_path, lines):
+    p = tmp_path / "config.boot"
+    p.write_text("\n".join(" ".join(w) for w in lines))
+    try:
+        conv = vyatta.convert(str(p))
+    except InputError as e:
+        assert e.problem
+        return
+    round_trip(conv)
+    findings_point_into_files(conv)
