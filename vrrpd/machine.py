@@ -14,6 +14,12 @@ Beyond the RFC (each a documented choice, see docs/vrrpd.md):
 - `preempt_delay`: a backup that hears a lower-priority master waits that long, from
   the first such advert, before preempting; meanwhile that master's adverts keep it
   alive, so its death is still noticed after Master_Down_Interval.
+- Make-before-break preemption (`preempt_gate`): a backup about to preempt a *live*
+  lower-priority master first says PreparePreempt and stays backup (the master keeps
+  forwarding) until `preempt_ready()` or `preempt_prepare_timeout`; ctsync commits the
+  master's table meanwhile, so the advert that preempts goes out with the state already
+  in our kernel. The lower master's adverts keep it alive meanwhile; if they stop, or a
+  higher one is heard, the preparation ends (PreemptCancelled for the latter).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ class RouterParams:
     strict: bool = False
     garp_count: int = 5
     garp_repeat_delay: float = 5.0
+    preempt_prepare_timeout: float = 10.0  # the longest a gated preemption waits for preempt_ready()
 
 
 # ---- actions -------------------------------------------------------------------------
@@ -97,7 +104,24 @@ class Noticed:
     detail: str
 
 
-Action = SendAdvert | AddAddresses | RemoveAddresses | SendGarp | Transition | Dropped | Noticed
+@dataclass(frozen=True)
+class PreparePreempt:
+    """We are about to preempt a live lower-priority master: subscribers may prepare
+    (commit its table) first; answer with ``preempt_ready()``."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class PreemptCancelled:
+    """A PreparePreempt will not be followed by our taking over (a higher or equal master
+    was heard, or our priority dropped): what was prepared may be undone."""
+
+    reason: str
+
+
+Action = (SendAdvert | AddAddresses | RemoveAddresses | SendGarp | Transition | Dropped | Noticed | PreparePreempt
+          | PreemptCancelled)
 
 
 def skew_time(priority: int) -> float:
@@ -130,6 +154,12 @@ class VirtualRouter:
     # why the master-down timer was last set, to explain a takeover
     _down_cause: str = "startup"
     _last_answer_at: float | None = None
+    # make-before-break preemption: on (the driver sets it) a preemption of a live lower
+    # master waits for preempt_ready(); pending since, and when it stops waiting
+    preempt_gate: bool = False
+    preempt_pending_since: float | None = None
+    preempt_give_up_at: float | None = None
+    _lower_heard_at: float | None = None  # last advert of a lower-priority master we will preempt
 
     def __post_init__(self) -> None:
         if not self.effective_priority:
@@ -150,7 +180,8 @@ class VirtualRouter:
         return master_down_interval(self.params.advert_interval, self.effective_priority)
 
     def next_deadline(self) -> float | None:
-        timers = [t for t in (self.adver_at, self.master_down_at, self.garp_repeat_at) if t is not None]
+        timers = [t for t in (self.adver_at, self.master_down_at, self.garp_repeat_at, self.preempt_give_up_at)
+                  if t is not None]
         return min(timers) if timers else None
 
     # ---- events ----------------------------------------------------------------------
@@ -195,9 +226,45 @@ class VirtualRouter:
                 self.garp_repeat_at = None
                 actions.append(SendGarp(self.params.garp_count))
         elif self.state == State.BACKUP:
-            if self.master_down_at is not None and now >= self.master_down_at:
-                actions += self._to_master(now, self._takeover_reason())
+            if self.preempt_pending_since is not None:
+                if self.master_down_at is not None and now >= self.master_down_at:
+                    actions += self._to_master(now, self._takeover_reason())  # the lower master died meanwhile
+                elif self.preempt_give_up_at is not None and now >= self.preempt_give_up_at:
+                    waited = now - self.preempt_pending_since
+                    actions += self._to_master(now, f"{self._down_cause} (not prepared after {waited:.1f}s)")
+            elif self.master_down_at is not None and now >= self.master_down_at:
+                if self.preempt_gate and self._preempting_live_master(now):
+                    actions += self._prepare_preempt(now)
+                else:
+                    actions += self._to_master(now, self._takeover_reason())
         return actions
+
+    def preempt_ready(self, now: float) -> list[Action]:
+        """The subscribers have prepared a gated preemption: take over now."""
+        if self.state != State.BACKUP or self.preempt_pending_since is None:
+            return []
+        waited = now - self.preempt_pending_since
+        return self._to_master(now, f"{self._down_cause} (prepared in {waited:.3f}s)")
+
+    def _preempting_live_master(self, now: float) -> bool:
+        """Is this expiry a preemption of a master that is still advertising (not a
+        dead master's Master_Down)?"""
+        return self._lower_heard_at is not None and now - self._lower_heard_at < self.master_down_interval
+
+    def _prepare_preempt(self, now: float) -> list[Action]:
+        self.preempt_pending_since = now
+        self.preempt_give_up_at = now + self.params.preempt_prepare_timeout
+        # The lower master is alive: its adverts (or their absence) still count.
+        self.master_down_at = self._lower_heard_at + self.master_down_interval
+        self.last_event = f"preparing to preempt: {self._down_cause}"
+        return [PreparePreempt(self._down_cause)]
+
+    def _cancel_preempt(self, why: str) -> list[Action]:
+        if self.preempt_pending_since is None:
+            return []
+        self.preempt_pending_since = self.preempt_give_up_at = None
+        self.last_event = f"preemption cancelled: {why}"
+        return [PreemptCancelled(why)]
 
     def receive(self, adv: Advert, now: float) -> list[Action]:
         """An advert that passed the packet-level checks and carries our VRID."""
@@ -301,10 +368,16 @@ class VirtualRouter:
             self.master_down_at = now + self.master_down_interval
             self._down_cause = f"no advert from master {adv.src} for Master_Down_Interval"
             self.lower_seen_at = None
+            self._lower_heard_at = None
+            self._note_master(adv)
+            return self._cancel_preempt(f"{adv.src} advertises priority {adv.priority} (ours {self.effective_priority})")
+        # Lower priority and we preempt: the advert is discarded, the timer runs on.
+        self._lower_heard_at = now
+        self._down_cause = f"preempting lower-priority master {adv.src} ({adv.priority} < {self.effective_priority})"
+        if self.preempt_pending_since is not None:
+            self.master_down_at = now + self.master_down_interval  # still alive while we prepare
             self._note_master(adv)
             return []
-        # Lower priority and we preempt: the advert is discarded, the timer runs on.
-        self._down_cause = f"preempting lower-priority master {adv.src} ({adv.priority} < {self.effective_priority})"
         if self.params.preempt_delay > 0:
             if self.lower_seen_at is None:
                 self.lower_seen_at = now
@@ -387,6 +460,7 @@ class VirtualRouter:
         self.master_down_at = now + delay
         self._down_cause = cause
         self.lower_seen_at = None
+        self._lower_heard_at = None
 
     def _to_fault(self, now: float) -> list[Action]:
         actions: list[Action] = []
@@ -403,6 +477,7 @@ class VirtualRouter:
 
     def _clear_timers(self) -> None:
         self.adver_at = self.master_down_at = self.garp_repeat_at = None
+        self.preempt_pending_since = self.preempt_give_up_at = None
 
     def _transition(self, new: State, now: float, reason: str) -> Transition:
         old, self.state = self.state, new
