@@ -34,6 +34,7 @@ def _text_status(s: dict) -> str:
     c, ch, lc = s["counters"], s["channel"], s["last_commit"]
     lines = [
         f"role            {s['role']} ({s['mode']} mode){'  following vrrpd group ' + s['failover_group'] if s['failover_group'] else ''}"
+        + (f"  preparing to preempt: {s['preparation']}" if s.get("preparation") else "")
         + ("" if not s["failover_group"] or s["vrrpd_connected"] else "  [vrrpd not reachable]"),
         f"peer            {'alive' if s['peer_alive'] else 'NOT HEARD'}  role {s['peer_role'] or '?'}  ready {s['peer_ready']}",
         f"in sync         {s['in_sync']}  (ready: {s['ready']})"

@@ -368,10 +368,37 @@ class Daemon:
             await done.wait()
             return self.last_commit
 
+    async def prepare_master(self, reason: str) -> dict:
+        """Make-before-break: vrrpd is about to preempt a live master; write the replica
+        into the kernel while still backup (the master keeps forwarding meanwhile), and
+        return when done. Becoming master then has nothing left to write."""
+        async with self._commit_lock:
+            self._commit_done = done = trio.Event()
+            self.rep.prepare_master(trio.current_time(), reason)
+            self.poke()
+            await done.wait()
+            return self.last_commit
+
+    def cancel_preparation(self, reason: str) -> None:
+        if self.rep.preparation is not None:
+            log.info("preemption cancelled (%s): back to backup", reason)
+            self.rep.cancel_preparation(trio.current_time())
+            self.poke()
+
     async def _run_commit(self, c: Commit) -> None:
         try:
-            if c.messages is None:  # inject mode: the kernel has the replica already
-                self.last_commit = {"reason": c.reason, "count": 0, "duration": 0.0, "mode": self.cfg.mode, "time": time.time()}
+            if c.messages is None:  # inject mode, or prepared: the kernel has the replica already
+                if c.prepare:
+                    self.rep.prepare_committed(trio.current_time())
+                    self.poke()
+                if c.prepared:  # a preparation wrote it all already: its record stands
+                    if not c.prepare and self.last_commit and self.last_commit.get("prepared"):
+                        self.last_commit["master_after"] = round(time.time() - self.last_commit["time"], 3)
+                        log.info("master (%s): the preparation wrote the replica %.3fs ago; nothing left to commit",
+                                 c.reason, self.last_commit["master_after"])
+                    return
+                self.last_commit = {"reason": c.reason, "count": 0, "duration": 0.0, "mode": self.cfg.mode,
+                                    "prepared": c.prepare, "time": time.time()}
                 return
             t0 = time.perf_counter()
             results = await self.cmd.commit_raw(c.messages)
@@ -383,10 +410,15 @@ class Daemon:
                 await self._report_clashes(clashes)
             ok = len(c.messages) - sum(errs.values()) - len(clashes)
             self.last_commit = {"reason": c.reason, "count": len(c.messages), "committed": ok, "duration": duration,
-                                "errors": dict(errs), "clashes": len(clashes), "mode": self.cfg.mode, "time": time.time()}
+                                "errors": dict(errs), "clashes": len(clashes), "mode": self.cfg.mode, "prepared": c.prepare,
+                                "time": time.time()}
             extra = (f", errors {dict(errs)}" if errs else "") + (f", {len(clashes)} NAT clash(es)" if clashes else "")
-            log.info("commit (%s): %d of %d entries in %.3fs%s", c.reason, ok, len(c.messages), duration, extra)
-            self.rep.committed(trio.current_time())
+            what = "commit while backup, before preempting" if c.prepare else "commit"
+            log.info("%s (%s): %d of %d entries in %.3fs%s", what, c.reason, ok, len(c.messages), duration, extra)
+            if c.prepare:
+                self.rep.prepare_committed(trio.current_time())  # still backup: no table push
+            else:
+                self.rep.committed(trio.current_time())
             self.poke()
         finally:
             if self._commit_done is not None:
@@ -453,6 +485,7 @@ class Daemon:
         ch = self.rep.channel
         return {
             "role": self.rep.role,
+            "preparation": self.rep.preparation,
             "mode": self.cfg.mode,
             "peer_alive": ch.peer_alive(now),
             "peer_role": self.rep.peer_role,

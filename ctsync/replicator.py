@@ -7,6 +7,8 @@ Inputs (each returns nothing; read the actions with `poll(now)`):
     send_table(entries, now, reason)         a dump of our kernel, after DumpKernel
     datagram(data, now)                      a datagram from the sync link
     become_master(now, reason) / become_backup(now)   the VRRP sync group moved
+    prepare_master(now, reason)              the group is about to preempt a live master:
+                                             commit while still backup (make-before-break)
     handle_timer(now)                        at next_deadline()
 Actions (all of them through ``poll(now)``):
     SendDatagrams(list[bytes])               to the peer
@@ -78,6 +80,8 @@ class DumpKernel:
 class Commit:
     messages: list[bytes] | None  # None: nothing to write (inject mode: the kernel has it all)
     reason: str
+    prepare: bool = False  # made while still backup, before a preemption (call prepare_committed)
+    prepared: bool = False  # nothing to write: a preparation wrote it all before we became master
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,15 @@ class Role(StrEnum):
     BACKUP = "backup"
 
 
+class Preparation(StrEnum):
+    """Make-before-break: a backup about to preempt commits the replica while the master
+    still forwards (COMMITTING), then writes what arrives next straight into the kernel
+    (INJECTING) until it is master; becoming master then has nothing left to write."""
+
+    COMMITTING = "committing"
+    INJECTING = "injecting"
+
+
 class CommitMode:
     """The replica waits in the external cache; becoming master writes all of it."""
 
@@ -109,6 +122,9 @@ class CommitMode:
 
     def on_master(self, cache: ExternalCache, reason: str) -> Commit:
         return Commit(cache.messages(), reason)
+
+    def on_prepare(self, cache: ExternalCache, reason: str) -> Commit:
+        return Commit(cache.messages(), reason, prepare=True)
 
     def age_out_tables(self, cfg: CtsyncConfig) -> int:
         """Complete tables from the new master to shorten our own entries against (conntrackd -t)."""
@@ -128,11 +144,15 @@ class InjectMode:
     def on_master(self, cache: ExternalCache, reason: str) -> Commit:
         return Commit(None, reason)
 
+    def on_prepare(self, cache: ExternalCache, reason: str) -> Commit:
+        return Commit(None, reason, prepare=True)  # the kernel has it all already
+
     def age_out_tables(self, cfg: CtsyncConfig) -> int:
         return 0  # our kernel holding the peer's entries is the point: leave them
 
 
 STRATEGIES = {Mode.COMMIT: CommitMode(), Mode.INJECT: InjectMode()}
+_INJECT = STRATEGIES[Mode.INJECT]
 
 
 @dataclass
@@ -152,6 +172,7 @@ class Counters:
     entries_refused: int = 0
     stale_dropped: int = 0
     aged_out_requests: int = 0
+    preparations: int = 0  # make-before-break commits while backup, before a preemption
 
 
 @dataclass
@@ -168,6 +189,8 @@ class Replicator:
                                resend_limit=self.cfg.resend_queue, peer_timeout=self.cfg.peer_timeout)
         self.cache = ExternalCache()
         self.strategy = STRATEGIES[Mode(self.cfg.mode)]
+        self.preparation: Preparation | None = None
+        self._arrived_while_preparing: set[bytes] = set()
         self.internal: set[bytes] = set()  # keys of our own kernel's replicated entries
         self.own_portids: set[int] = set()
         self.peer_role: Role | None = None
@@ -296,7 +319,46 @@ class Replicator:
         self.role = Role.MASTER
         self._hb_at = now  # tell the peer at once
         self._age_out_tables = 0
-        self._actions.append(self.strategy.on_master(self.cache, reason))
+        if self.preparation is Preparation.INJECTING:
+            self._actions.append(Commit(None, reason, prepared=True))  # the kernel has it all already
+        else:
+            self._actions.append(self.strategy.on_master(self.cache, reason))
+        self.preparation = None
+        self._arrived_while_preparing.clear()
+
+    def prepare_master(self, now: float, reason: str) -> None:
+        """The group is about to preempt a live lower-priority master: write the replica
+        into our kernel now, while still backup (the Commit, with prepare set, comes out of
+        poll()); entries arriving meanwhile are noted and written once it is done
+        (prepare_committed), then every new one at once, until we are master."""
+        if self.role == Role.MASTER or self.preparation is not None:
+            self._actions.append(Commit(None, reason, prepare=True, prepared=True))  # done already
+            return
+        self.counters.preparations += 1
+        self.preparation = Preparation.COMMITTING
+        self._arrived_while_preparing.clear()
+        self._actions.append(self.strategy.on_prepare(self.cache, reason))
+
+    def prepare_committed(self, now: float) -> None:
+        """The preparation's commit is done: write what arrived or left meanwhile."""
+        if self.preparation is not Preparation.COMMITTING:
+            return
+        self.preparation = Preparation.INJECTING
+        keys, self._arrived_while_preparing = self._arrived_while_preparing, set()
+        present = [k for k in keys if k in self.cache]
+        if present:
+            self._actions.append(Inject([self.cache.message(k) for k in present]))
+        gone = [k for k in keys if k not in self.cache]
+        if gone:
+            self._actions += _INJECT.on_removed(gone)
+
+    def cancel_preparation(self, now: float) -> None:
+        """The preemption will not happen: back to a plain backup, which ages out what the
+        master holds (our kernel now has its entries too) and asks for its table."""
+        if self.preparation is not None and self.role == Role.BACKUP:
+            self.preparation = None
+            self._arrived_while_preparing.clear()
+            self.become_backup(now)
 
     def committed(self, now: float) -> None:
         """Our commit is done: push our table to the peer. The entries it wrote carry our
@@ -310,6 +372,8 @@ class Replicator:
         self.role = Role.BACKUP
         self._hb_at = now
         self.in_sync = False
+        self.preparation = None
+        self._arrived_while_preparing.clear()
         self._age_out_tables = self.strategy.age_out_tables(self.cfg)
         self.request_resync(now, "became backup")
 
@@ -351,6 +415,24 @@ class Replicator:
         burst of overruns (or requests) then costs one push, not one each."""
         if not any(isinstance(a, DumpKernel) for a in self._actions):
             self._actions.append(DumpKernel(reason))
+
+    def _on_entry(self, key: bytes, body: bytes) -> list[Action]:
+        """What a replicated entry does on arrival: the mode's rule, unless a preemption
+        is being prepared (noted while its commit runs, written at once after it)."""
+        if self.preparation is Preparation.COMMITTING:
+            self._arrived_while_preparing.add(key)
+            return []
+        if self.preparation is Preparation.INJECTING:
+            return _INJECT.on_entry(body)
+        return self.strategy.on_entry(body)
+
+    def _on_removed(self, keys: list[bytes]) -> list[Action]:
+        if self.preparation is Preparation.COMMITTING:
+            self._arrived_while_preparing.update(keys)
+            return []
+        if self.preparation is Preparation.INJECTING:
+            return _INJECT.on_removed(keys)
+        return self.strategy.on_removed(keys)
 
     def _filtered(self, e: Entry) -> bool:
         c = self.cfg
@@ -394,12 +476,12 @@ class Replicator:
             self.cache.put(key, m.body, now + max(timeout, 1))
             for seen in self._incoming.values():
                 seen.add(key)
-            self._actions += self.strategy.on_entry(m.body)
+            self._actions += self._on_entry(key, m.body)
         elif t == MsgType.DESTROY:
             self.counters.destroys_rx += 1
             if self.cache.delete(m.body):
                 try:
-                    self._actions += self.strategy.on_removed([m.body])
+                    self._actions += self._on_removed([m.body])
                 except CodecError:
                     self.counters.bad_entries += 1
         elif t == MsgType.HEARTBEAT and len(m.body) == _HB.size:
@@ -420,7 +502,7 @@ class Replicator:
             for k in stale:
                 self.cache.delete(k)
             if stale:
-                self._actions += self.strategy.on_removed(stale)
+                self._actions += self._on_removed(stale)
             self.counters.stale_dropped += len(stale)
             self.counters.resyncs_received += 1
             self.in_sync = True

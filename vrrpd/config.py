@@ -91,6 +91,9 @@ class VrrpdConfig:
     # How long a transition to master waits for subscribers (ctsync) before adding
     # the VIPs anyway; see docs/ctsync.md (the commit-before-VIP handshake).
     transition_hold_timeout: float = 2.0
+    # How long a backup about to preempt a live lower-priority master waits for its
+    # preparing subscribers (ctsync commits the master's table first); 0: preempt at once.
+    preempt_prepare_timeout: float = 10.0
     # Probes pinned to one uplink, and uplink failover (vrrpd/uplink_config.py).
     probes: dict = field(default_factory=dict)
     uplinks: object | None = None
@@ -107,7 +110,8 @@ _INSTANCE_KEYS = {
     "use_vmac", "auth", "track_interfaces", "strict", "notify", "garp_count", "garp_interval",
     "garp_repeat_delay", "track_probes",
 }
-_TOP_KEYS = {"control_socket", "control_group", "instance", "sync_group", "transition_hold_timeout", "probe", "uplinks"}
+_TOP_KEYS = {"control_socket", "control_group", "instance", "sync_group", "transition_hold_timeout", "preempt_prepare_timeout",
+             "probe", "uplinks"}
 
 
 def _instance(c: Checker, name: str, t: Any) -> InstanceConfig | None:
@@ -208,6 +212,7 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
     sock = c.string(top, "control_socket", "vrrpd", DEFAULT_CONTROL_SOCKET)
     control_group, control_gid = c.group(top, "control_group", "vrrpd")
     hold = c.number(top, "transition_hold_timeout", "vrrpd", 0, 60, 2.0)
+    prepare = c.number(top, "preempt_prepare_timeout", "vrrpd", 0, 600, 10.0)
     instances: dict[str, InstanceConfig] = {}
     raw_inst = top.get("instance", {})
     # A box may run vrrpd only for its uplinks (no VRRP instance).
@@ -257,6 +262,7 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
         raise ConfigError(c.problems)
     return VrrpdConfig(path=path, control_socket=sock, control_group=control_group, control_gid=control_gid,
                        instances=instances, sync_groups=groups, transition_hold_timeout=hold,
+                       preempt_prepare_timeout=prepare,
                        probes=probes, uplinks=uplinks)
 
 

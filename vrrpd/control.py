@@ -13,6 +13,10 @@ Request: one JSON object per line, e.g. {"cmd": "status"}. Replies:
            ARP only once the subscriber has written {"ack": N} back on the same socket,
            or transition_hold_timeout has passed (logged, counted as hold_timeouts).
            This is how ctsync commits the replicated state before the VIPs move.
+           With "prepare": true it also gets {"prepare": N, ...} when a held instance
+           is about to preempt a live lower-priority master, and vrrpd sends the
+           preempting advert only after {"ack": N} (or preempt_prepare_timeout): ctsync
+           commits the master's table first (make-before-break failback).
            On the same socket a subscriber may write {"demote": W, "reason": "..."}
            (optionally "scope": [names]; default: the groups it holds): the priority of
            those instances is lowered by W (1..254) until it writes {"demote": 0} or
@@ -106,7 +110,8 @@ class ControlServer(UnixControlServer):
             await send_json(stream, self.refuse(peer, f"events holding {', '.join(sub_req.hold)}"))
             return
         send, recv = trio.open_memory_channel(SUBSCRIBER_BACKLOG)
-        sub = Subscriber(sub_req.name, send, frozenset(sub_req.hold), uplink_events=sub_req.uplinks)
+        sub = Subscriber(sub_req.name, send, frozenset(sub_req.hold), uplink_events=sub_req.uplinks,
+                         prepares=sub_req.prepare)
         publisher = self.daemon.publisher
         publisher.add(sub)
         try:

@@ -11,6 +11,7 @@ machine.py.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -26,6 +27,8 @@ from .machine import (
     AddAddresses,
     Dropped,
     Noticed,
+    PreemptCancelled,
+    PreparePreempt,
     RemoveAddresses,
     SendAdvert,
     SendGarp,
@@ -73,7 +76,12 @@ class PriorityChanged:
     """A demotion was asked for or withdrawn."""
 
 
-InboxEvent = AdvertIn | TimerDue | GroupCommand | LinksChanged | PriorityChanged
+@dataclass(frozen=True, slots=True)
+class PreemptReady:
+    """The subscribers have prepared the preemption the machine asked for."""
+
+
+InboxEvent = AdvertIn | TimerDue | GroupCommand | LinksChanged | PriorityChanged | PreemptReady
 
 
 @dataclass(eq=False)
@@ -96,7 +104,9 @@ class InstanceDriver:
     last_hold: float | None = None  # seconds the last master transition waited for subscribers
 
     def __post_init__(self) -> None:
-        self.machine = VirtualRouter(self.cfg.router_params())
+        prepare_timeout = self.daemon.cfg.preempt_prepare_timeout
+        self.machine = VirtualRouter(dataclasses.replace(self.cfg.router_params(), preempt_prepare_timeout=prepare_timeout))
+        self.machine.preempt_gate = prepare_timeout > 0  # make-before-break preemption
         self.tracker = Tracker(self.cfg)
         self._send_in, self._recv_in = trio.open_memory_channel(INBOX_SIZE)
 
@@ -153,6 +163,8 @@ class InstanceDriver:
             self.daemon.publisher.member_fault(self)
         elif isinstance(event, PriorityChanged):
             await self.execute(m.set_effective_priority(self.daemon.priority_of(self), trio.current_time()))
+        elif isinstance(event, PreemptReady):
+            await self.execute(m.preempt_ready(trio.current_time()))
 
     # ---- kernel ----------------------------------------------------------------------------
 
@@ -218,6 +230,14 @@ class InstanceDriver:
                     nursery.start_soon(self.garp_burst, act.count)
             elif isinstance(act, Transition):
                 held = self.daemon.publisher.transition(self, act, forced, hooks)
+            elif isinstance(act, PreparePreempt):
+                waiters = self.daemon.publisher.prepare(self, act.reason)
+                if waiters:
+                    nursery.start_soon(self._after_prepare, waiters)
+                else:
+                    self.post(PreemptReady())
+            elif isinstance(act, PreemptCancelled):
+                self.daemon.publisher.prepare_cancelled(self, act.reason)
             elif isinstance(act, (Dropped, Noticed)):
                 self.log_limited(act.reason.value, act.detail, warn=isinstance(act, Noticed))
         if deferred:
@@ -243,6 +263,16 @@ class InstanceDriver:
                 await self.addresses(add=True, only_if_master=True)
             elif isinstance(act, SendGarp) and act.count:
                 self.daemon.nursery.start_soon(self.garp_burst, act.count)
+
+    async def _after_prepare(self, waiters: list[trio.Event]) -> None:
+        """Tell the machine once every preparing subscriber has acked (the machine's own
+        preempt_prepare_timeout bounds the wait; a late ready is ignored)."""
+        t0 = trio.current_time()
+        with trio.move_on_after(self.daemon.cfg.preempt_prepare_timeout):
+            for ev in waiters:
+                await ev.wait()
+        log.info("%s: preemption prepared after %.3fs", self.name, trio.current_time() - t0)
+        self.post(PreemptReady())
 
     def send_advert(self, priority: int) -> None:
         sock = self.daemon.tx.get(self.cfg.interface)
