@@ -172,6 +172,8 @@ def parse(data: dict, path: str = "", lab: bool | None = None) -> CtsyncConfig:
     nets = []
     for i, a in enumerate(_list(c, t, "ignore_addresses", 'addresses or CIDRs, e.g. ["10.0.0.0/8"]')):
         try:
+            if not isinstance(a, str):  # ip_network(True) would be 0.0.0.1/32
+                raise TypeError
             nets.append(ipaddress.ip_network(a, strict=False))
         except (ValueError, TypeError):
             c.fail(f"ctsync.ignore_addresses[{i}]", f"not an address or CIDR: {a!r}")
@@ -219,9 +221,14 @@ def _read_key_file(c: Checker, p: Path) -> bytes | None:
     recorded: not a regular file, too large, readable or writable by others, writable
     by its group, owned by someone else than root (or us), empty."""
     try:
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)  # a FIFO must not block the open
-    except OSError as e:
-        c.fail("ctsync.key_file", f"cannot read {p}: {e.strerror}")
+        # Not even opened unless it is a regular file: opening a device can do things
+        # (/dev/watchdog starts its timer), a FIFO would block.
+        if not stat.S_ISREG(os.stat(p).st_mode):
+            c.fail("ctsync.key_file", f"{p} is not a regular file")
+            return None
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except (OSError, ValueError) as e:  # ValueError: a path with a NUL (refused earlier anyway)
+        c.fail("ctsync.key_file", f"cannot read {p}: {getattr(e, 'strerror', None) or e}")
         return None
     try:
         st = os.fstat(fd)

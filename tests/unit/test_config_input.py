@@ -133,3 +133,11 @@ def test_control_group(tmp_path, table, load):
     for bad, shown in (('"no-such-group-here"', "'no-such-group-here'"), ('""', "''"), ("-1", "-1"), ("true", "True")):
         assert problems(load, write(tmp_path, GOOD.replace(table, f"{table}\ncontrol_group = {bad}"))) == [
             f"bad.toml: {name}.control_group: must be the name of a group of this system (see /etc/group), got {shown}"]
+
+
+@pytest.mark.parametrize("value", ["true", "167772160", "1.5"])
+def test_ctsync_ignore_addresses_are_strings(tmp_path, value):
+    """Found by the fuzz tests: ip_network(True) is 0.0.0.1/32, ip_network(167772160) 10.0.0.0/32."""
+    p = write(tmp_path, GOOD + f"ignore_addresses = [{value}]\n")
+    assert problems(ctsync_config.load, p) == [f"bad.toml: ctsync.ignore_addresses[0]: not an address or CIDR: "
+                                               f"{ {'true': True, '167772160': 167772160, '1.5': 1.5}[value]!r}"]
