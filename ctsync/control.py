@@ -54,6 +54,8 @@ class ControlServer(UnixControlServer):
             await send_json(stream, self.bad_request(f"bad request: {e}; try {COMMANDS}"))
             return
         cmd = req.get("cmd")
+        if not isinstance(cmd, str):  # (a list is not even hashable)
+            cmd = None
         if cmd in CHANGES and not self.allowed(peer):
             await send_json(stream, self.refuse(peer, str(cmd)))
             return

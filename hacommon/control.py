@@ -218,10 +218,13 @@ class UnixControlServer:
                 nursery.start_soon(self._connection, conn)
 
     async def _connection(self, conn: trio.socket.SocketType) -> None:
-        """One client: served by `_serve`; nothing it does can end the daemon."""
+        await self.serve_stream(trio.SocketStream(conn), peer_of(conn))
+
+    async def serve_stream(self, stream: trio.abc.Stream, peer: Peer) -> None:
+        """One client, on ``stream``, as ``peer``: served by `_serve`; nothing it does can
+        end the daemon (what goes wrong is logged, answered and counted here). The
+        stream is closed at the end."""
         self.stats.connections += 1
-        peer = peer_of(conn)
-        stream = trio.SocketStream(conn)
         failed: BaseException | None = None
         try:
             try:
@@ -258,7 +261,7 @@ class UnixControlServer:
         self.stats.bad_requests += 1
         return {"ok": False, "error": error}
 
-    async def _serve(self, stream: trio.SocketStream, peer: Peer) -> None:
+    async def _serve(self, stream: trio.abc.Stream, peer: Peer) -> None:
         raise NotImplementedError
 
 

@@ -199,3 +199,16 @@ def test_a_failing_request_is_answered_and_logged_not_raised(tmp_path, caplog):
 
     serve(CtsyncControl, Broken(), tmp_path, body)
     assert any("request of pid" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+@pytest.mark.parametrize("server_cls,daemon", [(VrrpdControl, FakeVrrpd), (CtsyncControl, FakeCtsync)], ids=["vrrpd", "ctsync"])
+def test_a_command_that_is_not_a_string(tmp_path, server_cls, daemon):
+    """Found by tests/fuzz/test_fuzz_control.py: {"cmd": [...]} (unhashable) once made
+    ctsync's permission check raise TypeError (an internal error, not a crash)."""
+    async def body(srv, path):
+        for req in (b'{"cmd": ["commit"]}\n', b'{"cmd": {"a": 1}}\n', b'{"cmd": 5}\n', b'{"cmd": null}\n'):
+            r = await client(path, req)
+            assert r["ok"] is False and r["error"].startswith("unknown request"), r
+        assert srv.stats.errors == 0 and srv.stats.bad_requests == 4
+
+    serve(server_cls, daemon(), tmp_path, body)
