@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -238,7 +238,8 @@ class UnixControlServer:
                 self.log.error("%s control socket: request of %s failed", self.prog, peer, exc_info=failed)
                 with trio.move_on_after(1):
                     try:
-                        await send_json(stream, {"ok": False, "error": f"internal error: {first_error(failed)}; see the daemon's log"})
+                        error = f"internal error: {first_error(failed)}; see the daemon's log"
+                        await send_json(stream, {"ok": False, "error": error})
                     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                         pass
         finally:

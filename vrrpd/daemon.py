@@ -75,7 +75,8 @@ class Daemon:
                     nursery.start_soon(self.timers.run)
                     control = ControlServer(self, self.cfg.control_socket, self.cfg.control_group, self.cfg.control_gid)
                     await control.start(nursery)
-                    nursery.start_soon(watch_links, lambda: self._refresh.set())  # late-bound: the event is replaced after each refresh
+                    # late-bound: the event is replaced after each refresh
+                    nursery.start_soon(watch_links, lambda: self._refresh.set())
                     await self._refresh_links()
                     for icfg in self.cfg.instances.values():
                         await self._add_instance(icfg)

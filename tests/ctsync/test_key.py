@@ -77,7 +77,8 @@ def test_a_key_file_that_is_not_a_regular_file(tmp_path):
         "r1.toml: ctsync.key_file: /dev/zero is not a regular file"]
     assert problems(table(key_file=str(tmp_path))) == [f"r1.toml: ctsync.key_file: {tmp_path} is not a regular file"]
     big = key_file(tmp_path, b"k" * (1 << 20))
-    assert problems(table(key_file=str(big))) == [f"r1.toml: ctsync.key_file: {big} is too large for a key (1048576 bytes, at most 4096)"]
+    assert problems(table(key_file=str(big))) == [
+        f"r1.toml: ctsync.key_file: {big} is too large for a key (1048576 bytes, at most 4096)"]
 
 
 @pytest.mark.parametrize("key", sorted(k.decode() for k in PUBLISHED_KEYS))
@@ -126,4 +127,5 @@ def test_a_lab_name_in_the_environment_is_not_enough(monkeypatch):
 def test_a_key_file_owned_by_someone_else_is_refused(tmp_path):
     p = key_file(tmp_path, b"k" * 32, 0o600)
     os.chown(p, 65534, -1)
-    assert problems(table(key_file=str(p))) == [f"r1.toml: ctsync.key_file: owned by uid 65534, who can change it: chown root {p}"]
+    assert problems(table(key_file=str(p))) == [
+        f"r1.toml: ctsync.key_file: owned by uid 65534, who can change it: chown root {p}"]

@@ -164,7 +164,8 @@ def sync_datagrams() -> tuple[bytes, ...]:
     echo, epoch = pair.b.channel.epoch, pair.a.channel.epoch
     out.append(encode(Datagram(1, epoch, 10_000, 0, 3, ((5, 9), (12, 12)), (Message(7, struct.pack("!Q", 40)),), echo=echo), KEY))
     out.append(encode(Datagram(1, epoch, 10_001, 0, 3, (), (Message(8, struct.pack("!QQ", 4, 6)),), echo=echo), KEY))
-    out.append(encode(Datagram(1, epoch, 10_002, 50, 3, (), (Message(MsgType.DESTROY, entry_key(entries()[0])),), echo=echo), KEY))
+    destroy = Message(MsgType.DESTROY, entry_key(entries()[0]))
+    out.append(encode(Datagram(1, epoch, 10_002, 50, 3, (), (destroy,), echo=echo), KEY))
     return tuple(dict.fromkeys(out))  # in order, without repeats
 
 

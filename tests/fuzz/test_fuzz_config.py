@@ -81,8 +81,8 @@ def test_edited_files(name, i, edits):
 _scalars = (st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=True) | st.text(max_size=20)
             | st.sampled_from(["eth0", "10.0.0.1/24", "10.0.0.1", "fd00::1", "225.0.0.50", "tcp", "syn_sent", "G", "*",
                                "WAN", "none", "pass", "root", "/bin/true", "\x00", "", " "]))
-_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                       max_leaves=12)
+_values = st.recursive(_scalars, lambda inner: (st.lists(inner, max_size=4)
+                                                | st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=12)
 
 VRRPD_KEYS = sorted(vrrpd_config._TOP_KEYS)
 INSTANCE_KEYS = sorted(vrrpd_config._INSTANCE_KEYS)

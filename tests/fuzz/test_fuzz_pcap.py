@@ -33,7 +33,8 @@ def message(data):
 
 
 def bodies() -> list[bytes]:
-    return [bytes([MsgType.ENTRY]) + b for b in corpus.netlink_messages()] + [bytes([MsgType.DESTROY]) + b[:40] for b in corpus.sync_datagrams()]
+    return ([bytes([MsgType.ENTRY]) + b for b in corpus.netlink_messages()]
+            + [bytes([MsgType.DESTROY]) + b[:40] for b in corpus.sync_datagrams()])
 
 
 TARGETS = {"capture": (capture, corpus.captures, (PcapError,)),

@@ -9,7 +9,6 @@ import grp
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest

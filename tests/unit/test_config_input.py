@@ -60,7 +60,8 @@ def test_nesting_too_deep_for_the_parser(tmp_path, load, nest):
 
 
 def test_read_toml_names_only_the_file(tmp_path):
-    assert problems(read_toml, write(tmp_path, b"a = \"\xc3\x28\"\n", "x.toml")) == ["x.toml: not UTF-8 text: byte 0xc3 at line 1"]
+    p = write(tmp_path, b"a = \"\xc3\x28\"\n", "x.toml")
+    assert problems(read_toml, p) == ["x.toml: not UTF-8 text: byte 0xc3 at line 1"]
 
 
 @pytest.mark.parametrize("where,expected", [
