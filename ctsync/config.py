@@ -32,7 +32,8 @@ TCP_STATES = {"none": 0, "syn_sent": 1, "syn_recv": 2, "established": 3, "fin_wa
 _KEYS = {"sync_interface", "local_address", "peer_address", "port", "key", "key_file", "mode", "failover",
          "ignore_addresses", "ignore_protocols", "ignore_tcp_states", "netlink_rcvbuf", "resend_queue",
          "mtu", "control_socket", "node_id", "commit_timeout", "heartbeat_interval", "peer_timeout",
-         "multicast_group", "backup_purge_timeout"}
+         "multicast_group", "backup_purge_timeout", "parking"}
+_PARKING_KEYS = {"enabled", "max_hold", "max_packets", "max_bytes", "queue", "mark", "interfaces", "vips_before_commit"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,20 @@ class Failover:
     # Lower the group's VRRP priority by this much while this backup is not ready (its
     # bulk resync from a live peer unfinished), as pfsync demotes CARP. 0: never.
     demote_when_not_ready: int = 0
+
+
+@dataclass(frozen=True)
+class ParkingConfig:
+    """[ctsync.parking]: packets wait for a takeover's commit (ctsync/parking.py, nfqueue.py)."""
+
+    enabled: bool = False
+    max_hold: float = 1.0  # seconds a packet waits at most
+    max_packets: int = 10000  # waiting at once, past it new arrivals are dropped
+    max_bytes: int = 16 << 20
+    queue: int = 3780  # NFQUEUE number
+    mark: int = 0x10000000  # one packet-mark bit, set on released packets for one pass of the raw table
+    interfaces: tuple[str, ...] = ("vrrp+",)  # where packets arrive for the VIPs (vrrpd's macvlans)
+    vips_before_commit: bool = True  # ack vrrpd's hold at once: the VIPs move, packets wait for the commit
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,7 @@ class CtsyncConfig:
     # On becoming backup (commit mode), once the new master's table has arrived, the
     # entries of ours it holds get at most this many seconds left (conntrackd -t). 0: off.
     backup_purge_timeout: int = 60
+    parking: ParkingConfig = field(default_factory=ParkingConfig)
 
 
 def parse(data: dict, path: str = "") -> CtsyncConfig:
@@ -176,6 +192,7 @@ def parse(data: dict, path: str = "") -> CtsyncConfig:
     hb = c.number(t, "heartbeat_interval", "ctsync", 0.05, 60, 1.0)
     pt = c.number(t, "peer_timeout", "ctsync", 0.1, 600, 3.0)
     purge = c.integer(t, "backup_purge_timeout", "ctsync", 0, 1 << 31, 60)
+    parking = _parking(c, t.get("parking", {}))
     if c.problems:
         raise ConfigError(c.problems)
     local = addrs["local_address"]
@@ -185,7 +202,35 @@ def parse(data: dict, path: str = "") -> CtsyncConfig:
         ignore_tcp_states=frozenset(states), netlink_rcvbuf=rcvbuf, resend_queue=resend, mtu=mtu,
         control_socket=sock, node_id=node or (int(local) & 0xFFFF) or 1, commit_timeout=ctimeout,
         heartbeat_interval=hb, peer_timeout=pt, multicast_group=group,
-        backup_purge_timeout=purge,
+        backup_purge_timeout=purge, parking=parking,
+    )
+
+
+def _parking(c: Checker, t) -> ParkingConfig:
+    prefix = "ctsync.parking"
+    if not isinstance(t, dict):
+        c.fail(prefix, "must be a table like { enabled = true }")
+        return ParkingConfig()
+    c.unknown(t, _PARKING_KEYS, prefix)
+    d = ParkingConfig()
+    ifaces = t.get("interfaces", list(d.interfaces))
+    if not isinstance(ifaces, list) or not ifaces or not all(isinstance(i, str) and 0 < len(i) <= 15 and " " not in i
+                                                            for i in ifaces):
+        c.fail(f"{prefix}.interfaces", f"must be a non-empty list of interface names (a trailing + matches a prefix, "
+                                       f"e.g. \"vrrp+\"), got {ifaces!r}")
+        ifaces = list(d.interfaces)
+    mark = c.integer(t, "mark", prefix, 1, 0xFFFFFFFF, d.mark)
+    if mark & (mark - 1):
+        c.fail(f"{prefix}.mark", f"must be a single bit (a power of two, e.g. 0x10000000), got {mark:#x}")
+    return ParkingConfig(
+        enabled=c.boolean(t, "enabled", prefix, d.enabled),
+        max_hold=c.number(t, "max_hold", prefix, 0.01, 60, d.max_hold),
+        max_packets=c.integer(t, "max_packets", prefix, 1, 1 << 20, d.max_packets),
+        max_bytes=c.integer(t, "max_bytes", prefix, 1500, 1 << 30, d.max_bytes),
+        queue=c.integer(t, "queue", prefix, 0, 65535, d.queue),
+        mark=mark,
+        interfaces=tuple(ifaces),
+        vips_before_commit=c.boolean(t, "vips_before_commit", prefix, d.vips_before_commit),
     )
 
 

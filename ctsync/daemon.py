@@ -42,6 +42,7 @@ from hacommon.sockopts import SO_BINDTODEVICE, SO_RCVBUFFORCE
 
 from .config import CtsyncConfig
 from .follower import VrrpdFollower
+from .nfqueue import Parking
 from .replicator import (
     KIND_DESTROY,
     KIND_NEW,
@@ -76,6 +77,7 @@ class Daemon:
         self.nat_verify_failures = 0
         self.last_clashes: list[str] = []
         self.follower = VrrpdFollower(self) if cfg.failover.vrrp_sync_group else None
+        self.parking = Parking(cfg.parking) if cfg.parking.enabled else None
         self.not_ready = False  # what the demotion of the vrrpd group follows
         self._not_ready_changed = trio.Event()
         self.own_datagrams = 0  # multicast copies of our own datagrams (ignored)
@@ -102,6 +104,18 @@ class Daemon:
         self.udp = await self._open_udp()
         if self.cfg.multicast_group is not None:
             self.mcast_rx = await self._open_multicast_receiver()
+        try:
+            await self._serve(task_status)
+        finally:
+            if self.parking is not None:
+                self.parking.close()  # no rule of ours outlives us, whatever ended the run
+        for s in (self.events_sock, self.cmd):
+            s.close()
+        self.udp.close()
+        if self.mcast_rx is not None:
+            self.mcast_rx.close()
+
+    async def _serve(self, task_status) -> None:
         from .control import ControlServer
 
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -111,6 +125,8 @@ class Daemon:
                 await control.start(n)
                 now = trio.current_time()
                 self.rep.start(now)
+                if self.parking is not None:
+                    await self.parking.start(n)
                 n.start_soon(self._kernel_events)
                 n.start_soon(self._udp_receive, self.udp)
                 if self.mcast_rx is not None:
@@ -127,11 +143,6 @@ class Daemon:
                     break
                 n.cancel_scope.cancel()
                 control.close()
-        for s in (self.events_sock, self.cmd):
-            s.close()
-        self.udp.close()
-        if self.mcast_rx is not None:
-            self.mcast_rx.close()
 
     async def _open_udp(self) -> trio.socket.SocketType:
         fam = socket.AF_INET if self.cfg.local_address.version == 4 else socket.AF_INET6
@@ -352,6 +363,8 @@ class Daemon:
         returns when it is done (the replicator's Commit action has run)."""
         async with self._commit_lock:
             self._commit_done = done = trio.Event()
+            if self.parking is not None:
+                self.parking.takeover()  # packets for the VIPs wait for this commit
             self.rep.become_master(trio.current_time(), reason)
             self.poke()
             await done.wait()
@@ -368,6 +381,11 @@ class Daemon:
             await done.wait()
             return self.last_commit
 
+    def takeover_parks(self) -> bool:
+        """A takeover starts and parking is armed to hold the packets that arrive before its
+        commit is done: vrrpd may add the VIPs at once (parking.vips_before_commit)."""
+        return bool(self.parking is not None and self.cfg.parking.vips_before_commit and self.parking.takeover())
+
     def cancel_preparation(self, reason: str) -> None:
         if self.rep.preparation is not None:
             log.info("preemption cancelled (%s): back to backup", reason)
@@ -381,10 +399,14 @@ class Daemon:
                     self.rep.prepare_committed(trio.current_time())
                     self.poke()
                 if c.prepared:  # a preparation wrote it all already: its record stands
-                    if not c.prepare and self.last_commit and self.last_commit.get("prepared"):
-                        self.last_commit["master_after"] = round(time.time() - self.last_commit["time"], 3)
-                        log.info("master (%s): the preparation wrote the replica %.3fs ago; nothing left to commit",
-                                 c.reason, self.last_commit["master_after"])
+                    if not c.prepare:
+                        if self.last_commit and self.last_commit.get("prepared"):
+                            self.last_commit["master_after"] = round(time.time() - self.last_commit["time"], 3)
+                            log.info("master (%s): the preparation wrote the replica %.3fs ago; nothing left to commit",
+                                     c.reason, self.last_commit["master_after"])
+                        # As after any commit: the peer gets our table, flows we wrote included.
+                        self.rep.committed(trio.current_time())
+                        self.poke()
                     return
                 self.last_commit = {"reason": c.reason, "count": 0, "duration": 0.0, "mode": self.cfg.mode,
                                     "prepared": c.prepare, "time": time.time()}
@@ -410,6 +432,8 @@ class Daemon:
                 self.rep.committed(trio.current_time())
             self.poke()
         finally:
+            if self.parking is not None and not c.prepare:
+                self.parking.commit_done()  # what waited for this commit goes on now
             if self._commit_done is not None:
                 self._commit_done.set()
                 self._commit_done = None
@@ -453,6 +477,8 @@ class Daemon:
 
     def become_backup(self, reason: str) -> None:
         self.rep.become_backup(trio.current_time())
+        if self.parking is not None:
+            self.nursery.start_soon(self.parking.arm)  # ready for the next takeover
         log.info("backup (%s): not committing; asked the peer for a resync", reason)
         self.poke()
 
@@ -502,6 +528,7 @@ class Daemon:
             "aged_out": self.aged_out,
             "age_out_errors": dict(self.age_out_errors),
             "netlink_overruns": self.events_sock.overruns if self.events_sock else 0,
+            "parking": self.parking.status() if self.parking is not None else {"enabled": False},
             "pid": os.getpid(),
             "started_at": self.started_at,
         }

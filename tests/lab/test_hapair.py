@@ -57,7 +57,7 @@ def test_ruleset_text():
     strict = nft_ruleset("strict")
     assert 'oifname "eth0" ip saddr 192.168.100.0/24 snat to 10.10.0.101' in strict
     assert "policy drop" in strict and "ct state established,related accept" in strict
-    assert "ct state invalid drop" in strict
+    assert "ct state invalid counter drop" in strict
     perm = nft_ruleset("permissive")
     assert "snat to 10.10.0.101" in perm and "policy drop" not in perm
     with pytest.raises(ValueError):
