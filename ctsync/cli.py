@@ -7,8 +7,8 @@ import json
 import os
 import sys
 
-from vrrpd.config import ConfigError
-from vrrpd.entry import daemon_main
+from hacommon.config import ConfigError
+from hacommon.entry import daemon_main
 
 from . import config as config_mod
 
@@ -34,6 +34,7 @@ def _text_status(s: dict) -> str:
     c, ch, lc = s["counters"], s["channel"], s["last_commit"]
     lines = [
         f"role            {s['role']} ({s['mode']} mode){'  following vrrpd group ' + s['failover_group'] if s['failover_group'] else ''}"
+        + (f"  preparing to preempt: {s['preparation']}" if s.get("preparation") else "")
         + ("" if not s["failover_group"] or s["vrrpd_connected"] else "  [vrrpd not reachable]"),
         f"peer            {'alive' if s['peer_alive'] else 'NOT HEARD'}  role {s['peer_role'] or '?'}  ready {s['peer_ready']}",
         f"in sync         {s['in_sync']}  (ready: {s['ready']})"
@@ -59,7 +60,7 @@ def _text_status(s: dict) -> str:
 
 
 def ctsyncctl_main(argv: list[str] | None = None) -> int:
-    from .control import request
+    from hacommon.control import request
 
     ap = argparse.ArgumentParser(prog="ctsyncctl", description="query and drive a running ctsync")
     ap.add_argument("-s", "--socket", help=f"control socket (default {config_mod.DEFAULT_CONTROL_SOCKET} or $CTSYNCCTL_SOCKET)")

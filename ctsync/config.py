@@ -1,6 +1,6 @@
 """The [ctsync] table of the box's configuration file (the same file as [vrrpd]).
 
-Errors name file, dotted key and problem, like vrrpd's (and reuse its checker).
+Errors name file, dotted key and problem (hacommon.config's checker, as for [vrrpd]).
 """
 
 from __future__ import annotations
@@ -8,14 +8,22 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
-from vrrpd.config import DEFAULT_CONTROL_SOCKET as VRRPD_DEFAULT_SOCKET
-from vrrpd.config import ConfigError, _Checker, read_toml
+from hacommon.config import Checker, ConfigError, read_toml
+from hacommon.paths import CTSYNC_CONTROL_SOCKET
+from hacommon.paths import VRRPD_CONTROL_SOCKET as VRRPD_DEFAULT_SOCKET
 
-DEFAULT_CONTROL_SOCKET = "/run/hapair/ctsync.sock"
+DEFAULT_CONTROL_SOCKET = CTSYNC_CONTROL_SOCKET
 DEFAULT_PORT = 3780
-MODES = ("commit", "inject")
+
+
+class Mode(StrEnum):
+    COMMIT = "commit"  # the replica waits in the external cache; committed on becoming master
+    INJECT = "inject"  # every replicated entry goes into the kernel as it arrives
+
+
 PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "icmp": socket.IPPROTO_ICMP,
              "icmpv6": socket.IPPROTO_ICMPV6, "sctp": 132, "gre": 47, "udplite": 136, "dccp": 33}
 TCP_STATES = {"none": 0, "syn_sent": 1, "syn_recv": 2, "established": 3, "fin_wait": 4, "close_wait": 5,
@@ -44,7 +52,7 @@ class CtsyncConfig:
     peer_address: ipaddress.IPv4Address | ipaddress.IPv6Address
     key: bytes
     port: int = DEFAULT_PORT
-    mode: str = "commit"
+    mode: Mode = Mode.COMMIT
     failover: Failover = field(default_factory=Failover)
     ignore_addresses: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     ignore_protocols: frozenset[int] = frozenset()
@@ -66,7 +74,7 @@ class CtsyncConfig:
 
 
 def parse(data: dict, path: str = "") -> CtsyncConfig:
-    c = _Checker(path)
+    c = Checker(path)
     t = data.get("ctsync")
     if not isinstance(t, dict):
         raise ConfigError([f"{c.file}: ctsync: missing table [ctsync]"])
@@ -121,8 +129,10 @@ def parse(data: dict, path: str = "") -> CtsyncConfig:
     if ("key" in t or "key_file" in t) and key is not None and 0 < len(key) < 16:
         c.fail("ctsync.key", f"at least 16 bytes of secret, got {len(key)}")
     mode = c.string(t, "mode", "ctsync", "commit")
-    if mode not in MODES:
+    if mode not in tuple(Mode):
         c.fail("ctsync.mode", f"must be \"commit\" or \"inject\", got {mode!r}")
+    else:
+        mode = Mode(mode)
     fo = t.get("failover", {})
     failover = Failover(vrrpd_socket=_vrrpd_socket(data))
     if not isinstance(fo, dict):

@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctsync.control import request
+from hacommon.control import request
 
 from .lab import Host, Proc, wait_for
 from .vrrp import toml_dump

@@ -8,7 +8,7 @@ import subprocess
 
 from ._ns import NetnsError, run_cmd
 
-__all__ = ["LabError", "LabCommandError", "lab_cmd"]
+__all__ = ["LabCommandError", "LabError", "lab_cmd"]
 
 
 class LabError(NetnsError):

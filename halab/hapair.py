@@ -32,7 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .lab import Bridge, Host, Lab, LabError, Proc, wait_for
-from .vrrp import Vrrpd, start_vrrpd as _start_vrrpd
+from .vrrp import Vrrpd
+from .vrrp import start_vrrpd as _start_vrrpd
 
 __all__ = [
     "HaPair", "build_hapair", "nft_ruleset", "RULESETS",

@@ -9,7 +9,8 @@ import json
 import os
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ._ns import run_cmd
 from .errors import LabCommandError, LabError, lab_cmd

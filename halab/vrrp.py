@@ -14,11 +14,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vrrpd.control import request
+from hacommon.control import request
 from vrrpd.packet import ETH_P_ARP, Advert, parse_frame
 
 from .lab import Host, Proc, wait_for
-
 
 _INLINE_TABLES = {"auth"}  # written as { type = "pass", password = "..." }
 

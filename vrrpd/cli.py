@@ -7,8 +7,9 @@ import json
 import os
 import sys
 
+from hacommon.entry import daemon_main
+
 from . import config as config_mod
-from .entry import daemon_main
 from .status import InstanceStatus, UplinksStatus, render_text, render_uplinks_text
 
 
@@ -43,9 +44,9 @@ def _capture(path: str, args) -> int:
     """Find the instance's interface from the running daemon, then become tcpdump."""
     import shutil
 
-    from .control import request
+    from hacommon.control import request
 
-    reply = request(path, "status")
+    reply = request(path, "status", timeout=5)
     names = [i["name"] for i in reply.get("instances", [])]
     inst = next((i for i in reply.get("instances", []) if i["name"] == args.instance), None)
     if inst is None:
@@ -70,7 +71,7 @@ def _capture(path: str, args) -> int:
 
 
 def vrrpctl_main(argv: list[str] | None = None) -> int:
-    from .control import request
+    from hacommon.control import request, stream
 
     ap = argparse.ArgumentParser(prog="vrrpctl", description="query a running vrrpd")
     ap.add_argument("-s", "--socket", help=f"control socket (default {config_mod.DEFAULT_CONTROL_SOCKET} or $VRRPCTL_SOCKET)")
@@ -93,10 +94,10 @@ def vrrpctl_main(argv: list[str] | None = None) -> int:
         if args.cmd == "capture":
             return _capture(path, args)
         if args.cmd == "events":
-            for event in request(path, "events", **({"uplinks": True} if args.uplinks else {})):
+            for event in stream(path, "events", **({"uplinks": True} if args.uplinks else {})):
                 print(json.dumps(event), flush=True)
             return 0
-        reply = request(path, args.cmd)
+        reply = request(path, args.cmd, timeout=5)
     except config_mod.ConfigError as e:
         print("\n".join(f"vrrpctl: {p}" for p in e.problems), file=sys.stderr)
         return 1

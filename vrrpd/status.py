@@ -18,9 +18,9 @@ class Counters:
     released_master: int = 0
     prio0_rx: int = 0
     prio0_tx: int = 0
-    garp_tx: int = 0
-    # Receive checks of RFC 3768 §7.1, in the order they are applied.
-    ttl_errors: int = 0
+    garp_tx: int = 0  # neighbour announcements: gratuitous ARPs, or unsolicited NAs for IPv6
+    # Receive checks of RFC 3768 §7.1 / RFC 5798 §7.1, in the order they are applied.
+    ttl_errors: int = 0  # IPv4 TTL or IPv6 hop limit not 255
     version_errors: int = 0
     length_errors: int = 0
     checksum_errors: int = 0
@@ -30,7 +30,7 @@ class Counters:
     auth_type_errors: int = 0
     auth_failures: int = 0
     address_list_errors: int = 0  # counted; dropped only with strict = true
-    interval_errors: int = 0
+    interval_errors: int = 0  # v2: dropped; v3: counted and accepted (the backups learn it), 0 dropped
     send_errors: int = 0
     hold_timeouts: int = 0  # master transitions whose subscribers did not confirm in time
 
@@ -64,6 +64,8 @@ class InstanceStatus:
     since: float | None = None  # wall-clock time of the last transition
     last_hold: float | None = None  # seconds the last move to master waited for subscribers
     demotions: list[str] = field(default_factory=list)  # "-50 ctsync: not ready (...)", asked by subscribers
+    version: int = 2  # VRRP version: 2 (RFC 3768) or 3 (RFC 5798)
+    master_adver_interval: float | None = None  # v3: the interval learned from the master, seconds
     counters: Counters = field(default_factory=Counters)
 
     def to_dict(self) -> dict:
@@ -82,13 +84,18 @@ def render_text(instances: list[InstanceStatus], verbose: bool = True) -> str:
     out: list[str] = []
     for st in instances:
         group = f"  sync group {st.sync_group}" if st.sync_group else ""
-        out.append(f"{st.name}: {st.state.upper()}  vrid {st.vrid} on {st.interface}{group}")
+        v3 = "  VRRPv3" if st.version == 3 else ""
+        out.append(f"{st.name}: {st.state.upper()}  vrid {st.vrid} on {st.interface}{group}{v3}")
         prio = f"{st.priority}" if st.priority == st.effective_priority else f"{st.effective_priority} (configured {st.priority})"
         out.append(f"  priority        {prio}   preempt {'on' if st.preempt else 'off'}")
         for d in st.demotions:
             out.append(f"  demoted         {d}")
         out.append(f"  master          {st.master_ip or '-'}  ({st.master_reason})")
-        out.append(f"  timers          advert {st.advert_interval}s  skew {st.skew_time:.3f}s  master-down {st.master_down_interval:.3f}s")
+        learned = ""
+        if st.master_adver_interval is not None and st.master_adver_interval != st.advert_interval:
+            learned = f" (master's {st.master_adver_interval:g}s)"
+        out.append(f"  timers          advert {st.advert_interval:g}s{learned}  skew {st.skew_time:.3f}s  "
+                   f"master-down {st.master_down_interval:.3f}s")
         out.append(f"  vmac            {st.vmac or '- (addresses on the parent)'}")
         out.append(f"  addresses       {', '.join(st.virtual_addresses)}")
         if st.fault_reasons:

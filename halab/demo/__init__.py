@@ -43,7 +43,7 @@ from . import report, timeline_plot
 from .runner import Console, Demo, Options
 from .steps import STEPS
 
-__all__ = ["Console", "Options", "STEPS", "run_demo", "main"]
+__all__ = ["STEPS", "Console", "Options", "main", "run_demo"]
 
 
 def run_demo(lab: Lab, opts: Options, out: Path, con: Console | None = None) -> dict:

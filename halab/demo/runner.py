@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vrrpd.control import request
+from hacommon.control import stream
 from vrrpd.machine import master_down_interval
 
 from .. import Lab, LabError
@@ -43,7 +43,7 @@ class Console:
         """Print (and keep) the transitions of a vrrpd, until it goes away."""
         def run():
             try:
-                for ev in request(socket, "events"):
+                for ev in stream(socket, "events"):
                     if "instance" not in ev:
                         continue
                     ev["router"] = router

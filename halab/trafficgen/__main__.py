@@ -11,6 +11,7 @@ from .common import FLOWS_PORT, SIP_PORT, TCP_PORT
 from .tcp import tcp_client, tcp_server
 from .udp import udp_client, udp_flows, udp_server
 
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m halab.trafficgen",
                                 description="Traffic tools for the HA pair lab (JSON reports).")

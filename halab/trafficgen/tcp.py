@@ -11,8 +11,7 @@ import socket
 import statistics
 import time
 
-from .common import (GapTracker, announce, errname, percentile, raise_nofile, rnd,
-                     stop_event, wait_stop, write_json)
+from .common import GapTracker, announce, errname, percentile, raise_nofile, rnd, stop_event, wait_stop, write_json
 
 # --------------------------------------------------------------------------
 # TCP echo server

@@ -11,10 +11,9 @@ import selectors
 import signal
 import socket
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
-from .common import (FLOWS_PORT, GapTracker, announce, errname, raise_nofile, rnd,
-                     stop_event, wait_stop, write_json)
+from .common import FLOWS_PORT, GapTracker, announce, errname, raise_nofile, rnd, stop_event, wait_stop, write_json
 
 # --------------------------------------------------------------------------
 # UDP: echo server (one or more ports), the "SIP" client, short flows

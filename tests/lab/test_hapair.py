@@ -24,8 +24,7 @@ import time
 import pytest
 
 from halab import traffic
-from halab.hapair import (CLIENT_IP, LAN_VIP, SERVER_IP, WAN_VIP, build_hapair,
-                          nft_ruleset)
+from halab.hapair import CLIENT_IP, LAN_VIP, SERVER_IP, WAN_VIP, build_hapair, nft_ruleset
 from halab.trafficgen.udp import iter_flows
 
 PUBLIC = WAN_VIP

@@ -7,6 +7,7 @@ import ipaddress
 
 import pytest
 
+from vrrpd.group import GROUP_FAULT_KEY, Force, HoldFault, SyncGroup
 from vrrpd.machine import (
     AddAddresses,
     Dropped,
@@ -22,7 +23,6 @@ from vrrpd.machine import (
     skew_time,
 )
 from vrrpd.packet import AUTH_NONE, AUTH_SIMPLE, Advert, Reason, Rejected, encode_auth
-from vrrpd.group import Force, HoldFault, SyncGroup, GROUP_FAULT_KEY
 
 A = ipaddress.IPv4Address
 VIP = A("10.0.0.100")

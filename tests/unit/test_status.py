@@ -158,3 +158,13 @@ def test_machine_counters_are_the_status_counters():
     vr = VirtualRouter(RouterParams(name="x", vrid=1, priority=100, virtual_addresses=()))
     assert isinstance(vr.counters, Counters)
     assert [f.name for f in dataclasses.fields(vr.counters)] == list(COUNTER_NAMES)
+
+
+def test_render_text_v3_learned_interval():
+    st = sample(version=3, advert_interval=0.05, master_adver_interval=0.5, state="backup")
+    lines = render_text([st]).splitlines()
+    assert lines[0] == "WAN: BACKUP  vrid 51 on eth0  sync group MAIN  VRRPv3"
+    assert "  timers          advert 0.05s (master's 0.5s)  skew 0.648s  master-down 3.648s" in lines
+    same = render_text([sample(version=3, advert_interval=0.05, master_adver_interval=0.05)]).splitlines()
+    assert "  timers          advert 0.05s  skew 0.648s  master-down 3.648s" in same
+    assert InstanceStatus.from_dict(json.loads(json.dumps(st.to_dict()))) == st
