@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from hacommon.config import Checker, ConfigError, read_toml
+from hacommon.config import Checker, ConfigError, Reference, TableSpec, check_file, read_toml
 from hacommon.paths import CTSYNC_CONTROL_SOCKET
 from hacommon.paths import VRRPD_CONTROL_SOCKET as VRRPD_DEFAULT_SOCKET
 
@@ -199,3 +199,39 @@ def _vrrpd_socket(data: dict) -> str:
 
 def load(path: str | Path) -> CtsyncConfig:
     return parse(read_toml(path), str(path))
+
+
+def _summary(cfg: CtsyncConfig) -> str:
+    via = f" via multicast {cfg.multicast_group}" if cfg.multicast_group else ""
+    follow = f", following vrrpd sync group {cfg.failover.vrrp_sync_group}" if cfg.failover.vrrp_sync_group else ""
+    return f"mode {cfg.mode}, peer {cfg.peer_address}{via} on {cfg.sync_interface}{follow}"
+
+
+def _references(data: dict) -> list[Reference]:
+    """What [ctsync] takes from [vrrpd]: the sync group (or instance) it follows, and
+    vrrpd's control socket if given here (by default it is [vrrpd]'s own)."""
+    t = data.get("ctsync")
+    fo = t.get("failover") if isinstance(t, dict) else None
+    if not isinstance(fo, dict):
+        return []
+    refs = []
+    group = fo.get("vrrp_sync_group")
+    if isinstance(group, str) and group:
+        refs.append(Reference("ctsync.failover.vrrp_sync_group", group,
+                              {"vrrpd.sync_group": "sync groups", "vrrpd.instance": "instances"}, "sync group or instance"))
+    sock = fo.get("vrrpd_socket")
+    if isinstance(sock, str) and sock:
+        refs.append(Reference("ctsync.failover.vrrpd_socket", sock, {"vrrpd.control_socket": "its control_socket"},
+                              "control socket"))
+    return refs
+
+
+#: [ctsync] in the one check of a box's file (hacommon.config.check_file; registered as
+#: an entry point in pyproject.toml).
+TABLE = TableSpec("ctsync", parse, summary=_summary, references=_references)
+
+
+def load_checked(path: str | Path) -> CtsyncConfig:
+    """The [ctsync] table, after every table of the file and their cross-references
+    passed (what the daemon runs and reloads, and what --check checks)."""
+    return check_file(path, TABLE).configs["ctsync"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hacommon.config import Checker, ConfigError, read_toml
+from hacommon.config import Checker, ConfigError, TableSpec, check_file, read_toml
 from hacommon.paths import VRRPD_CONTROL_SOCKET
 
 from .machine import RouterParams
@@ -271,3 +271,33 @@ def _probes_and_uplinks(c: Checker, top: dict, raw_inst: dict) -> tuple[dict, ob
 
 def load(path: str | Path) -> VrrpdConfig:
     return parse(read_toml(path), str(path))
+
+
+def _summary(cfg: VrrpdConfig) -> str:
+    extra = ""
+    if cfg.probes or cfg.uplinks:
+        extra = f", {len(cfg.probes)} probe(s), {len(cfg.uplinks.links) if cfg.uplinks else 0} uplink(s)"
+    return f"{len(cfg.instances)} instance(s), {len(cfg.sync_groups)} sync group(s){extra}"
+
+
+def _provides(top: dict) -> dict[str, set[str]]:
+    """Names other tables of the file may refer to, read from the raw [vrrpd] table (so
+    a reference is checked even when this table has problems of its own)."""
+    groups, insts = top.get("sync_group"), top.get("instance")
+    sock = top.get("control_socket", DEFAULT_CONTROL_SOCKET)
+    return {
+        "vrrpd.sync_group": set(groups) if isinstance(groups, dict) else set(),
+        "vrrpd.instance": set(insts) if isinstance(insts, dict) else set(),
+        "vrrpd.control_socket": {sock} if isinstance(sock, str) else set(),
+    }
+
+
+#: [vrrpd] in the one check of a box's file (hacommon.config.check_file; registered as
+#: an entry point in pyproject.toml).
+TABLE = TableSpec("vrrpd", parse, summary=_summary, provides=_provides)
+
+
+def load_checked(path: str | Path) -> VrrpdConfig:
+    """The [vrrpd] table, after every table of the file and their cross-references
+    passed (what the daemon runs and reloads, and what --check checks)."""
+    return check_file(path, TABLE).configs["vrrpd"]

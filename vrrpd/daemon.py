@@ -111,7 +111,7 @@ class Daemon:
 
     async def reload(self) -> None:
         try:
-            new = config_mod.load(self.cfg.path)
+            new = config_mod.load_checked(self.cfg.path)
         except config_mod.ConfigError as e:
             log.error("SIGHUP: configuration not reloaded:\n%s", "\n".join(e.problems))
             return
