@@ -68,6 +68,7 @@ def ctsyncctl_main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     st = sub.add_parser("status", help="role, peer, caches, counters")
     st.add_argument("--json", action="store_true")
+    sub.add_parser("metrics", help="Prometheus text exposition (what metrics_listen serves)")
     sub.add_parser("commit", help="commit the external cache into the kernel; returns when done (for keepalived notify_master)")
     sub.add_parser("flush", help="empty the external cache")
     sub.add_parser("resync", help="act as backup: stop committing, ask the peer for its whole table")
@@ -101,6 +102,8 @@ def ctsyncctl_main(argv: list[str] | None = None) -> int:
         return 1
     if args.cmd == "status":
         print(json.dumps(reply["status"], indent=2) if args.json else _text_status(reply["status"]), end="" if not args.json else "\n")
+    elif args.cmd == "metrics":
+        sys.stdout.write(reply["text"])
     elif args.cmd == "commit":
         c = reply["commit"]
         print(f"committed {c.get('committed', c['count'])} of {c['count']} entries in {c['duration']:.3f}s")

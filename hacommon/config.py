@@ -100,6 +100,30 @@ class Checker:
             return default
         return v
 
+    def listen_address(self, table: dict, key: str, prefix: str) -> tuple[str, int] | None:
+        """``"127.0.0.1:9650"`` or ``"[::1]:9650"`` -> (host, port); absent: None."""
+        v = table.get(key)
+        if v is None:
+            return None
+        shape = 'an address and port like "127.0.0.1:9650" or "[::1]:9650"'
+        if not isinstance(v, str) or ":" not in v:
+            self.fail(f"{prefix}.{key}", f"must be {shape}, got {v!r}")
+            return None
+        host, _, port = v.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(host)
+            n = int(port)
+            if not 1 <= n <= 65535:
+                raise ValueError
+        except ValueError:
+            self.fail(f"{prefix}.{key}", f"must be {shape} (an IP address, not a name; port 1 to 65535), got {v!r}")
+            return None
+        return host, n
+
     def command(self, table: dict, key: str, prefix: str) -> tuple[str, ...]:
         v = table.get(key)
         if v is None:

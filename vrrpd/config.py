@@ -90,6 +90,8 @@ class VrrpdConfig:
     # Probes pinned to one uplink, and uplink failover (vrrpd/uplink_config.py).
     probes: dict = field(default_factory=dict)
     uplinks: object | None = None
+    # "127.0.0.1:9650": serve Prometheus metrics over HTTP there (None: off).
+    metrics_listen: tuple[str, int] | None = None
 
     def group_of(self, instance: str) -> str | None:
         for g in self.sync_groups.values():
@@ -103,7 +105,7 @@ _INSTANCE_KEYS = {
     "use_vmac", "auth", "track_interfaces", "strict", "notify", "garp_count", "garp_interval",
     "garp_repeat_delay", "track_probes",
 }
-_TOP_KEYS = {"control_socket", "instance", "sync_group", "transition_hold_timeout", "probe", "uplinks"}
+_TOP_KEYS = {"control_socket", "instance", "sync_group", "transition_hold_timeout", "probe", "uplinks", "metrics_listen"}
 
 
 def _instance(c: Checker, name: str, t: Any) -> InstanceConfig | None:
@@ -200,6 +202,7 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
     c.unknown(top, _TOP_KEYS, "vrrpd")
     sock = c.string(top, "control_socket", "vrrpd", DEFAULT_CONTROL_SOCKET)
     hold = c.number(top, "transition_hold_timeout", "vrrpd", 0, 60, 2.0)
+    metrics = c.listen_address(top, "metrics_listen", "vrrpd")
     instances: dict[str, InstanceConfig] = {}
     raw_inst = top.get("instance", {})
     # A box may run vrrpd only for its uplinks (no VRRP instance).
@@ -248,7 +251,7 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
     if c.problems:
         raise ConfigError(c.problems)
     return VrrpdConfig(path=path, control_socket=sock, instances=instances, sync_groups=groups, transition_hold_timeout=hold,
-                       probes=probes, uplinks=uplinks)
+                       probes=probes, uplinks=uplinks, metrics_listen=metrics)
 
 
 def _probes_and_uplinks(c: Checker, top: dict, raw_inst: dict) -> tuple[dict, object | None]:

@@ -1,7 +1,8 @@
 """The one schema for vrrpd's state and counters.
 
 The daemon fills `InstanceStatus` objects; `vrrpctl status` renders them as text or
-JSON and `vrrpctl metrics` as Prometheus exposition. Field names are a public
+JSON, and vrrpd/metrics.py's collectors as Prometheus metrics (`vrrpctl metrics`,
+`metrics_listen`). Field names are a public
 interface (tests, scripts and ctsync read them): add, never rename.
 """
 
@@ -107,25 +108,6 @@ def render_text(instances: list[InstanceStatus], verbose: bool = True) -> str:
     return "\n".join(out)
 
 
-def render_metrics(instances: list[InstanceStatus]) -> str:
-    """Prometheus text exposition of the same fields."""
-    lines = [
-        "# HELP vrrp_state 1 for the instance's current state",
-        "# TYPE vrrp_state gauge",
-    ]
-    for st in instances:
-        for s in ("initialize", "backup", "master", "fault"):
-            lines.append(f'vrrp_state{{instance="{st.name}",vrid="{st.vrid}",state="{s}"}} {int(st.state == s)}')
-    lines += ["# TYPE vrrp_effective_priority gauge"]
-    for st in instances:
-        lines.append(f'vrrp_effective_priority{{instance="{st.name}",vrid="{st.vrid}"}} {st.effective_priority}')
-    for name in COUNTER_NAMES:
-        lines.append(f"# TYPE vrrp_{name}_total counter")
-        for st in instances:
-            lines.append(f'vrrp_{name}_total{{instance="{st.name}",vrid="{st.vrid}"}} {getattr(st.counters, name)}')
-    return "\n".join(lines) + "\n"
-
-
 # ---- probes and uplinks (docs/uplinks.md) ------------------------------------------
 
 
@@ -215,25 +197,3 @@ def render_uplinks_text(st: UplinksStatus) -> str:
             out.append(f"  {p.name:<10} {p.state.upper():<8} {p.kind} {p.target} via {p.interface} {p.gateway} (table {p.table})  "
                        f"results {p.results} failed {p.failures} transitions {p.transitions}{err}")
     return "\n".join(out) + ("\n" if out else "")
-
-
-def render_uplinks_metrics(st: UplinksStatus) -> str:
-    lines = ["# TYPE vrrp_probe_up gauge"]
-    for p in st.probes:
-        lines.append(f'vrrp_probe_up{{probe="{p.name}",interface="{p.interface}"}} {1 if p.state == "up" else 0}')
-    for name in ("results", "failures", "transitions"):
-        lines.append(f"# TYPE vrrp_probe_{name}_total counter")
-        for p in st.probes:
-            lines.append(f'vrrp_probe_{name}_total{{probe="{p.name}"}} {getattr(p, name)}')
-    if st.uplinks:
-        lines.append("# TYPE vrrp_uplink_active gauge")
-        for u in st.uplinks:
-            lines.append(f'vrrp_uplink_active{{uplink="{u.name}"}} {int(u.active)}')
-        lines.append("# TYPE vrrp_uplink_healthy gauge")
-        for u in st.uplinks:
-            lines.append(f'vrrp_uplink_healthy{{uplink="{u.name}"}} {int(bool(u.healthy))}')
-        lines.append("# TYPE vrrp_uplink_flushed_entries_total counter")
-        for u in st.uplinks:
-            lines.append(f'vrrp_uplink_flushed_entries_total{{uplink="{u.name}"}} {u.flushed_entries}')
-        lines += ["# TYPE vrrp_uplink_switches_total counter", f"vrrp_uplink_switches_total {st.switches}"]
-    return "\n".join(lines) + "\n"
