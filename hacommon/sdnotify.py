@@ -52,6 +52,7 @@ class Notifier:
         self._sock: socket.socket | None = None
         self._failed = False
         self.sent = 0
+        self.last_status: str | None = None  # the STATUS= last sent, by any message
 
     @classmethod
     def from_env(cls, environ: dict | None = None, unset: bool = True) -> "Notifier":
@@ -92,6 +93,8 @@ class Notifier:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
                 self._sock.setblocking(False)
             self._sock.sendto(format_message(fields), socket_address(self.address))
+            if "STATUS" in fields:
+                self.last_status = str(fields["STATUS"])
         except OSError as e:
             if not self._failed:
                 log.warning("sd_notify to %s failed: %s (further failures not logged)", self.address, e)
@@ -137,14 +140,12 @@ async def run(notifier: Notifier, status: Callable[[], str], healthy: Callable[[
     if not notifier.enabled:
         return
     interval = notifier.watchdog_interval
-    last_text = None
     next_ping = trio.current_time()
     unhealthy: str | None = None
     while True:
         text = status()
-        if text != last_text:
+        if text != notifier.last_status:  # READY=1 may have carried it already
             notifier.status(text)
-            last_text = text
         now = trio.current_time()
         if interval is not None and now >= next_ping:
             reason = healthy()
