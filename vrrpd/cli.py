@@ -126,9 +126,9 @@ def vrrpctl_main(argv: list[str] | None = None) -> int:
             out["uplinks"] = reply["uplinks"]
         print(json.dumps(out, indent=2))
     else:
-        from .status import InstanceStatus, UplinksStatus, render_text, render_uplinks_text
+        from .status_text import from_json, render_text, render_uplinks_text
 
-        print(render_text([InstanceStatus.from_dict(i) for i in instances]), end="")
+        print(render_text(from_json(instances)), end="")
         if "uplinks" in reply and not args.instance:
-            print(render_uplinks_text(UplinksStatus.from_dict(reply["uplinks"])), end="")
+            print(render_uplinks_text(from_json(reply["uplinks"])), end="")
     return 0

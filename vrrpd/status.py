@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from .status_text import render_text, render_uplinks_text  # noqa: F401 - the text views, kept lean for vrrpctl
+
 
 @dataclass
 class Counters:
@@ -78,36 +80,6 @@ class InstanceStatus:
         return cls(**values)
 
 
-def render_text(instances: list[InstanceStatus], verbose: bool = True) -> str:
-    """Human view: one block per instance, non-zero error counters highlighted."""
-    out: list[str] = []
-    for st in instances:
-        group = f"  sync group {st.sync_group}" if st.sync_group else ""
-        out.append(f"{st.name}: {st.state.upper()}  vrid {st.vrid} on {st.interface}{group}")
-        prio = f"{st.priority}" if st.priority == st.effective_priority else f"{st.effective_priority} (configured {st.priority})"
-        out.append(f"  priority        {prio}   preempt {'on' if st.preempt else 'off'}")
-        for d in st.demotions:
-            out.append(f"  demoted         {d}")
-        out.append(f"  master          {st.master_ip or '-'}  ({st.master_reason})")
-        out.append(f"  timers          advert {st.advert_interval}s  skew {st.skew_time:.3f}s  master-down {st.master_down_interval:.3f}s")
-        out.append(f"  vmac            {st.vmac or '- (addresses on the parent)'}")
-        out.append(f"  addresses       {', '.join(st.virtual_addresses)}")
-        if st.fault_reasons:
-            out.append(f"  fault           {'; '.join(st.fault_reasons)}")
-        out.append(f"  last event      {st.last_event}")
-        c = st.counters
-        out.append(
-            f"  adverts         rx {c.adverts_rx}  tx {c.adverts_tx}  prio0 rx {c.prio0_rx} tx {c.prio0_tx}  garp tx {c.garp_tx}"
-        )
-        out.append(f"  transitions     became master {c.became_master}  released {c.released_master}")
-        errors = {n: getattr(c, n) for n in COUNTER_NAMES if n.endswith(("errors", "failures", "discards")) and getattr(c, n)}
-        if errors or verbose:
-            shown = errors if errors else {"none": 0}
-            out.append("  dropped         " + "  ".join(f"{k} {v}" for k, v in shown.items()))
-        out.append("")
-    return "\n".join(out)
-
-
 # ---- probes and uplinks (docs/uplinks.md) ------------------------------------------
 
 
@@ -170,30 +142,3 @@ class UplinksStatus:
         out.probes = [pick(ProbeStatus, p) for p in data.get("probes", [])]
         out.uplinks = [pick(UplinkStatus, u) for u in data.get("uplinks", [])]
         return out
-
-
-def render_uplinks_text(st: UplinksStatus) -> str:
-    out: list[str] = []
-    if st.uplinks:
-        state = "ALL DOWN (keeping the last choice)" if st.all_down else (st.active or "undecided (waiting for every probe)")
-        out.append(f"uplinks: active {state}  switches {st.switches}  return routing {'on' if st.return_routing else 'off'}")
-        for u in st.uplinks:
-            health = {True: "healthy", False: "DOWN", None: "unknown"}[u.healthy]
-            mark = "*" if u.active else " "
-            out.append(f" {mark} {u.name:<10} {health:<8} {u.interface} via {u.gateway}  pref {u.preference}  table {u.table}  "
-                       f"probe {u.probe}  flushed {u.flushed_entries} in {u.flushes} flush(es)")
-        if st.last_switch:
-            ls = st.last_switch
-            out.append(f"  last switch     {ls.get('old') or '-'} -> {ls.get('new')} ({ls.get('reason')})")
-        if st.last_flush:
-            lf = st.last_flush
-            out.append(f"  last flush      {lf.get('deleted')} entries NATed to {lf.get('address')} ({lf.get('uplink')}, {lf.get('filter')})")
-        if st.route_errors:
-            out.append(f"  route errors    {st.route_errors}")
-    if st.probes:
-        out.append("probes:")
-        for p in st.probes:
-            err = f"  last error: {p.last_error}" if p.last_error else ""
-            out.append(f"  {p.name:<10} {p.state.upper():<8} {p.kind} {p.target} via {p.interface} {p.gateway} (table {p.table})  "
-                       f"results {p.results} failed {p.failures} transitions {p.transitions}{err}")
-    return "\n".join(out) + ("\n" if out else "")

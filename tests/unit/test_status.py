@@ -170,3 +170,22 @@ def test_machine_counters_are_the_status_counters():
     vr = VirtualRouter(RouterParams(name="x", vrid=1, priority=100, virtual_addresses=()))
     assert isinstance(vr.counters, Counters)
     assert [f.name for f in dataclasses.fields(vr.counters)] == list(COUNTER_NAMES)
+
+
+def test_vrrpctl_renders_the_json_as_the_daemon_would_its_objects():
+    """vrrpctl renders the status JSON it receives without the schema's dataclasses
+    (start-up); the text must be the same as from the objects."""
+    from vrrpd.status_text import from_json
+
+    sts = [sample(), sample(name="LAN", vrid=52, state="fault", counters=Counters(auth_failures=4), fault_reasons=["x"])]
+    wire = json.loads(json.dumps([s.to_dict() for s in sts]))
+    assert render_text(from_json(wire)) == render_text(sts)
+
+
+def test_cli_default_sockets_are_the_shared_ones():
+    from ctsync import cli as ccli
+    from hacommon import paths
+    from vrrpd import cli as vcli
+
+    assert vcli.DEFAULT_CONTROL_SOCKET == paths.VRRPD_CONTROL_SOCKET
+    assert ccli.DEFAULT_CONTROL_SOCKET == paths.CTSYNC_CONTROL_SOCKET

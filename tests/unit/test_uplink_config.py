@@ -3,6 +3,8 @@ file, key and problem."""
 
 from __future__ import annotations
 
+import json
+
 import ipaddress
 import textwrap
 
@@ -182,6 +184,9 @@ def test_status_text_json_round_trip_and_metrics():
     )
     assert UplinksStatus.from_dict(st.to_dict()) == st
     text = render_uplinks_text(st)
+    from vrrpd.status_text import from_json
+
+    assert render_uplinks_text(from_json(json.loads(json.dumps(st.to_dict())))) == text  # what vrrpctl renders
     assert "uplinks: active ISP2  switches 2" in text
     assert " * ISP2       healthy" in text and "   ISP1       DOWN" in text
     assert "last flush      3 entries NATed to 198.51.100.2 (ISP1, udp dport 5060)" in text
