@@ -130,3 +130,33 @@ def test_port_in_use_is_logged_not_raised(caplog):
 
     trio.run(main)
     assert any("cannot listen" in r.message for r in caplog.records)
+
+
+def test_grafana_dashboard_uses_only_metrics_that_exist():
+    import json
+    import re
+    from pathlib import Path
+
+    from prometheus_client import CollectorRegistry
+
+    from vrrpd.metrics import VrrpdCollector
+    from vrrpd.metrics import render as vrender
+    from vrrpd.status import Counters, InstanceStatus, ProbeStatus, UplinksStatus, UplinkStatus
+
+    inst = InstanceStatus("WAN", "eth0", 1, "master", 200, 200, "10.0.0.2", 1, 0.2, 3.2, None, [], "", "", since=1.0,
+                          last_hold=0.1, counters=Counters())
+    up = UplinksStatus(probes=[ProbeStatus("P", "icmp", "wan1", "gw", "t", 100, "up")],
+                       uplinks=[UplinkStatus("ISP1", "wan1", "gw", "P", 100, 100, 1, True, True)])
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(VrrpdCollector(lambda: [inst], lambda: up))
+    text = vrender(reg) + _render(ctsync_status()) + "process_resident_memory_bytes 1\nprocess_cpu_seconds_total 1\n"
+    exposed = set(re.findall(r"^([a-z_]+)", text, re.M))
+    dash = json.loads((Path(__file__).resolve().parents[2] / "docs" / "grafana-hapair.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    used = set()
+    for e in exprs:
+        used |= {m for m in re.findall(r"\b((?:vrrp|ctsync|process)_[a-z_]+)", e) if "__name__" not in e}
+    assert used and used <= exposed, used - exposed
+    for e in exprs:  # every alternative of a name regex matches a metric (9 receive checks)
+        for alt in re.findall(r'__name__=~"([^"]+)"', e):
+            assert sum(1 for n in exposed if re.fullmatch(alt, n)) == 9, alt
