@@ -160,12 +160,15 @@ class HaPair:
 
     def start_vrrpd(self, router: Host | str, priority: int, *, advert_interval: int = 1,
                     name: str = "vrrpd", extra_args: list[str] | None = None,
-                    wait: bool = True, **instance_kw) -> Vrrpd:
+                    wait: bool = True, env: dict[str, str] | None = None, prefix: list[str] | None = None,
+                    top: dict | None = None, **instance_kw) -> Vrrpd:
         """Start vrrpd with both instances and the sync group in ``router``;
-        the handle is also kept in ``self.vrrpd[router name]``."""
+        the handle is also kept in ``self.vrrpd[router name]`` (``env``, ``prefix``,
+        ``top``: see halab.vrrp.start_vrrpd)."""
         host = self.router(router)
         d = _start_vrrpd(host, self.vrrpd_instances(priority, advert_interval, **instance_kw),
-                         self.sync_groups(), name=name, extra_args=extra_args, wait=wait)
+                         self.sync_groups(), name=name, extra_args=extra_args, wait=wait, env=env, prefix=prefix,
+                         top=top)
         self.vrrpd[host.name] = d
         return d
 
