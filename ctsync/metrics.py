@@ -100,6 +100,28 @@ def ctsync_metrics(s: dict) -> Iterable[Metric]:
     uf = s.get("uplink_flush") or {}
     yield CounterMetricFamily("ctsync_uplink_flushed_entries", "Conntrack entries deleted by flush-uplink",
                               value=uf.get("deleted", 0))
+    yield CounterMetricFamily("ctsync_preparations", "Commits while backup before a preemption (make-before-break)",
+                              value=c.get("preparations", 0))
+    yield from _parking_metrics(s.get("parking") or {})
+
+
+def _parking_metrics(p: dict) -> Iterable[Metric]:
+    """Parking (docs/ctsync.md, "Parking"): packets that waited for a takeover's commit."""
+    if not p.get("enabled"):
+        return
+    yield GaugeMetricFamily("ctsync_parking_armed", "1 while parking's rules are armed (backup, or a takeover running)",
+                            value=int(bool(p.get("armed"))))
+    yield GaugeMetricFamily("ctsync_parked_packets_now", "Packets waiting for a commit now", value=p.get("parked_now", 0))
+    outcomes = CounterMetricFamily("ctsync_parked_packets", "Packets that waited for a takeover's commit, by how they "
+                                   "left: released after the commit, released on timeout (max_hold)",
+                                   labels=["outcome"])
+    outcomes.add_metric(["released_after_commit"], p.get("released_after_commit", 0))
+    outcomes.add_metric(["released_on_timeout"], p.get("released_on_timeout", 0))
+    yield outcomes
+    yield CounterMetricFamily("ctsync_parking_dropped_over_bound", "Packets dropped because max_packets or max_bytes "
+                              "were waiting already", value=p.get("dropped_over_bound", 0))
+    yield GaugeMetricFamily("ctsync_parking_longest_wait_seconds", "Longest a packet has waited for a commit",
+                            value=p.get("longest_wait", 0.0))
 
 
 class CtsyncCollector:

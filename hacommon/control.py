@@ -143,5 +143,5 @@ class UnixControlServer:
                     continue
                 nursery.start_soon(self._serve, trio.SocketStream(conn))
 
-    async def _serve(self, stream: trio.SocketStream) -> None:
+    async def _serve(self, conn: trio.SocketStream) -> None:
         raise NotImplementedError
