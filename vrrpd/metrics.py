@@ -43,6 +43,10 @@ COUNTER_METRICS: dict[str, tuple[str, str]] = {
     "interval_errors": ("vrrp_interval_errors", "Adverts with another advert interval (RFC 8347 interval-errors)"),
     "send_errors": ("vrrp_send_errors", "Adverts or ARPs the kernel refused to send"),
     "hold_timeouts": ("vrrp_hold_timeouts", "Moves to master whose holding subscribers (ctsync) did not confirm in time"),
+    "own_address_adverts": ("vrrp_own_address_adverts", "Adverts with our own address as source (looped back, or spoofed)"),
+    "prio0_ignored": ("vrrp_priority_zero_ignored", "Priority-0 adverts from a router that is not the master we know"),
+    "prio0_answers_limited": ("vrrp_priority_zero_answers_limited",
+                              "Priority-0 adverts a master did not answer again within one advert interval"),
 }
 assert set(COUNTER_METRICS) == set(COUNTER_NAMES), "every counter of vrrpd.status.Counters needs its metric"
 

@@ -36,6 +36,9 @@ class Counters:
     interval_errors: int = 0  # v2: dropped; v3: counted and accepted (the backups learn it), 0 dropped
     send_errors: int = 0
     hold_timeouts: int = 0  # master transitions whose subscribers did not confirm in time
+    own_address_adverts: int = 0  # adverts with our own address as source (looped back, or spoofed): ignored
+    prio0_ignored: int = 0  # priority 0 from a router that is not the master we know: ignored
+    prio0_answers_limited: int = 0  # priority-0 adverts a master did not answer again within one interval
 
     def bump(self, name: str, by: int = 1) -> None:
         setattr(self, name, getattr(self, name) + by)
