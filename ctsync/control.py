@@ -1,12 +1,13 @@
 """ctsync's control socket: JSON lines (hacommon.control), one request, one reply.
 
-Requests: {"cmd": "status"} | {"cmd": "commit"} (blocks until the commit is done) |
+Requests: {"cmd": "status"} | {"cmd": "metrics"} (Prometheus text, ctsync/metrics.py) |
+{"cmd": "commit"} (blocks until the commit is done, at most commit_timeout) |
 {"cmd": "flush"} (empty the external cache) | {"cmd": "resync"} (act as backup: ask the
 peer for its whole table) | {"cmd": "dump"} (the external cache, one entry per item) |
 {"cmd": "flush-uplink", "address": "198.51.100.2", "proto": "udp", "dport": 5060} (delete
 the kernel's conntrack entries source-NATed to that address: see docs/uplinks.md).
 
-status and dump are open to whoever can connect (the socket is 0660, see
+status, metrics and dump are open to whoever can connect (the socket is 0660, see
 hacommon.control); the others change something and need uid 0 or a member of
 ``control_group`` ({"ok": false, "error": "permission denied: ..."} otherwise).
 """
@@ -30,7 +31,7 @@ from hacommon.control import (
 )
 
 log = logging.getLogger("ctsync")
-COMMANDS = "status, commit, flush, resync, dump, flush-uplink"
+COMMANDS = "status, metrics, commit, flush, resync, dump, flush-uplink"
 #: Requests that change something: only for uid 0 or a member of control_group.
 CHANGES = frozenset({"commit", "flush", "resync", "flush-uplink"})
 
@@ -65,7 +66,14 @@ class ControlServer(UnixControlServer):
         elif cmd == "flush-uplink":
             reply = await _flush_uplink(self, req)
         elif cmd == "commit":
-            reply = {"ok": True, "commit": await d.commit("ctsyncctl commit")}
+            c = await d.commit("ctsyncctl commit")
+            reply = ({"ok": False, "commit": c, "error": f"commit not done after commit_timeout "
+                      f"({d.cfg.commit_timeout:g}s); it goes on: see ctsyncctl status"}
+                     if c.get("timed_out") else {"ok": True, "commit": c})
+        elif cmd == "metrics":
+            from .metrics import render
+
+            reply = {"ok": True, "text": render(d.metrics_registry())}
         elif cmd == "flush":
             n = len(d.rep.cache)
             d.rep.cache.clear()

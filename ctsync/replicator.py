@@ -377,6 +377,21 @@ class Replicator:
         self._age_out_tables = self.strategy.age_out_tables(self.cfg)
         self.request_resync(now, "became backup")
 
+    def reconfigure(self, cfg: CtsyncConfig, now: float) -> None:
+        """SIGHUP: the settings that may change at run time (ctsync.config.reload_plan
+        keeps the others). New filters take effect for the next event, and our whole
+        table is pushed so the peer's replica follows them at once (its end marker drops
+        what is now filtered); a new key starts a rotation (Channel.rotate_key)."""
+        old, self.cfg = self.cfg, cfg
+        self.channel.peer_timeout = cfg.peer_timeout
+        if cfg.key != old.key:
+            self.channel.rotate_key(cfg.key, now, cfg.key_rotation_grace)
+        if self._hb_at is not None and cfg.heartbeat_interval < old.heartbeat_interval:
+            self._hb_at = min(self._hb_at, now + cfg.heartbeat_interval)
+        if (cfg.ignore_addresses, cfg.ignore_protocols, cfg.ignore_tcp_states) != (
+                old.ignore_addresses, old.ignore_protocols, old.ignore_tcp_states):
+            self._dump("filters changed")
+
     def handle_timer(self, now: float) -> None:
         self.channel.handle_timer(now)
         if self._hb_at is not None and now >= self._hb_at:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hacommon.config import Checker, ConfigError, read_toml
+from hacommon.config import Checker, ConfigError, TableSpec, check_file, read_toml
 from hacommon.paths import VRRPD_CONTROL_SOCKET
 
 from .machine import RouterParams
@@ -97,6 +97,8 @@ class VrrpdConfig:
     # Probes pinned to one uplink, and uplink failover (vrrpd/uplink_config.py).
     probes: dict = field(default_factory=dict)
     uplinks: object | None = None
+    # "127.0.0.1:9650": serve Prometheus metrics over HTTP there (None: off).
+    metrics_listen: tuple[str, int] | None = None
 
     def group_of(self, instance: str) -> str | None:
         for g in self.sync_groups.values():
@@ -111,7 +113,7 @@ _INSTANCE_KEYS = {
     "garp_repeat_delay", "track_probes",
 }
 _TOP_KEYS = {"control_socket", "control_group", "instance", "sync_group", "transition_hold_timeout", "preempt_prepare_timeout",
-             "probe", "uplinks"}
+             "probe", "uplinks", "metrics_listen"}
 
 
 def _instance(c: Checker, name: str, t: Any) -> InstanceConfig | None:
@@ -213,6 +215,7 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
     control_group, control_gid = c.group(top, "control_group", "vrrpd")
     hold = c.number(top, "transition_hold_timeout", "vrrpd", 0, 60, 2.0)
     prepare = c.number(top, "preempt_prepare_timeout", "vrrpd", 0, 600, 10.0)
+    metrics = c.listen_address(top, "metrics_listen", "vrrpd")
     instances: dict[str, InstanceConfig] = {}
     raw_inst = top.get("instance", {})
     # A box may run vrrpd only for its uplinks (no VRRP instance).
@@ -262,8 +265,7 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
         raise ConfigError(c.problems)
     return VrrpdConfig(path=path, control_socket=sock, control_group=control_group, control_gid=control_gid,
                        instances=instances, sync_groups=groups, transition_hold_timeout=hold,
-                       preempt_prepare_timeout=prepare,
-                       probes=probes, uplinks=uplinks)
+                       preempt_prepare_timeout=prepare, probes=probes, uplinks=uplinks, metrics_listen=metrics)
 
 
 def _probes_and_uplinks(c: Checker, top: dict, raw_inst: dict) -> tuple[dict, object | None]:
@@ -286,3 +288,33 @@ def _probes_and_uplinks(c: Checker, top: dict, raw_inst: dict) -> tuple[dict, ob
 
 def load(path: str | Path) -> VrrpdConfig:
     return parse(read_toml(path), str(path))
+
+
+def _summary(cfg: VrrpdConfig) -> str:
+    extra = ""
+    if cfg.probes or cfg.uplinks:
+        extra = f", {len(cfg.probes)} probe(s), {len(cfg.uplinks.links) if cfg.uplinks else 0} uplink(s)"
+    return f"{len(cfg.instances)} instance(s), {len(cfg.sync_groups)} sync group(s){extra}"
+
+
+def _provides(top: dict) -> dict[str, set[str]]:
+    """Names other tables of the file may refer to, read from the raw [vrrpd] table (so
+    a reference is checked even when this table has problems of its own)."""
+    groups, insts = top.get("sync_group"), top.get("instance")
+    sock = top.get("control_socket", DEFAULT_CONTROL_SOCKET)
+    return {
+        "vrrpd.sync_group": set(groups) if isinstance(groups, dict) else set(),
+        "vrrpd.instance": set(insts) if isinstance(insts, dict) else set(),
+        "vrrpd.control_socket": {sock} if isinstance(sock, str) else set(),
+    }
+
+
+#: [vrrpd] in the one check of a box's file (hacommon.config.check_file; registered as
+#: an entry point in pyproject.toml).
+TABLE = TableSpec("vrrpd", parse, summary=_summary, provides=_provides)
+
+
+def load_checked(path: str | Path) -> VrrpdConfig:
+    """The [vrrpd] table, after every table of the file and their cross-references
+    passed (what the daemon runs and reloads, and what --check checks)."""
+    return check_file(path, TABLE).configs["vrrpd"]

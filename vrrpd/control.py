@@ -2,7 +2,8 @@
 
 Request: one JSON object per line, e.g. {"cmd": "status"}. Replies:
 - status:  {"ok": true, "daemon": {...}, "instances": [InstanceStatus.to_dict(), ...]}
-- metrics: {"ok": true, "text": "<Prometheus exposition>"}
+- metrics: {"ok": true, "text": "<Prometheus exposition>"} (vrrpd/metrics.py, the registry
+           metrics_listen serves too)
 - events:  a subscription (hacommon.handshake): {"ok": true, "subscribed": true}, then one
            JSON object per transition, until the client closes. A reader that falls 256
            events behind is disconnected rather than slowing the daemon down.
@@ -51,7 +52,6 @@ from hacommon.control import (
 
 from .demotion import Demotion
 from .publisher import Subscriber
-from .status import render_metrics, render_uplinks_metrics
 
 log = logging.getLogger("vrrpd")
 
@@ -78,10 +78,9 @@ class ControlServer(UnixControlServer):
         if cmd == "status":
             await send_json(stream, self._status())
         elif cmd == "metrics":
-            text = render_metrics(self.daemon.status())
-            if getattr(self.daemon, "uplinkd", None) is not None:
-                text += render_uplinks_metrics(self.daemon.uplinkd.status())
-            await send_json(stream, {"ok": True, "text": text})
+            from .metrics import render
+
+            await send_json(stream, {"ok": True, "text": render(self.daemon.metrics_registry())})
         elif cmd == "events":
             await self._events(stream, req, reader, peer)
         else:

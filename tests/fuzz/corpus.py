@@ -286,7 +286,8 @@ VRRPD_REQUESTS = (
     b'{"cmd": "events", "hold": "*"}\n{"demote": 5, "scope": []}\n',
 )
 CTSYNC_REQUESTS = (
-    b'{"cmd": "status"}\n', b'{"cmd": "dump"}\n', b'{"cmd": "flush"}\n', b'{"cmd": "resync"}\n', b'{"cmd": "commit"}\n',
+    b'{"cmd": "status"}\n', b'{"cmd": "metrics"}\n', b'{"cmd": "dump"}\n', b'{"cmd": "flush"}\n', b'{"cmd": "resync"}\n',
+    b'{"cmd": "commit"}\n',
     b'{"cmd": "flush-uplink", "address": "198.51.100.2", "proto": "udp", "dport": 5060}\n',
     b'{"cmd": "flush-uplink", "address": "198.51.100.2"}\n',
 )

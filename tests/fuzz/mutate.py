@@ -15,6 +15,7 @@ import random
 import signal
 import struct
 import threading
+import time
 import traceback
 from typing import Callable, Sequence
 
@@ -132,7 +133,8 @@ def run_one(target: Callable[[bytes], object], data: bytes, allowed: tuple[type[
     """``target(data)`` under the hang alarm: True if it raised one of ``allowed``,
     False if it returned; :class:`FuzzFailure` (with the input in hex) otherwise."""
     alarm = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGALRM, _on_alarm) if alarm else None
+    if alarm:  # pytest-timeout's alarm (if any) is put back afterwards, minus the time spent here
+        old, outer, t0 = signal.signal(signal.SIGALRM, _on_alarm), signal.getitimer(signal.ITIMER_REAL), time.monotonic()
     try:
         if alarm:
             signal.setitimer(signal.ITIMER_REAL, HANG_SECONDS)
@@ -152,6 +154,8 @@ def run_one(target: Callable[[bytes], object], data: bytes, allowed: tuple[type[
     finally:
         if alarm:
             signal.signal(signal.SIGALRM, old)
+            if outer[0]:
+                signal.setitimer(signal.ITIMER_REAL, max(outer[0] - (time.monotonic() - t0), 0.001), outer[1])
     return False
 
 

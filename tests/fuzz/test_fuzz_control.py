@@ -41,6 +41,11 @@ class FakeVrrpd:
     def status(self):
         return []
 
+    def metrics_registry(self):
+        from vrrpd.metrics import registry_for
+
+        return registry_for(self)
+
     def set_demotion(self, key, demotion):
         if demotion is None:
             self.demotions.pop(key, None)
@@ -64,6 +69,11 @@ class FakeCtsync:
 
     def become_backup(self, reason):
         pass
+
+    def metrics_registry(self):
+        from prometheus_client import CollectorRegistry
+
+        return CollectorRegistry()  # (the real one renders ctsync's whole status)
 
 
 class FakeCtSocket:

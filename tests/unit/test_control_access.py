@@ -72,6 +72,11 @@ class FakeCtsync:
     def become_backup(self, reason):
         self.backups += 1
 
+    def metrics_registry(self):
+        from prometheus_client import CollectorRegistry
+
+        return CollectorRegistry()  # (the real one renders ctsync's whole status)
+
 
 class FakeVrrpd:
     def __init__(self):
@@ -83,6 +88,11 @@ class FakeVrrpd:
 
     def status(self):
         return []
+
+    def metrics_registry(self):
+        from vrrpd.metrics import registry_for
+
+        return registry_for(self)
 
     def set_demotion(self, key, demotion):
         if demotion is not None:

@@ -35,6 +35,11 @@ class FakeVrrpd:
     def status(self):
         return []
 
+    def metrics_registry(self):
+        from vrrpd.metrics import registry_for
+
+        return registry_for(self)
+
     def set_demotion(self, key, demotion):
         if demotion is None:
             self.demotions.pop(key, None)
@@ -52,6 +57,11 @@ class FakeCtsync:
 
     def become_backup(self, reason):
         self.backups += 1
+
+    def metrics_registry(self):
+        from prometheus_client import CollectorRegistry
+
+        return CollectorRegistry()  # (the real one renders ctsync's whole status)
 
 
 async def client(path: str, data: bytes, read_reply: bool = True) -> dict | None:

@@ -17,8 +17,11 @@ from hacommon import handshake as hs
 class FakeCtsync:
     def __init__(self, path):
         self.cfg = SimpleNamespace(failover=SimpleNamespace(vrrp_sync_group="G", vrrpd_socket=path, demote_when_not_ready=0))
-        self.rep = SimpleNamespace(role=Role.BACKUP)
+        self.rep = SimpleNamespace(role=Role.BACKUP, preparation=None)
         self.commits = []
+
+    def takeover_parks(self):
+        return False  # no parking (ctsync/nfqueue.py): commit before acking
 
     async def commit(self, reason):
         self.commits.append(reason)

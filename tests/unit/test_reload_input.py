@@ -52,7 +52,7 @@ def test_sighup_survives_an_unexpected_loader_error(tmp_path, caplog, monkeypatc
     def broken(p):
         raise RuntimeError("loader bug")
 
-    monkeypatch.setattr(config_mod, "load", broken)
+    monkeypatch.setattr(config_mod, "load_checked", broken)
     with caplog.at_level(logging.ERROR, logger="vrrpd"):
         trio.run(d.reload)
     assert d.cfg is before
