@@ -38,6 +38,8 @@ from .wire import Datagram, Message, ReplayWindow, WireError, decode, encode, ov
 
 PROBE = 7  # channel-internal: body u64 = highest rseq sent, lets the peer see a lost tail
 SKIP = 8  # channel-internal: body u64 first, u64 last = rseqs the sender can no longer resend
+#: NACK ranges we send at most per datagram, and read at most from one
+MAX_NACK_RANGES = 32
 _U64 = struct.Struct("!Q")
 _U64x2 = struct.Struct("!QQ")
 
@@ -97,7 +99,8 @@ class Channel:
         self._probe_at: float | None = None
         self._resend: dict[int, None] = {}  # rseqs to resend, in order (a dict: O(1) lookups)
         self._resent_at: dict[int, float] = {}  # rseq -> last resend: NACKs within rto are not honoured again
-        self._skips: list[tuple[int, int]] = []
+        self._skips: dict[tuple[int, int], None] = {}  # SKIP ranges to announce (a dict: each once)
+        self._acked = 0  # the peer's highest cumulative ack of our stream
         # receive side
         self._window = ReplayWindow()
         self.peer_epoch = 0
@@ -236,11 +239,14 @@ class Channel:
                 self._peer_top = max(self._peer_top, _U64.unpack(m.body)[0])
             elif m.type == SKIP and len(m.body) == 16:
                 first, last = _U64x2.unpack(m.body)
+                # The sender skips only what we asked for, below its top: a SKIP past
+                # the top we know of is nonsense (it would swallow the stream to come).
+                last = min(last, self._peer_top)
                 if last > self._delivered:
                     self.stats.lost += last - max(first, self._delivered + 1) + 1
                     res.lost = True
-                    for r in range(self._delivered + 1, last + 1):
-                        self._early.pop(r, None)
+                    for r in [r for r in self._early if r <= last]:
+                        del self._early[r]
                     self._delivered = last
                     self._drain(res)
             elif not reliable:
@@ -253,7 +259,9 @@ class Channel:
             elif d.rseq == self._delivered + 1:
                 self._deliver(d.rseq, d.messages, res)
                 self._drain(res)
-            elif len(self._early) < self.reorder_limit:
+            elif d.rseq <= self._delivered + self.reorder_limit and len(self._early) < self.reorder_limit:
+                # Within the reorder window only: what lies beyond is asked for again
+                # once the window moves (and _gaps never looks further either).
                 self._early[d.rseq] = d.messages
             if self._ack_due is None:
                 self._ack_due = now + self.ack_delay
@@ -284,17 +292,21 @@ class Channel:
             self._deliver(r, self._early.pop(r), res)
 
     def _gaps(self) -> tuple[tuple[int, int], ...]:
-        gaps, start = [], None
-        for r in range(self._delivered + 1, self._peer_top + 1):
-            if r not in self._early:
-                start = r if start is None else start
-            elif start is not None:
-                gaps.append((start, r - 1))
-                start = None
-            if len(gaps) >= 32:
-                break
-        if start is not None and len(gaps) < 32:
-            gaps.append((start, self._peer_top))
+        """What is missing between the last delivered rseq and the peer's top, as at most
+        MAX_NACK_RANGES ranges, and only within the reorder window (what we would buffer
+        if it came). Walks the buffered rseqs, never the sequence counter: the peer's
+        top may be 2^40 rseqs away (a restarted receiver) or 2^64 (a PROBE of nonsense)."""
+        lo = self._delivered + 1
+        hi = min(self._peer_top, self._delivered + self.reorder_limit)
+        gaps: list[tuple[int, int]] = []
+        for r in sorted(self._early):
+            if r > hi or len(gaps) >= MAX_NACK_RANGES:
+                return tuple(gaps)
+            if r > lo:
+                gaps.append((lo, r - 1))
+            lo = r + 1
+        if lo <= hi and len(gaps) < MAX_NACK_RANGES:
+            gaps.append((lo, hi))
         return tuple(gaps)
 
     def _on_ack(self, ack: int, nacks, now: float) -> None:
@@ -305,25 +317,35 @@ class Channel:
             progressed = True
         if progressed:
             self._progress_at = now if self._unacked else None
-        if nacks:
-            self.stats.nacks_rx += 1
-        for first, last in nacks:
-            if last > self._rseq or first > last:
-                continue  # nonsense from an authenticated peer: ignore, do not crash
-            missing_from = None
-            for r in range(first, min(last, first + self.resend_limit) + 1):
-                if r in self._unacked:
-                    # The peer asks again every nack_interval while a gap is open: a
-                    # datagram resent less than rto ago is on its way (or lost again,
-                    # and asked for again later). Resending it at every NACK would
-                    # multiply a large gap's resends and bury the link and the peer.
-                    if now - self._resent_at.get(r, -self.rto) >= self.rto:
-                        self._resend[r] = None
-                elif r > ack:
-                    missing_from = r if missing_from is None else missing_from
-            if missing_from is not None:
-                top = max((r for r in range(missing_from, last + 1) if r not in self._unacked), default=missing_from)
-                self._skips.append((missing_from, top))
+        self._acked = max(self._acked, min(ack, self._rseq))
+        if not nacks:
+            return
+        self.stats.nacks_rx += 1
+        # What we still hold is one run of rseqs, oldest..newest: the resend queue is
+        # only ever cut at its old end. Everything a NACK asks for below it is gone (one
+        # SKIP to our oldest, whatever the NACK's extent), everything in it is resent.
+        # Ranges are clamped to what we sent and merged, so a peer asking for 2^64 rseqs,
+        # or for the whole window in every range, costs one pass over the window.
+        oldest = next(iter(self._unacked), self._rseq + 1)
+        want: list[tuple[int, int]] = []
+        for first, last in nacks[:MAX_NACK_RANGES]:
+            first, last = max(first, 1), min(last, self._rseq)
+            if first > last:
+                continue  # nonsense from an authenticated peer (we never sent it): ignore
+            if max(first, self._acked + 1) < oldest:
+                self._skips[(max(first, self._acked + 1), oldest - 1)] = None
+            if last >= oldest:
+                want.append((max(first, oldest), last))
+        upto = 0
+        for first, last in sorted(want):
+            for r in range(max(first, upto + 1), last + 1):
+                # The peer asks again every nack_interval while a gap is open: a
+                # datagram resent less than rto ago is on its way (or lost again,
+                # and asked for again later). Resending it at every NACK would
+                # multiply a large gap's resends and bury the link and the peer.
+                if now - self._resent_at.get(r, -self.rto) >= self.rto:
+                    self._resend[r] = None
+            upto = max(upto, last)
 
     # ---- timers -----------------------------------------------------------------------
 
