@@ -61,6 +61,7 @@ class ChannelStats:
     unconfirmed: int = 0  # authentic but not echoing our current epoch: replays from before our restart, or a peer that has not heard us yet
     lost: int = 0  # reliable datagrams the peer could not resend (a resync repairs them)
     resend_overflows: int = 0
+    reorder_refused: int = 0  # early datagrams not buffered (reorder buffer full, or beyond its window): asked for again later
     window_full: int = 0  # times sending stopped with messages queued, waiting for acks
     queue_overflows: int = 0  # send queue dropped (peer not taking anything): table pushed instead
 
@@ -80,6 +81,7 @@ class Channel:
     mtu: int = 1400  # UDP payload budget per datagram
     resend_limit: int = 4096  # unacknowledged datagrams kept for resending
     reorder_limit: int = 4096  # early datagrams buffered while waiting for a gap
+    reorder_bytes: int = 16 << 20  # and the bytes of message they may hold (4096 datagrams of 64 KiB: 256 MiB)
     queue_limit: int = 1 << 18  # messages waiting for the send window (~60 MB of entries)
     ack_delay: float = 0.01
     nack_interval: float = 0.05  # how often an open gap is asked for again
@@ -106,6 +108,7 @@ class Channel:
         self.peer_epoch = 0
         self._delivered = 0  # highest rseq delivered in order
         self._early: dict[int, tuple[Message, ...]] = {}
+        self._early_bytes = 0
         self._peer_top = 0  # highest rseq the peer says it sent
         self._gap_since: float | None = None  # since when a reliable message is missing
         self._ack_due: float | None = None
@@ -230,7 +233,9 @@ class Channel:
         if d.epoch != self.peer_epoch:
             res.peer_restarted = self.peer_epoch != 0
             self.peer_epoch = d.epoch
-            self._delivered, self._early, self._peer_top = 0, {}, 0
+            self._delivered, self._peer_top = 0, 0
+            self._early.clear()
+            self._early_bytes = 0
             self._nack_due = None
         self._on_ack(d.ack, d.nacks, now)
         reliable = d.rseq != 0
@@ -246,7 +251,7 @@ class Channel:
                     self.stats.lost += last - max(first, self._delivered + 1) + 1
                     res.lost = True
                     for r in [r for r in self._early if r <= last]:
-                        del self._early[r]
+                        self._early_bytes -= _size(self._early.pop(r))
                     self._delivered = last
                     self._drain(res)
             elif not reliable:
@@ -259,10 +264,16 @@ class Channel:
             elif d.rseq == self._delivered + 1:
                 self._deliver(d.rseq, d.messages, res)
                 self._drain(res)
-            elif d.rseq <= self._delivered + self.reorder_limit and len(self._early) < self.reorder_limit:
-                # Within the reorder window only: what lies beyond is asked for again
-                # once the window moves (and _gaps never looks further either).
-                self._early[d.rseq] = d.messages
+            else:
+                # Within the reorder window and its bounds only: what is refused is
+                # asked for again once the gap is filled (_gaps never looks further).
+                size = _size(d.messages)
+                if (d.rseq <= self._delivered + self.reorder_limit and len(self._early) < self.reorder_limit
+                        and self._early_bytes + size <= self.reorder_bytes):
+                    self._early[d.rseq] = d.messages
+                    self._early_bytes += size
+                else:
+                    self.stats.reorder_refused += 1
             if self._ack_due is None:
                 self._ack_due = now + self.ack_delay
         if self._peer_top > self._delivered:
@@ -289,7 +300,9 @@ class Channel:
     def _drain(self, res: Delivery) -> None:
         while self._delivered + 1 in self._early:
             r = self._delivered + 1
-            self._deliver(r, self._early.pop(r), res)
+            msgs = self._early.pop(r)
+            self._early_bytes -= _size(msgs)
+            self._deliver(r, msgs, res)
 
     def _gaps(self) -> tuple[tuple[int, int], ...]:
         """What is missing between the last delivered rseq and the peer's top, as at most
@@ -374,3 +387,7 @@ class Channel:
 
     def peer_alive(self, now: float) -> bool:
         return self.last_heard is not None and now - self.last_heard < self.peer_timeout
+
+
+def _size(msgs: tuple[Message, ...]) -> int:
+    return sum(m.size for m in msgs)

@@ -159,3 +159,33 @@ def test_an_absurd_skip_is_handled_in_window_steps_and_breaks_nothing():
 def _decode(d: bytes):
     from ctsync.wire import decode
     return decode(d, KEY)
+
+
+def early_bytes(ch: Channel) -> int:
+    """Bytes of message held in ``ch``'s reorder buffer."""
+    return sum(m.size for msgs in ch._early.values() for m in msgs)
+
+
+def test_the_reorder_buffer_is_bounded_in_bytes_and_refusals_are_counted():
+    """Datagrams up to 64 KiB (a large `mtu`) behind one lost datagram: 4096 of them used
+    to pin about 256 MiB. The buffer now stops at 16 MiB by default; what it refuses is
+    counted, asked for again once the gap is filled, and delivered in order."""
+    kw = dict(mtu=65000)
+    a, b = Channel(1, 1000, KEY, **kw), Channel(2, 2000, KEY, **kw)
+    meet(a, b)
+    big = [struct.pack("!I", i) + bytes(30000) for i in range(600)]  # two per datagram
+    for body in big:
+        a.send(Message(MsgType.ENTRY, body), 0.0)
+    out = a.datagrams_to_send(0.0)
+    assert len(out) == 300
+    peak, got = 0, []
+    for d in out[1:]:  # the first one is lost
+        got += b.receive_datagram(d, 0.0).messages
+        peak = max(peak, early_bytes(b))
+    assert got == [] and peak <= 16 << 20, f"{peak} bytes buffered"
+    assert b.stats.reorder_refused > 0
+    link = Link(a, b)
+    link.now = 0.01
+    link.run(5.0)
+    assert [m for m in link.got["b"]] == big  # everything, once, in order
+    assert early_bytes(b) == 0
