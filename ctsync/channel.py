@@ -26,10 +26,20 @@ flow therefore never invert: a DESTROY is never applied before the NEW it follow
 Every datagram, resends included, has a fresh `seq` checked by the replay window, and
 an HMAC; liveness comes from any authenticated datagram, so an attacker can neither
 forge, replay, nor keep a dead peer looking alive.
+
+Epochs (a random number per incarnation, from the driver) are not ordered: a node whose
+clock went back is not a replay. A datagram is acted on only if it echoes our current
+epoch, and within one epoch of ours we accept one epoch of the peer. A second one that
+echoes it (the peer restarted after hearing us, or a replay of an incarnation that heard
+us too: nothing tells them apart) makes us take a new epoch; the first incarnation to
+echo that one is accepted, and only a datagram made after our renewal can echo it. Each
+epoch is also a stream: its rseqs start at 1, and a renewal moves what the peer had not
+acknowledged into the new stream, so nothing reliable is lost.
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -42,6 +52,7 @@ SKIP = 8  # channel-internal: body u64 first, u64 last = rseqs the sender can no
 MAX_NACK_RANGES = 32
 _U64 = struct.Struct("!Q")
 _U64x2 = struct.Struct("!QQ")
+_U64x3 = struct.Struct("!QQQ")
 
 
 @dataclass
@@ -59,6 +70,7 @@ class ChannelStats:
     replayed: int = 0
     malformed: int = 0
     unconfirmed: int = 0  # authentic but not echoing our current epoch: replays from before our restart, or a peer that has not heard us yet
+    epoch_renewals: int = 0  # a second incarnation of the peer echoed our epoch (it restarted): we took a new one
     lost: int = 0  # reliable datagrams the peer could not resend (a resync repairs them)
     resend_overflows: int = 0
     reorder_refused: int = 0  # early datagrams not buffered (reorder buffer full, or beyond its window): asked for again later
@@ -105,7 +117,8 @@ class Channel:
         self._acked = 0  # the peer's highest cumulative ack of our stream
         # receive side
         self._window = ReplayWindow()
-        self.peer_epoch = 0
+        self.peer_epoch = 0  # the incarnation of the peer whose stream we receive
+        self._bound = 0  # the peer's epoch accepted since our epoch began (0: none yet)
         self._delivered = 0  # highest rseq delivered in order
         self._early: dict[int, tuple[Message, ...]] = {}
         self._early_bytes = 0
@@ -114,7 +127,7 @@ class Channel:
         self._ack_due: float | None = None
         self._nack_due: float | None = None
         self.last_heard: float | None = None
-        self._echo = 0  # the peer's newest epoch heard (authenticated); echoed in our datagrams
+        self._echo = 0  # the peer's epoch we echo in our datagrams (see receive_datagram)
 
     # ---- sending ----------------------------------------------------------------------
 
@@ -186,7 +199,11 @@ class Channel:
 
     def _datagram(self, rseq: int, msgs: tuple[Message, ...], now: float) -> bytes:
         self._seq += 1
-        nacks = self._gaps() if self._nack_due is not None and now >= self._nack_due else ()
+        # Our ack and NACKs are about the stream of the peer epoch we receive; to another
+        # one (the new incarnation we echo before accepting any of its datagrams) they
+        # would acknowledge what it never sent us.
+        mine = self._echo == self.peer_epoch
+        nacks = self._gaps() if mine and self._nack_due is not None and now >= self._nack_due else ()
         if nacks:
             self.stats.nacks_tx += 1
             self._nack_due = now + self.nack_interval
@@ -194,7 +211,8 @@ class Channel:
             self.stats.acks_tx += 1
             self._ack_due = None
         self.stats.datagrams_tx += 1
-        return encode(Datagram(self.node, self.epoch, self._seq, rseq, self._delivered, nacks, msgs, echo=self._echo), self.key)
+        ack = self._delivered if mine else 0
+        return encode(Datagram(self.node, self.epoch, self._seq, rseq, ack, nacks, msgs, echo=self._echo), self.key)
 
     # ---- receiving --------------------------------------------------------------------
 
@@ -211,17 +229,27 @@ class Channel:
         if d.node == self.node:
             self.stats.malformed += 1  # our own datagram looped back, or a peer with our node id
             return res
-        if d.epoch > self._echo:
-            self._echo = d.epoch  # learn the peer's epoch (never backwards: old replays cannot undo it)
         if d.echo != self.epoch:
-            # Not addressed to this incarnation of us: a replay of traffic captured before
-            # we restarted, or the peer's first words before it heard ours. Act on nothing,
-            # not even liveness; answer soon so a real peer learns our epoch.
+            # Not addressed to this epoch of ours: a replay of traffic captured before it
+            # began, or the peer's first words before it heard it. Act on nothing, not
+            # even liveness; answer soon so a real peer learns our epoch. Until a peer
+            # epoch is accepted in this epoch of ours, we echo whoever spoke last.
             self.stats.unconfirmed += 1
+            if not self._bound:
+                self._echo = d.epoch
             if self._ack_due is None:
                 self._ack_due = now
             return res
-        refused = self._window.check(d.epoch, d.seq)
+        if self._bound and d.epoch != self._bound:
+            # A second incarnation of the peer echoes this epoch of ours: the peer
+            # restarted after hearing us, or this is a replay of an incarnation that heard
+            # us too. Epochs are not ordered (a clock can go back), so nothing tells them
+            # apart: take a new epoch, and accept the first incarnation that echoes it.
+            # A datagram echoing it was made after this moment: not a replay.
+            self._renew_epoch(d.epoch, now)
+            return res
+        window = self._window if d.epoch == self.peer_epoch else ReplayWindow()  # a new epoch: a new window
+        refused = window.check(d.seq)
         if refused == "replayed":
             self.stats.replayed += 1
             return res
@@ -230,13 +258,16 @@ class Channel:
             return res
         self.stats.datagrams_rx += 1
         self.last_heard = now
+        self._bound = self._echo = d.epoch
         if d.epoch != self.peer_epoch:
+            # A new stream from the peer (its first, or a restart): numbered from 1.
             res.peer_restarted = self.peer_epoch != 0
-            self.peer_epoch = d.epoch
+            self.peer_epoch, self._window = d.epoch, window
             self._delivered, self._peer_top = 0, 0
             self._early.clear()
             self._early_bytes = 0
             self._nack_due = None
+            self._gap_since = None
         self._on_ack(d.ack, d.nacks, now)
         reliable = d.rseq != 0
         for m in d.messages:
@@ -285,6 +316,23 @@ class Channel:
             self._nack_due = None
             self._gap_since = None
         return res
+
+    def _renew_epoch(self, candidate: int, now: float) -> None:
+        """Take a new epoch: a new incarnation of us for the peer, with a new stream.
+        What the peer had not acknowledged goes first into the new stream (numbered
+        from 1 again), so no reliable message is lost; the peer's replica is rebuilt by
+        the resync that either side asks for when it sees a new epoch anyway."""
+        self.stats.epoch_renewals += 1
+        self.epoch = _next_epoch(self.epoch, candidate, self.stats.epoch_renewals)
+        self._bound, self._echo = 0, candidate
+        self._queue.extendleft(reversed([m for msgs in self._unacked.values() for m in msgs]))
+        self._unacked.clear()
+        self._resend.clear()
+        self._resent_at.clear()
+        self._skips.clear()
+        self._rseq = self._acked = 0
+        self._progress_at = self._probe_at = None
+        self._ack_due = now  # tell the candidate our new epoch at once
 
     def stalled(self, now: float, grace: float) -> bool:
         """A reliable message from the peer has been missing for ``grace`` seconds or
@@ -391,3 +439,10 @@ class Channel:
 
 def _size(msgs: tuple[Message, ...]) -> int:
     return sum(m.size for m in msgs)
+
+
+def _next_epoch(epoch: int, candidate: int, n: int) -> int:
+    """A new epoch of ours, derived from the current one (random, from the driver): as
+    unpredictable and as unlikely to repeat one of ours as it is, and no I/O in here."""
+    h = hashlib.sha256(_U64x3.pack(epoch, candidate, n)).digest()
+    return int.from_bytes(h[:8], "big") or 1

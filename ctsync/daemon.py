@@ -13,6 +13,7 @@ import errno
 import ipaddress
 import logging
 import os
+import secrets
 import signal
 import socket
 import struct
@@ -64,7 +65,9 @@ _KINDS = {EventKind.NEW: KIND_NEW, EventKind.UPDATE: KIND_UPDATE, EventKind.DEST
 class Daemon:
     def __init__(self, cfg: CtsyncConfig):
         self.cfg = cfg
-        self.rep = Replicator(cfg, epoch=time.time_ns())
+        # A random incarnation, not the clock: a clock behind its previous run (no RTC
+        # before NTP, a VM snapshot) made the peer take us for a replay (docs/ctsync.md).
+        self.rep = Replicator(cfg, epoch=secrets.randbits(64) or 1)
         self.wake = trio.Event()
         self.started_at = time.time()
         self.commits = 0

@@ -31,9 +31,10 @@ def entry(i: int, proto=6, timeout=300) -> Entry:
 class Net:
     """Two replicators; the 'kernel' of each is a dict, dumps come from it."""
 
-    def __init__(self, loss=0.0, seed=1, **kw):
-        self.n = {"a": Replicator(cfg("172.16.0.1", "172.16.0.2", **kw), epoch=1),
-                  "b": Replicator(cfg("172.16.0.2", "172.16.0.1", **kw), epoch=2)}
+    def __init__(self, loss=0.0, seed=1, epochs=(1, 2), **kw):
+        self.kw = kw
+        self.n = {"a": Replicator(cfg("172.16.0.1", "172.16.0.2", **kw), epoch=epochs[0]),
+                  "b": Replicator(cfg("172.16.0.2", "172.16.0.1", **kw), epoch=epochs[1])}
         self.kernel = {"a": {}, "b": {}}
         self.injected = {"a": [], "b": []}
         self.removed = {"a": [], "b": []}
@@ -75,6 +76,13 @@ class Net:
                     elif isinstance(act, Commit):
                         self.commits[name].append(act)
             self.now = round(self.now + step, 6)
+
+    def restart(self, node, epoch) -> Replicator:
+        """``node``'s ctsync restarts (its kernel keeps its entries)."""
+        local, peer = ("172.16.0.1", "172.16.0.2") if node == "a" else ("172.16.0.2", "172.16.0.1")
+        r = self.n[node] = Replicator(cfg(local, peer, **self.kw), epoch=epoch)
+        r.start(self.now)
+        return r
 
     def become_master(self, node) -> Commit:
         """The group moves to master on ``node``: the Commit its replicator hands out."""
@@ -288,3 +296,45 @@ def test_a_complete_table_followed_by_a_stuck_gap_is_not_ready():
     assert not b.ready(net.now) and b.not_ready(net.now) and a.ready(net.now)
     net.run(3.0)
     assert len(b.cache) == 5 and b.ready(net.now) and not b.not_ready(net.now)
+
+
+def test_a_peer_restarting_with_a_smaller_epoch_resyncs_and_its_old_datagrams_stay_dead():
+    """The clock-behind case: b's ctsync restarts with an epoch smaller than its previous
+    one (it used to be the start time, and a clock can go back: no RTC before NTP, a VM
+    snapshot). a refused the new incarnation as a replay, forever. Now a takes it within
+    a round trip or two and both sides resync; datagrams of b's previous incarnation,
+    replayed during the restart and after, change nothing."""
+    net = Net(epochs=(7_000_000, 9_000_000))
+    a = net.n["a"]
+    net.run(0.5)
+    for i in range(20):
+        net.event("a", "new", entry(i))
+    old_b: list[bytes] = []
+
+    def record(sender, d):
+        if sender == "b":
+            old_b.append(d)
+        return False  # nothing dropped
+
+    net.event("b", "new", entry(100))
+    net.event("b", "new", entry(101))
+    net.run(0.5, drop=record)
+    net.event("b", "destroy", entry(101))
+    net.run(0.5, drop=record)
+    assert cached_keys(a) == {entry_key(entry(100))} and a.in_sync
+    assert any(len(d) > 200 for d in old_b)  # entries among them
+
+    b = net.restart("b", epoch=5)  # smaller than 9_000_000
+    for d in old_b:  # replayed while b's new incarnation introduces itself
+        a.datagram(d, net.now)
+    net.run(3.0)
+    assert b.in_sync and cached_keys(b) == set(net.kernel["a"])
+    assert a.in_sync and cached_keys(a) == set(net.kernel["b"]) == {entry_key(entry(100))}
+    assert a.channel.peer_epoch == b.channel.epoch
+    rx = a.channel.stats.messages_rx
+    for d in old_b:  # and replayed once more, now that all is settled
+        a.datagram(d, net.now)
+    net.run(1.0)
+    assert cached_keys(a) == {entry_key(entry(100))}  # no ENTRY 101 came back
+    assert a.channel.stats.messages_rx - rx <= 2  # b's heartbeats of that second, nothing replayed
+    assert a.channel.stats.replayed + a.channel.stats.unconfirmed >= len(old_b)
