@@ -94,7 +94,7 @@ class Channel:
     resend_limit: int = 4096  # unacknowledged datagrams kept for resending
     reorder_limit: int = 4096  # early datagrams buffered while waiting for a gap
     reorder_bytes: int = 16 << 20  # and the bytes of message they may hold (4096 datagrams of 64 KiB: 256 MiB)
-    queue_limit: int = 1 << 18  # messages waiting for the send window (~60 MB of entries)
+    queue_limit: int = 1 << 18  # messages waiting for the send window (~60 MB of entries; config send_queue)
     ack_delay: float = 0.01
     nack_interval: float = 0.05  # how often an open gap is asked for again
     rto: float = 0.2
@@ -152,6 +152,22 @@ class Channel:
     @property
     def pending(self) -> int:
         return len(self._queue)
+
+    @property
+    def window_open(self) -> bool:
+        """The send window has room: queued messages go out at the next send."""
+        return len(self._unacked) < self.resend_limit
+
+    @property
+    def next_rseq(self) -> int:
+        """The rseq of our next new reliable datagram (in our current epoch's stream):
+        a message queued now gets this one or a later one."""
+        return self._rseq + 1
+
+    @property
+    def acked(self) -> int:
+        """The highest rseq of our current stream the peer has acknowledged (cumulative)."""
+        return self._acked
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
         out: list[bytes] = []

@@ -41,6 +41,7 @@ def _text_status(s: dict) -> str:
         f"caches          internal {s['internal_entries']}  external {s['external_entries']} ({s['external_bytes_per_entry']} bytes/entry)",
         f"kernel events   {c['events_rx']} (own ignored {c['events_ignored_own']}, filtered {c['events_filtered']})  overruns {c['overruns']}",
         f"resyncs         requested {c['resyncs_requested']}  sent {c['resyncs_sent']}  received {c['resyncs_received']}  stale dropped {c['stale_dropped']}",
+        *([_push_line(s["table_push"])] if s.get("table_push") else []),
         f"sync link       {s.get('transport', 'unicast')}  datagrams tx {ch['datagrams_tx']} rx {ch['datagrams_rx']}  messages tx {ch['messages_tx']} rx {ch['messages_rx']}",
         f"repairs         retransmits {ch['retransmits']}  nacks tx {ch['nacks_tx']} rx {ch['nacks_rx']}  lost {ch['lost']}  unacked {s['unacked']}",
         f"rejected        auth failures {ch['auth_failures']}  replayed {ch['replayed']}  unconfirmed {ch['unconfirmed']}  malformed {ch['malformed']}"
@@ -57,6 +58,11 @@ def _text_status(s: dict) -> str:
     for cl in s["last_clashes"]:
         lines.append(f"  clash: {cl}")
     return "\n".join(lines) + "\n"
+
+
+def _push_line(p: dict) -> str:
+    dumped = "dump being read" if p["dumped"] is None else f"{p['sent']} of {p['dumped']} entries sent"
+    return f"table push      {p['id']} under way ({p['reason'] or 'starting'}): {dumped}"
 
 
 def ctsyncctl_main(argv: list[str] | None = None) -> int:

@@ -59,6 +59,8 @@ from .replicator import (
 log = logging.getLogger("ctsync")
 #: Kernel events handled per wake-up at most (netlink datagrams read without waiting).
 EVENT_BATCH = 256
+#: A table dump may take this long (decoding 1M entries takes 20-30 s on a busy box).
+DUMP_TIMEOUT = 600.0
 _KINDS = {EventKind.NEW: KIND_NEW, EventKind.UPDATE: KIND_UPDATE, EventKind.DESTROY: KIND_DESTROY}
 
 
@@ -88,6 +90,7 @@ class Daemon:
         self.udp: trio.socket.SocketType | None = None
         self.mcast_rx: trio.socket.SocketType | None = None  # bound to multicast_group
         self.cmd: CtSocket | None = None
+        self.dumper: CtSocket | None = None  # table dumps for pushes: never in the way of a commit
         self.events_sock: CtSocket | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -100,6 +103,7 @@ class Daemon:
         groups = (NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, NFNLGRP_CONNTRACK_DESTROY)
         self.events_sock = CtSocket.open(groups, rcvbuf=self.cfg.netlink_rcvbuf)
         self.cmd = CtSocket.open(rcvbuf=max(4 << 20, self.cfg.netlink_rcvbuf // 4))
+        self.dumper = CtSocket.open(rcvbuf=4 << 20)
         self.rep.own_portids = {self.cmd.portid, self.events_sock.portid}
         self.events_sock.skip_portids = self.rep.own_portids
         self.udp = await self._open_udp()
@@ -130,7 +134,7 @@ class Daemon:
                     break
                 n.cancel_scope.cancel()
                 control.close()
-        for s in (self.events_sock, self.cmd):
+        for s in (self.events_sock, self.cmd, self.dumper):
             s.close()
         self.udp.close()
         if self.mcast_rx is not None:
@@ -258,6 +262,8 @@ class Daemon:
                 await self.wake.wait()
             self.wake = trio.Event()
             now = trio.current_time()
+            if deadline is not None and deadline <= now:
+                await trio.lowlevel.checkpoint()  # due at once (a push feeding): let the others run
             self.rep.handle_timer(now)
             not_ready = self.rep.not_ready(now)
             if not_ready != self.not_ready:
@@ -268,11 +274,10 @@ class Daemon:
                 if isinstance(act, SendDatagrams):
                     await self._send_datagrams(act.datagrams, dest)
                 elif isinstance(act, DumpKernel):
-                    self.rep.begin_table(trio.current_time())  # before the events read during the dump
-                    entries = await self.cmd.dump()
-                    self.rep.send_table(entries, trio.current_time(), act.reason)
-                    log.info("sent our table to the peer (%d entries): %s", len(entries), act.reason)
-                    self.poke()
+                    # BEGIN before the events read during the dump; the dump in its own
+                    # task, so that acks, heartbeats and commits go on meanwhile.
+                    rid = self.rep.begin_table(trio.current_time())
+                    self.nursery.start_soon(self._read_table, rid, act.reason)
                 elif isinstance(act, Inject):
                     await self._inject(act.messages)
                 elif isinstance(act, AgeOut):
@@ -283,6 +288,18 @@ class Daemon:
                 elif isinstance(act, Remove):
                     for t, zone in act.tuples:
                         await self.cmd.request(encode_delete(t, self.cmd.next_seq(), zone))
+
+    async def _read_table(self, rid: int, reason: str) -> None:
+        """Dump our kernel for push ``rid``; the replicator streams it to the peer."""
+        try:
+            entries = await self.dumper.dump(timeout=DUMP_TIMEOUT)
+        except OSError as e:
+            log.warning("table push %d (%s): the dump failed (%s); trying again later", rid, reason, e)
+            self.rep.table_failed(rid, trio.current_time())
+        else:
+            log.info("pushing our table to the peer (%d entries): %s", len(entries), reason)
+            self.rep.send_table(entries, trio.current_time(), reason, rid)
+        self.poke()
 
     async def _send_datagrams(self, datagrams: list[bytes], dest: tuple) -> None:
         # A burst is thousands of datagrams: write them straight to the non-blocking
@@ -463,6 +480,8 @@ class Daemon:
             "counters": asdict(self.rep.counters),
             "channel": asdict(ch.stats),
             "unacked": ch.unacked,
+            "send_queue": ch.pending,
+            "table_push": self.rep.table_push(),
             "commits": self.commits,
             "last_commit": self.last_commit,
             "commit_errors": dict(self.commit_errors),

@@ -338,3 +338,133 @@ def test_a_peer_restarting_with_a_smaller_epoch_resyncs_and_its_old_datagrams_st
     assert cached_keys(a) == {entry_key(entry(100))}  # no ENTRY 101 came back
     assert a.channel.stats.messages_rx - rx <= 2  # b's heartbeats of that second, nothing replayed
     assert a.channel.stats.replayed + a.channel.stats.unconfirmed >= len(old_b)
+
+
+def small_queues(net: Net, queue_limit: int = 500) -> None:
+    """A send queue much smaller than the tables pushed (2^18 messages in production)."""
+    for r in net.n.values():
+        r.channel.queue_limit = queue_limit
+
+
+def test_a_table_larger_than_the_send_queue_is_pushed_whole_and_drops_stale():
+    """A push used to go into the send queue at once: past its limit the queue was
+    dropped with RESYNC_BEGIN in it and another push asked for at once, forever; the
+    backup never became in sync nor dropped its stale entries. The push now streams
+    into the queue as the send window lets it."""
+    net = Net(resend_queue=16)
+    small_queues(net)
+    a, b = net.n["a"], net.n["b"]
+    net.run(0.3)
+    for i in range(100):
+        net.event("a", "new", entry(i))
+    net.run(0.5)
+    assert len(b.cache) == 100
+    # a's kernel changes without events reaching the peer: 50 gone, 5000 more
+    for i in range(50):
+        net.kernel["a"].pop(entry_key(entry(i)))
+    for i in range(1000, 6000):
+        net.kernel["a"][entry_key(entry(i))] = entry(i)
+    b.become_backup(net.now)  # asks for the whole table; not in sync until it is in
+    net.run(10.0)
+    assert b.in_sync and cached_keys(b) == set(net.kernel["a"])
+    assert b.counters.stale_dropped == 50
+    assert a.channel.stats.queue_overflows == 0
+
+
+def _pushing(net: Net, node: str) -> bool:
+    return net.n[node].table_push() is not None
+
+
+def test_events_during_a_streamed_push_win_over_the_dumps_older_view():
+    """begin_table/send_table's promise, kept while the push streams: an entry an event
+    destroys or changes after the dump was read is sent as the event says, not as the
+    dump saw it, and one the event creates is not dropped as stale."""
+    net = Net(resend_queue=16, mtu=576)
+    small_queues(net, 1000)  # the push keeps 250 entries queued at most
+    a, b = net.n["a"], net.n["b"]
+    net.run(0.3)
+    for i in range(3000):
+        net.kernel["a"][entry_key(entry(i))] = entry(i)
+    b.become_backup(net.now)
+    net.run(0.05)
+    assert _pushing(net, "a"), "the push should still be streaming"
+    net.event("a", "destroy", entry(2990))
+    changed = entry(2991, timeout=77)
+    net.event("a", "update", changed)
+    net.event("a", "new", entry(5000))
+    assert _pushing(net, "a")
+    net.run(5.0)
+    assert b.in_sync and cached_keys(b) == set(net.kernel["a"])
+    assert entry_key(entry(2990)) not in b.cache and entry_key(entry(5000)) in b.cache
+    assert parse_message(b.cache.message(entry_key(changed)))[4].timeout == 77
+    assert a.internal == set(net.kernel["a"])
+
+
+def test_a_long_push_is_neither_restarted_by_retries_nor_by_the_refresh_and_a_newer_one_supersedes_it():
+    """A push lasting longer than the peer's retry and our refresh interval: the peer
+    does not ask again while the push makes progress, the periodic refresh waits for it
+    to end, so it completes; an overrun meanwhile starts a newer push that supersedes it."""
+    net = Net(resend_queue=16, mtu=576)
+    small_queues(net, 1000)  # the push keeps 250 entries queued at most
+    a, b = net.n["a"], net.n["b"]
+    b.resync_retry, a.refresh_interval = 0.3, 0.4
+    net.run(0.3)
+    for i in range(3000):
+        net.kernel["a"][entry_key(entry(i))] = entry(i)
+    sent, asked = a.counters.resyncs_sent, b.counters.resyncs_requested
+    b.become_backup(net.now)
+    t0 = net.now
+    while not b.in_sync and net.now < t0 + 10:
+        net.run(0.05)
+    assert b.in_sync and cached_keys(b) == set(net.kernel["a"])
+    assert net.now - t0 > 0.6, "the push was too short to show anything"
+    assert b.counters.resyncs_requested == asked + 1 and a.counters.resyncs_sent == sent + 1
+    # now a newer push supersedes one under way: b is in sync at the end of the newer one
+    a.refresh_interval = 1000.0
+    for i in range(50):
+        net.kernel["a"].pop(entry_key(entry(i)))
+    a.overrun(net.now)
+    net.run(0.1)
+    assert _pushing(net, "a")
+    received = b.counters.resyncs_received
+    for i in range(50, 100):
+        net.kernel["a"].pop(entry_key(entry(i)))
+    a.overrun(net.now)
+    net.run(5.0)
+    assert cached_keys(b) == set(net.kernel["a"]) and b.in_sync
+    assert b.counters.resyncs_received == received + 1  # the first push never ended
+
+
+def _datagrams(actions) -> list[bytes]:
+    return [d for act in actions if isinstance(act, SendDatagrams) for d in act.datagrams]
+
+
+def test_a_request_that_crossed_our_begin_is_answered_by_the_push_under_way_a_later_one_restarts_it():
+    """The peer's request and our BEGIN cross on the wire: the push under way answers it
+    (the peer gets BEGIN after asking), no second push of a large table. A request made
+    after the peer had our BEGIN (it lost track: a gap, a move to backup) gets a new one."""
+    net = Net(resend_queue=16, mtu=576)
+    small_queues(net, 1000)
+    a, b = net.n["a"], net.n["b"]
+    net.run(0.3)
+    for i in range(2000):
+        net.kernel["a"][entry_key(entry(i))] = entry(i)
+    b.become_backup(net.now)
+    request = _datagrams(b.poll(net.now))  # b's request, on its way
+    a.overrun(net.now)
+    [dump] = [act for act in a.poll(net.now) if isinstance(act, DumpKernel)]
+    rid = a.begin_table(net.now)
+    a.send_table(list(net.kernel["a"].values()), net.now, dump.reason, rid)
+    begin = _datagrams(a.poll(net.now))  # a's BEGIN and first entries, on their way
+    for d in request:
+        a.datagram(d, net.now)
+    assert not any(isinstance(act, DumpKernel) for act in a.poll(net.now))  # merged
+    for d in begin:
+        b.datagram(d, net.now)
+    net.run(0.1)
+    assert _pushing(net, "a")
+    sent = a.counters.resyncs_sent
+    b.become_backup(net.now)  # b has had BEGIN: this request needs a push of its own
+    net.run(5.0)
+    assert a.counters.pushes_superseded == 1 and a.counters.resyncs_sent == sent + 1
+    assert b.in_sync and cached_keys(b) == set(net.kernel["a"])
