@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,13 +70,15 @@ def ctsync_table(router: str, socket: str, vrrpd_socket: str | None, mode: str =
 
 
 def start_ctsync(host: Host, mode: str = "commit", vrrpd_socket: str | None = None, group: str | None = "MAIN-GW",
-                 name: str = "ctsync", wait: bool = True, **extra) -> Ctsync:
-    """Start ctsync in a router of the HA pair (only in this lab's namespaces)."""
+                 name: str = "ctsync", wait: bool = True, prefix: Sequence[str] = (), env: dict[str, str] | None = None,
+                 **extra) -> Ctsync:
+    """Start ctsync in a router of the HA pair (only in this lab's namespaces);
+    ``prefix`` runs it through a wrapper (e.g. ``faketime -f -1h``), with ``env``."""
     workdir = Path(host.lab.workdir)
     sock = str(workdir / f"{name}-{host.name}.sock")
     cfg_path = workdir / f"{name}-{host.name}.toml"
     cfg_path.write_text(toml_dump(ctsync_table(host.name, sock, vrrpd_socket, mode, group, **extra)) + "\n")
-    proc = host.start([*ctsync_binary(), "-c", str(cfg_path)], name=name)
+    proc = host.start([*prefix, *ctsync_binary(), "-c", str(cfg_path)], name=name, env=env)
     c = Ctsync(host, proc, cfg_path, sock)
     if wait:
         c.wait(lambda s: True, timeout=10, what="control socket")

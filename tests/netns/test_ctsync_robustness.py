@@ -451,3 +451,40 @@ def test_event_overrun_pushes_the_whole_table(lab):
     table, _ = wait_converged(p.r1, c2, 10, "replica after the burst")
     assert len(table) == len(burst) - 100 + 3
     print(f"test 3 total {time.monotonic() - t_start:.1f}s")
+
+
+# ---- 4. a restart with the clock behind -------------------------------------------------
+
+def test_a_restart_with_the_clock_an_hour_behind_is_not_taken_for_a_replay(lab):
+    """ctsync's epoch used to be its start time: r2's ctsync restarting with its wall
+    clock behind its previous run (no RTC before NTP, a VM snapshot) was refused by r1 as
+    a replay of an older incarnation, for good, and the sync link stayed dead. Epochs are
+    random now: r1 renews its own epoch, accepts the new r2, and both resync."""
+    t_start = time.monotonic()
+    p = build_hapair(lab, ruleset="strict")
+    c1 = start_ctsync(p.r1, "commit", None, group=None)
+    c2 = start_ctsync(p.r2, "commit", None, group=None)
+    c2.wait(lambda s: s["in_sync"] and s["peer_alive"], 10, "in sync with r1")
+    c1.wait(lambda s: s["in_sync"], 10, "in sync with r2")
+    kernel_commit(p.r1, [udp_entry(i) for i in range(200)])
+    kernel_commit(p.r2, [udp_entry(i, src_net="192.168.100.100", dport=5353) for i in range(30)])
+    c2.wait(lambda s: s["external_entries"] == 200, 10, "r1's 200 flows replicated")
+    c1.wait(lambda s: s["external_entries"] == 30, 10, "r2's 30 flows replicated")
+    before = c1.status()
+
+    c2.proc.terminate()
+    c2 = start_ctsync(p.r2, "commit", None, group=None, prefix=("faketime", "-f", "-1h"),
+                      env={"DONT_FAKE_MONOTONIC": "1"})  # the wall clock only, as after a boot without RTC
+    assert abs(c2.status()["started_at"] - (time.time() - 3600)) < 300, "r2's ctsync does not run an hour behind"
+    c2.wait(lambda s: s["in_sync"] and s["peer_alive"] and s["external_entries"] == 200, 15,
+            "the restarted r2 in sync with r1")
+    c1.wait(lambda s: s["peer_alive"] and s["in_sync"]
+            and s["counters"]["resyncs_received"] > before["counters"]["resyncs_received"], 15,
+            "r1 resynced with the restarted r2")
+    after = c1.status()
+    print(f"r1 channel before {before['channel']}\nr1 channel after {after['channel']}")
+    assert after["channel"]["epoch_renewals"] == before["channel"]["epoch_renewals"] + 1, after["channel"]
+    assert after["external_entries"] == 30 and after["channel"]["auth_failures"] == 0, after
+    for cts in (c1, c2):
+        assert cts.proc.alive(), cts.proc.read_log()[-2000:]
+    print(f"test 4 total {time.monotonic() - t_start:.1f}s")
