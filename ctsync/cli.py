@@ -61,8 +61,8 @@ def _text_status(s: dict) -> str:
 
 
 def _push_line(p: dict) -> str:
-    dumped = "dump being read" if p["dumped"] is None else f"{p['sent']} of {p['dumped']} entries sent"
-    return f"table push      {p['id']} under way ({p['reason'] or 'starting'}): {dumped}"
+    more = "" if p["dump_complete"] else " (the dump is still being read)"
+    return f"table push      {p['id']} under way ({p['reason']}): {p['sent']} of {p['dumped']} entries sent{more}"
 
 
 def ctsyncctl_main(argv: list[str] | None = None) -> int:

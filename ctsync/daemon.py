@@ -9,6 +9,7 @@ then do the VIPs and gratuitous ARPs appear. See docs/ctsync.md.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import logging
@@ -59,8 +60,8 @@ from .replicator import (
 log = logging.getLogger("ctsync")
 #: Kernel events handled per wake-up at most (netlink datagrams read without waiting).
 EVENT_BATCH = 256
-#: A table dump may take this long (decoding 1M entries takes 20-30 s on a busy box).
-DUMP_TIMEOUT = 600.0
+#: A table dump is given up when the kernel sends nothing for this long.
+DUMP_IDLE_TIMEOUT = 30.0
 _KINDS = {EventKind.NEW: KIND_NEW, EventKind.UPDATE: KIND_UPDATE, EventKind.DESTROY: KIND_DESTROY}
 
 
@@ -90,7 +91,6 @@ class Daemon:
         self.udp: trio.socket.SocketType | None = None
         self.mcast_rx: trio.socket.SocketType | None = None  # bound to multicast_group
         self.cmd: CtSocket | None = None
-        self.dumper: CtSocket | None = None  # table dumps for pushes: never in the way of a commit
         self.events_sock: CtSocket | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -103,7 +103,6 @@ class Daemon:
         groups = (NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, NFNLGRP_CONNTRACK_DESTROY)
         self.events_sock = CtSocket.open(groups, rcvbuf=self.cfg.netlink_rcvbuf)
         self.cmd = CtSocket.open(rcvbuf=max(4 << 20, self.cfg.netlink_rcvbuf // 4))
-        self.dumper = CtSocket.open(rcvbuf=4 << 20)
         self.rep.own_portids = {self.cmd.portid, self.events_sock.portid}
         self.events_sock.skip_portids = self.rep.own_portids
         self.udp = await self._open_udp()
@@ -134,7 +133,7 @@ class Daemon:
                     break
                 n.cancel_scope.cancel()
                 control.close()
-        for s in (self.events_sock, self.cmd, self.dumper):
+        for s in (self.events_sock, self.cmd):
             s.close()
         self.udp.close()
         if self.mcast_rx is not None:
@@ -276,7 +275,7 @@ class Daemon:
                 elif isinstance(act, DumpKernel):
                     # BEGIN before the events read during the dump; the dump in its own
                     # task, so that acks, heartbeats and commits go on meanwhile.
-                    rid = self.rep.begin_table(trio.current_time())
+                    rid = self.rep.begin_table(trio.current_time(), act.reason)
                     self.nursery.start_soon(self._read_table, rid, act.reason)
                 elif isinstance(act, Inject):
                     await self._inject(act.messages)
@@ -290,15 +289,26 @@ class Daemon:
                         await self.cmd.request(encode_delete(t, self.cmd.next_seq(), zone))
 
     async def _read_table(self, rid: int, reason: str) -> None:
-        """Dump our kernel for push ``rid``; the replicator streams it to the peer."""
+        """Dump our kernel for push ``rid`` into the replicator as it is read (it streams
+        the entries to the peer meanwhile). On a netlink socket of its own: a commit is
+        not held up by the dump of a large table, and closing it ends a dump that a newer
+        push superseded."""
+        n = 0
         try:
-            entries = await self.dumper.dump(timeout=DUMP_TIMEOUT)
+            with CtSocket.open(rcvbuf=4 << 20) as sock:
+                async with contextlib.aclosing(sock.dump_batches(idle_timeout=DUMP_IDLE_TIMEOUT)) as batches:
+                    async for batch in batches:
+                        n += len(batch)
+                        if not self.rep.table_entries(rid, batch, trio.current_time()):
+                            log.info("table push %d (%s) superseded after %d entries read", rid, reason, n)
+                            return
+                        self.poke()
         except OSError as e:
-            log.warning("table push %d (%s): the dump failed (%s); trying again later", rid, reason, e)
+            log.warning("table push %d (%s): the dump failed after %d entries (%s); trying again later", rid, reason, n, e)
             self.rep.table_failed(rid, trio.current_time())
         else:
-            log.info("pushing our table to the peer (%d entries): %s", len(entries), reason)
-            self.rep.send_table(entries, trio.current_time(), reason, rid)
+            log.info("pushing our table to the peer (%d entries): %s", n, reason)
+            self.rep.table_done(rid, trio.current_time())
         self.poke()
 
     async def _send_datagrams(self, datagrams: list[bytes], dest: tuple) -> None:

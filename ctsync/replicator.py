@@ -4,15 +4,17 @@ kernel; failover -> commit. Time is an argument; the driver (daemon.py) does the
 Inputs (read the actions with `poll(now)`):
     kernel_event(kind, entry, portid, now)   an event of our own kernel
     overrun(now)                             the event socket lost events (ENOBUFS)
-    begin_table(now) -> push id              on DumpKernel, before the dump is read
-    send_table(entries, now, reason, rid)    the dump of our kernel, once read
+    begin_table(now, reason) -> push id      on DumpKernel, before the dump is read
+    table_entries(rid, entries, now) -> bool part of the dump, as read (False: superseded, stop)
+    table_done(rid, now)                     the dump is complete
+    send_table(entries, now, reason)         the three at once (a dump read whole)
     table_failed(rid, now)                   the dump could not be read
     datagram(data, now)                      a datagram from the sync link
     become_master(now, reason) / become_backup(now)   the VRRP sync group moved
     handle_timer(now)                        at next_deadline()
 Actions (all of them through ``poll(now)``):
     SendDatagrams(list[bytes])               to the peer
-    DumpKernel(reason)                       begin_table, dump our table, send_table
+    DumpKernel(reason)                       begin_table, dump our table into table_entries
     Commit(messages, reason)                 write the external cache into the kernel (commit
                                              mode; in inject mode messages is None: the kernel
                                              has the replica already)
@@ -38,6 +40,7 @@ size gets through a bounded queue while events keep flowing between its entries.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -60,6 +63,11 @@ STALL_GRACE = 1.0
 #: Entries of a table push kept in the send queue at most (topped up as the window drains
 #: it): enough to fill the window between two polls, a small share of the queue's limit.
 PUSH_QUEUE = 4096
+#: A request being answered (the push's BEGIN arrived) is asked again only after this long
+#: without anything of the push: its end, a newer push, a gap or the peer's restart all
+#: come through the stream anyway; this is a safety net, not the way a push is repaired
+#: (repeating the request restarts the push, and a large one would never end).
+PUSH_SILENCE = 60.0
 
 
 @dataclass(frozen=True)
@@ -146,15 +154,17 @@ STRATEGIES = {Mode.COMMIT: CommitMode(), Mode.INJECT: InjectMode()}
 
 @dataclass
 class _Push:
-    """A table push under way: RESYNC_BEGIN is in the stream; the dump, once read, is
-    fed to the channel from ``pos`` on; RESYNC_END follows the last entry."""
+    """A table push under way: RESYNC_BEGIN is in the stream; the dump's entries wait in
+    ``pending`` as they are read, are fed to the channel from there, and RESYNC_END
+    follows the last one once the dump is complete."""
     rid: int
     epoch: int  # our channel's epoch when BEGIN was queued (its stream)
     floor: int  # ... and its next rseq then: BEGIN's rseq is at least this
-    touched: set[bytes] = field(default_factory=set)  # keys with events since BEGIN: newer than the dump
-    entries: list[Entry | None] | None = None
     reason: str = ""
-    pos: int = 0
+    touched: set[bytes] = field(default_factory=set)  # keys with events since BEGIN: newer than the dump
+    pending: deque[Entry] = field(default_factory=deque)  # read, not sent yet
+    dumped: int = 0  # entries read so far
+    complete: bool = False  # the dump is read to its end
     keys: set[bytes] = field(default_factory=set)  # keys of the entries sent
 
 
@@ -236,7 +246,7 @@ class Replicator:
         ds = [t for t in (self._hb_at, self._expire_at, self._refresh_at, self._feed_at, self.channel.next_deadline())
               if t is not None]
         if self._resync_asked_at is not None:
-            ds.append(self._resync_asked_at + self.resync_retry)
+            ds.append(self._resync_asked_at + self._retry_after())
         return min(ds) if ds else None
 
     # ---- inputs -------------------------------------------------------------------------
@@ -271,9 +281,9 @@ class Replicator:
         self.counters.overruns += 1
         self._dump("event overrun")
 
-    def begin_table(self, now: float) -> int:
+    def begin_table(self, now: float, reason: str = "") -> int:
         """Our kernel dump starts (call it before dumping); returns the push id to give
-        `send_table`. RESYNC_BEGIN goes into the stream now, so that the events read
+        `table_entries`. RESYNC_BEGIN goes into the stream now, so that the events read
         while the dump runs, and while the push streams, follow it. The peer then counts
         the entries they announce as part of the push (an entry created meanwhile and
         missing from the dump is not dropped as stale), and the push leaves out the
@@ -284,21 +294,32 @@ class Replicator:
         if self._push is not None:
             self.counters.pushes_superseded += 1
         self._resync_id = (self._resync_id + 1) & 0xFFFFFFFF
-        self._push = _Push(self._resync_id, self.channel.epoch, self.channel.next_rseq)
+        self._push = _Push(self._resync_id, self.channel.epoch, self.channel.next_rseq, reason)
         self.channel.send(Message(MsgType.RESYNC_BEGIN, _RID.pack(self._resync_id)), now)
         return self._resync_id
 
-    def send_table(self, entries: list[Entry], now: float, reason: str, rid: int | None = None) -> None:
-        """The dump of push ``rid`` (None: begin one now; no events in between, the dump
-        is exact). It streams from here on; ignored if a newer push began meanwhile.
-        The list is ours from now on (emptied as it is sent)."""
-        if rid is None:
-            rid = self.begin_table(now)
+    def table_entries(self, rid: int, entries: list[Entry], now: float) -> bool:
+        """Entries of push ``rid``'s dump, as they are read; they stream from the next
+        poll on. False if a newer push began meanwhile: stop reading that dump."""
         p = self._push
-        if p is None or p.rid != rid or p.entries is not None:
-            return  # superseded while the dump was read
-        p.entries, p.reason = entries, reason
-        self._feed(now)
+        if p is None or p.rid != rid or p.complete:
+            return False
+        p.pending.extend(entries)
+        p.dumped += len(entries)
+        return True
+
+    def table_done(self, rid: int, now: float) -> None:
+        """The dump of push ``rid`` is complete: RESYNC_END follows its last entry."""
+        p = self._push
+        if p is not None and p.rid == rid:
+            p.complete = True
+            self._feed(now)
+
+    def send_table(self, entries: list[Entry], now: float, reason: str) -> None:
+        """A push of a dump read whole, begun now (no events in between: it is exact)."""
+        rid = self.begin_table(now, reason)
+        self.table_entries(rid, entries, now)
+        self.table_done(rid, now)
 
     def table_failed(self, rid: int, now: float) -> None:
         """The dump of push ``rid`` could not be read: drop the push (its BEGIN stays
@@ -308,13 +329,12 @@ class Replicator:
             self._refresh_at = now + self.resync_retry
 
     def table_push(self) -> dict | None:
-        """The push under way, for the status: id, reason, entries sent so far and in
-        the dump (None while it is read)."""
+        """The push under way, for the status: id, reason, entries sent so far, read
+        from the kernel so far, and whether the dump is complete."""
         p = self._push
         if p is None:
             return None
-        return {"id": p.rid, "reason": p.reason, "sent": len(p.keys),
-                "dumped": None if p.entries is None else len(p.entries)}
+        return {"id": p.rid, "reason": p.reason, "sent": len(p.keys), "dumped": p.dumped, "dump_complete": p.complete}
 
     def request_resync(self, now: float, why: str) -> None:
         self.counters.resyncs_requested += 1
@@ -369,7 +389,7 @@ class Replicator:
         if self._refresh_at is not None and now >= self._refresh_at:
             self._dump("periodic refresh", periodic=True)
             self._refresh_at = now + self.refresh_interval
-        if self._resync_asked_at is not None and now >= self._resync_asked_at + self.resync_retry:
+        if self._resync_asked_at is not None and now >= self._resync_asked_at + self._retry_after():
             if self.channel.peer_alive(now):
                 self.request_resync(now, "no answer to the last request")
             else:
@@ -413,26 +433,27 @@ class Replicator:
         self._dump_pending = True
         self._actions.append(DumpKernel(reason))
 
+    def _retry_after(self) -> float:
+        return max(self.resync_retry, PUSH_SILENCE) if self._incoming else self.resync_retry
+
     def _push_queue(self) -> int:
         return max(1, min(PUSH_QUEUE, self.channel.queue_limit // 4))
 
     def _can_feed(self) -> bool:
         p = self._push
-        return (p is not None and p.entries is not None and self.channel.window_open
+        return (p is not None and bool(p.pending) and self.channel.window_open
                 and self.channel.pending < self._push_queue())
 
     def _feed(self, now: float) -> None:
         """Top the send queue up with the push's next entries (PUSH_QUEUE messages in it
         at most, and a quarter of its limit), and end the push after the last one."""
         p = self._push
-        if p is None or p.entries is None:
+        if p is None:
             return
         room = self._push_queue() - self.channel.pending
-        entries, i, n = p.entries, p.pos, len(p.entries)
-        while room > 0 and i < n:
-            e = entries[i]
-            entries[i] = None  # sent: let it go (a dump of 1M entries holds ~500 MB)
-            i += 1
+        pending = p.pending
+        while room > 0 and pending:
+            e = pending.popleft()
             if self._filtered(e):
                 continue
             k = entry_key(e)
@@ -441,8 +462,7 @@ class Replicator:
             p.keys.add(k)
             self._send_entry(e, now)
             room -= 1
-        p.pos = i
-        if i >= n:
+        if p.complete and not pending:
             self.channel.send(Message(MsgType.RESYNC_END, _END.pack(p.rid, len(p.keys))), now)
             self.internal = p.keys | (self.internal & p.touched)
             self.counters.resyncs_sent += 1

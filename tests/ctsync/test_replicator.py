@@ -33,6 +33,8 @@ class Net:
 
     def __init__(self, loss=0.0, seed=1, epochs=(1, 2), **kw):
         self.kw = kw
+        self.manual_dumps = False  # True: DumpKernel only begins the push; the test feeds the dump
+        self.dumps: list[int] = []  # push ids begun that way
         self.n = {"a": Replicator(cfg("172.16.0.1", "172.16.0.2", **kw), epoch=epochs[0]),
                   "b": Replicator(cfg("172.16.0.2", "172.16.0.1", **kw), epoch=epochs[1])}
         self.kernel = {"a": {}, "b": {}}
@@ -65,6 +67,8 @@ class Net:
                         for d in act.datagrams:
                             if self.rng.random() >= self.loss and not (drop and drop(name, d)):
                                 other.datagram(d, self.now)
+                    elif isinstance(act, DumpKernel) and self.manual_dumps:
+                        self.dumps.append(r.begin_table(self.now, act.reason))
                     elif isinstance(act, DumpKernel):
                         r.send_table(list(self.kernel[name].values()), self.now, act.reason)
                     elif isinstance(act, Inject):
@@ -453,8 +457,9 @@ def test_a_request_that_crossed_our_begin_is_answered_by_the_push_under_way_a_la
     request = _datagrams(b.poll(net.now))  # b's request, on its way
     a.overrun(net.now)
     [dump] = [act for act in a.poll(net.now) if isinstance(act, DumpKernel)]
-    rid = a.begin_table(net.now)
-    a.send_table(list(net.kernel["a"].values()), net.now, dump.reason, rid)
+    rid = a.begin_table(net.now, dump.reason)
+    assert a.table_entries(rid, list(net.kernel["a"].values()), net.now)
+    a.table_done(rid, net.now)
     begin = _datagrams(a.poll(net.now))  # a's BEGIN and first entries, on their way
     for d in request:
         a.datagram(d, net.now)
@@ -468,3 +473,30 @@ def test_a_request_that_crossed_our_begin_is_answered_by_the_push_under_way_a_la
     net.run(5.0)
     assert a.counters.pushes_superseded == 1 and a.counters.resyncs_sent == sent + 1
     assert b.in_sync and cached_keys(b) == set(net.kernel["a"])
+
+
+def test_a_dump_read_slowly_in_parts_is_streamed_and_not_restarted_by_the_peer():
+    """The kernel's dump of a large table takes a while (1M entries: 20-30 s to decode)
+    and may stall on a busy box. The peer has our BEGIN and waits: it does not ask again
+    after its 5 s retry (which would restart the push, and a large one would never end),
+    and the entries stream as the dump is read."""
+    net = Net()
+    a, b = net.n["a"], net.n["b"]
+    net.run(0.5)
+    entries = [entry(i) for i in range(3000)]
+    for e in entries:
+        net.kernel["a"][entry_key(e)] = e
+    net.manual_dumps = True
+    b.become_backup(net.now)
+    net.run(0.1)
+    [rid] = net.dumps
+    net.run(12.0, step=0.05)  # the dump stalls: nothing but BEGIN for 12 s
+    for k in range(0, 3000, 300):
+        assert a.table_entries(rid, entries[k:k + 300], net.now)
+        net.run(1.0, step=0.05)
+        assert len(b.cache) == k + 300  # streamed as read
+    a.table_done(rid, net.now)
+    net.run(1.0)
+    assert b.in_sync and cached_keys(b) == set(net.kernel["a"])
+    assert a.counters.pushes_superseded == 0 and b.counters.resyncs_requested == 2  # start, backup
+    assert net.dumps == [rid]

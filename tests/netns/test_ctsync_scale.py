@@ -65,6 +65,30 @@ def conntrack_room(p, n: int):
         CT_MAX.write_text(old)
 
 
+def wait_in_sync(c1, c2, n: int, budget: float) -> int:
+    """Until r2 is in sync with all ``n`` of r1's entries (progress printed every 10 s;
+    a failure shows both statuses and logs). Returns the largest send queue seen at r1."""
+    t0 = last_print = time.monotonic()
+    peak = 0
+    s1 = s2 = {}
+    while time.monotonic() < t0 + budget:
+        try:
+            s1, s2 = c1.status(), c2.status()
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.5)
+            continue
+        peak = max(peak, s1["send_queue"])
+        if s2["in_sync"] and s2["external_entries"] >= n:
+            return peak
+        if time.monotonic() - last_print >= 10:
+            last_print = time.monotonic()
+            print(f"  {last_print - t0:5.0f}s: r2 holds {s2['external_entries']}, in sync {s2['in_sync']}; "
+                  f"r1 push {s1['table_push']}, send queue {s1['send_queue']}, unacked {s1['unacked']}", flush=True)
+        time.sleep(0.5)
+    raise AssertionError(f"r2 not in sync with r1's {n} entries after {budget}s\nr1 {s1}\nr2 {s2}\n"
+                         f"r1 log {c1.proc.read_log()[-3000:]}\nr2 log {c2.proc.read_log()[-3000:]}")
+
+
 def push_whole_table(lab, n: int, sync_budget: float, commit_budget: float, **ctsync_extra) -> dict:
     p = build_hapair(lab, ruleset="strict")
     with conntrack_room(p, n):
@@ -81,14 +105,7 @@ def _push_whole_table(p, n: int, sync_budget: float, commit_budget: float, **cts
     c1 = start_ctsync(p.r1, "commit", None, group=None, **ctsync_extra)
     t1 = time.monotonic()
     c2 = start_ctsync(p.r2, "commit", None, group=None, **ctsync_extra)  # a fresh backup
-    peak_queue = 0
-
-    def synced(s):
-        nonlocal peak_queue
-        peak_queue = max(peak_queue, c1.status()["send_queue"])
-        return s["in_sync"] and s["external_entries"] >= n
-
-    c2.wait(synced, sync_budget, f"in sync with r1's {n} entries")
+    peak_queue = wait_in_sync(c1, c2, n, sync_budget)
     sync_s = time.monotonic() - t1
     s1, s2 = c1.status(), c2.status()
     assert s2["external_entries"] == n, s2["external_entries"]
