@@ -876,7 +876,7 @@ static PyObject *batch_events(PyObject *module, PyObject *args, PyObject *kwds)
         /* struct nlmsghdr: len u32, type u16, flags u16, seq u32, portid u32 (host order) */
         uint32_t nlen = host32(b + off), seq = host32(b + off + 8), pid = host32(b + off + 12);
         uint16_t type = host16(b + off + 4), flags = host16(b + off + 6);
-        if (nlen < 16 || off + (Py_ssize_t)nlen > n) {
+        if (nlen < 16 || (uint64_t)nlen > (uint64_t)(n - off)) {  /* no overflow with 32-bit sizes */
             if (append_reason(errors, "bad_msg_len") < 0)  /* nothing after it can be trusted */
                 goto out;
             framing_ok = 0;
@@ -956,11 +956,12 @@ static PyObject *batch_key_and_timeout(PyObject *module, PyObject *arg)
         codec_error("truncated", "nlmsghdr");
         goto out;
     }
-    Py_ssize_t nlen = host32(b);
-    if (nlen < 20 || nlen > n) {
+    uint32_t len32 = host32(b);
+    if (len32 < 20 || (uint64_t)len32 > (uint64_t)n) {
         codec_error("bad_msg_len", "nlmsg_len");
         goto out;
     }
+    Py_ssize_t nlen = (Py_ssize_t)len32;
     if (host16(b + 4) != CT_NEW) {
         codec_error("not_ct_new", "message type");
         goto out;

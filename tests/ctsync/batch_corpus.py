@@ -250,7 +250,10 @@ def random_message(r: random.Random) -> bytes:
         raw = bytearray(encode_new(e, r.getrandbits(32)))
         struct.pack_into("=I", raw, 12, portid)
         return bytes(raw)
-    return kernel_msg(e, what, r.getrandbits(32) if what == DUMP else 0, portid, nested=r.random() < 0.85)
+    msg = kernel_msg(e, what, r.getrandbits(32) if what == DUMP else 0, portid, nested=r.random() < 0.85)
+    if r.random() < 0.1:  # flags the kernel does not send: only NLM_F_CREATE decides NEW or UPDATE
+        msg = msg[:6] + struct.pack("=H", r.getrandbits(16)) + msg[8:]
+    return msg
 
 
 def random_datagram(r: random.Random) -> bytes:

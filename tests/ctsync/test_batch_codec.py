@@ -38,7 +38,20 @@ from batch_corpus import (
 
 FORCED_PYTHON = os.environ.get(batch.ENV, "").strip().lower() == "python"
 needs_c = pytest.mark.skipif(FORCED_PYTHON, reason=f"{batch.ENV}=python: the C codec is not used on purpose")
-CX = None if FORCED_PYTHON else batch.load_c()  # ImportError here = the build is broken: fail
+CX, CX_MISSING = None, f"{batch.ENV}=python"  # the reference alone, even if the extension is there
+if not FORCED_PYTHON:
+    try:
+        CX, CX_MISSING = batch.load_c(), None
+    except ImportError as e:
+        CX_MISSING = str(e)
+
+
+@pytest.fixture(autouse=True)
+def _c_must_be_built():
+    """Every test here fails, saying why, if the extension did not build: a broken build must
+    not pass as the Python fallback (HAPAIR_CODEC=python is how to ask for that)."""
+    if CX is None and not FORCED_PYTHON:
+        pytest.fail(f"the C codec is not usable: {CX_MISSING}", pytrace=False)
 
 A = ipaddress.ip_address
 V4, V6 = C.AF_INET, C.AF_INET6
@@ -143,7 +156,10 @@ def messages(draw):
         raw = bytearray(encode_new(e, draw(_u32)))
         struct.pack_into("=I", raw, 12, portid)
         return bytes(raw)
-    return kernel_msg(e, what, draw(_u32) if what == DUMP else 0, portid, nested=draw(st.integers(0, 5)) > 0)
+    msg = kernel_msg(e, what, draw(_u32) if what == DUMP else 0, portid, nested=draw(st.integers(0, 5)) > 0)
+    if draw(st.integers(0, 9)) == 0:  # flags the kernel does not send: only NLM_F_CREATE decides NEW or UPDATE
+        msg = msg[:6] + struct.pack("=H", draw(_u16)) + msg[8:]
+    return msg
 
 
 datagrams = st.lists(messages(), min_size=1, max_size=6).map(b"".join)
@@ -217,6 +233,10 @@ def test_reference_records_are_the_codec_composed():
     assert (skipped, filtered, errors) == (1, 0, [])
     assert other == [(len(buf) - 20, C.NLMSG_DONE, C.NLM_F_MULTI, 1, 0)]
     assert parse_message(buf, other[0][0])[0] == C.NLMSG_DONE
+    # NEW or UPDATE is NLM_F_CREATE alone (ctnetlink/socket.py); the kernel always adds EXCL to it
+    for flags, kind in ((C.NLM_F_CREATE, P.KIND_NEW), (C.NLM_F_EXCL, P.KIND_UPDATE), (0xFFFF, P.KIND_NEW)):
+        msg = kernel_msg(e6, NEW)
+        assert events_both(msg[:6] + struct.pack("=H", flags) + msg[8:])[0][0][0] == kind
     # the backup's view of what the master sends
     assert key_and_timeout_both(commit4) == (entry_key(e4), 100)
     assert key_and_timeout_both(commit6) == (entry_key(e6), 30)
