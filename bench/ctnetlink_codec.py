@@ -25,7 +25,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ctnetlink import constants as C  # noqa: E402
 from ctnetlink.codec import (  # noqa: E402
-    Entry, Tuple, encode_new, iter_messages, parse_message,
+    Entry,
+    Tuple,
+    encode_new,
+    iter_messages,
+    parse_message,
 )
 
 A = ipaddress.ip_address

@@ -118,7 +118,7 @@ def failover_table(per_stack: dict, phases=("failover", "failback"), key_n: bool
             if rows.get("ours") and rows.get("theirs"):
                 rc = [ratio(_get(rows["ours"], *p), _get(rows["theirs"], *p)) if r else ""
                       for _, p, _f, r in FAILOVER_COLS]
-                lines.append(f"| | | ours/theirs | " + " | ".join(rc) + " |")
+                lines.append("| | | ours/theirs | " + " | ".join(rc) + " |")
     return "\n".join(lines)
 
 
@@ -260,9 +260,9 @@ def render_markdown(results: dict) -> str:
                 "priority 200 master, priority 100 backup, advert interval 1 s:", "", takeover_table(results)]
     if results.get("failover"):
         out += ["", "### 2. Stateful NAT failover and failback", "",
-                f"N TCP connections (a message every 50 ms each; every 200 ms with 1000) and one UDP flow (every 20 ms); hard failure of "
-                f"r1, then (new connections) r1 returns and preempts.  Router counters on the new master "
-                f"(ICMP: errors the router itself sent to the client or server):", "",
+                "N TCP connections (a message every 50 ms each; every 200 ms with 1000) and one UDP flow (every 20 ms); hard failure of "
+                "r1, then (new connections) r1 returns and preempts.  Router counters on the new master "
+                "(ICMP: errors the router itself sent to the client or server):", "",
                 failover_table(results["failover"])]
     if results.get("race"):
         out += ["", "### 3. The takeover race", "",
@@ -294,6 +294,13 @@ def render_markdown(results: dict) -> str:
             "",
             idle_table(results),
         ]
+    if results.get("cli"):
+        from .cli import cli_table
+
+        out += ["", "### 8. Start-up of the command-line tools", "",
+                "Each command as a fresh process against a vrrpd and a ctsync in the lab (fork, exec, interpreter, "
+                "imports, one request on the control socket); `python -c pass` is the interpreter alone:", "",
+                cli_table(results["cli"])]
     # Figures re-run on their own (python -m bench --figures ... --out X.json, then merged
     # into the main JSON by bench.merge) say so under the tables.
     reruns = list(m.get("reruns") or [])

@@ -1,6 +1,7 @@
-"""ctsync's control socket: JSON lines, like vrrpd's (one request, one reply).
+"""ctsync's control socket: JSON lines (hacommon.control), one request, one reply.
 
-Requests: {"cmd": "status"} | {"cmd": "commit"} (blocks until the commit is done) |
+Requests: {"cmd": "status"} | {"cmd": "metrics"} (Prometheus text, ctsync/metrics.py) |
+{"cmd": "commit"} (blocks until the commit is done, at most commit_timeout) |
 {"cmd": "flush"} (empty the external cache) | {"cmd": "resync"} (act as backup: ask the
 peer for its whole table) | {"cmd": "dump"} (the external cache, one entry per item) |
 {"cmd": "flush-uplink", "address": "198.51.100.2", "proto": "udp", "dport": 5060} (delete
@@ -9,16 +10,20 @@ the kernel's conntrack entries source-NATed to that address: see docs/uplinks.md
 
 from __future__ import annotations
 
-import json
 import logging
-import socket
 
 import trio
 
-from vrrpd.control import UnixControlServer
-
 from ctnetlink.codec import CodecError, Entry, parse_message
 from ctnetlink.flush import PROTOS, flush_nat_address
+from hacommon.control import (
+    BadRequest,
+    LineReader,
+    LineTooLong,
+    UnixControlServer,
+    parse_json_object,
+    send_json,
+)
 
 log = logging.getLogger("ctsync")
 
@@ -34,24 +39,29 @@ class ControlServer(UnixControlServer):
     async def _serve(self, stream: trio.SocketStream) -> None:
         async with stream:
             try:
-                buf = b""
-                while b"\n" not in buf:
-                    chunk = await stream.receive_some(4096)
-                    if not chunk:
-                        break
-                    buf += chunk
                 try:
-                    req = json.loads(buf.split(b"\n", 1)[0] or b"{}")
-                    cmd = req.get("cmd") if isinstance(req, dict) else None
-                except ValueError:
-                    cmd = None
+                    line = await LineReader(stream).next_line()
+                    req = parse_json_object(line or b"{}")
+                    cmd = req.get("cmd")
+                except LineTooLong as e:
+                    await send_json(stream, {"ok": False, "error": f"request too long: {e}"})
+                    return
+                except BadRequest:
+                    req, cmd = {}, None
                 d = self.daemon
                 if cmd == "status":
                     reply = {"ok": True, "status": {**d.status(), "uplink_flush": self.uplink_flush}}
                 elif cmd == "flush-uplink":
                     reply = await _flush_uplink(self, req)
                 elif cmd == "commit":
-                    reply = {"ok": True, "commit": await d.commit("ctsyncctl commit")}
+                    c = await d.commit("ctsyncctl commit")
+                    reply = ({"ok": False, "commit": c, "error": f"commit not done after commit_timeout "
+                              f"({d.cfg.commit_timeout:g}s); it goes on: see ctsyncctl status"}
+                             if c.get("timed_out") else {"ok": True, "commit": c})
+                elif cmd == "metrics":
+                    from .metrics import render
+
+                    reply = {"ok": True, "text": render(d.metrics_registry())}
                 elif cmd == "flush":
                     n = len(d.rep.cache)
                     d.rep.cache.clear()
@@ -70,8 +80,8 @@ class ControlServer(UnixControlServer):
                             entries.append(_entry_json(e))
                     reply = {"ok": True, "entries": entries}
                 else:
-                    reply = {"ok": False, "error": "unknown request; try status, commit, flush, resync, dump, flush-uplink"}
-                await stream.send_all(json.dumps(reply, default=str).encode() + b"\n")
+                    reply = {"ok": False, "error": "unknown request; try status, metrics, commit, flush, resync, dump, flush-uplink"}
+                await send_json(stream, reply)
             except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
                 pass
 
@@ -121,15 +131,3 @@ def _entry_json(e: Entry) -> dict:
     if e.nat_dst:
         d["dnat"] = f"{e.nat_dst[0]}:{e.nat_dst[1]}"
     return d
-
-
-def request(path: str, cmd: str, timeout: float | None = 30.0, **params) -> dict:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(path)
-        s.sendall(json.dumps({"cmd": cmd, **params}).encode() + b"\n")
-        f = s.makefile("rb")
-        return json.loads(f.readline() or b"{}")
-    finally:
-        s.close()

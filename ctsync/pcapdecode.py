@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ctnetlink.codec import CodecError, parse_message
+
 from .channel import PROBE
 from .wire import _HDR, _RANGE, _TLV, HEADER_LEN, MAC_LEN, MAGIC, MsgType
 

@@ -6,15 +6,22 @@ Inputs (each returns nothing; read the actions with `poll(now)`):
     overrun(now)                             the event socket lost events (ENOBUFS)
     send_table(entries, now, reason)         a dump of our kernel, after DumpKernel
     datagram(data, now)                      a datagram from the sync link
-    become_master(now) / become_backup(now)  the VRRP sync group moved
+    become_master(now, reason) / become_backup(now)   the VRRP sync group moved
+    prepare_master(now, reason)              the group is about to preempt a live master:
+                                             commit while still backup (make-before-break)
     handle_timer(now)                        at next_deadline()
-Actions:
+Actions (all of them through ``poll(now)``):
     SendDatagrams(list[bytes])               to the peer
     DumpKernel(reason)                       dump our table and call send_table
-    Commit(messages)                         write the external cache into the kernel
+    Commit(messages, reason)                 write the external cache into the kernel (commit
+                                             mode; in inject mode messages is None: the kernel
+                                             has the replica already)
     Inject(messages) / Remove(tuples)        write peer entries into our kernel (inject mode)
     AgeOut(keys, timeout)                    a new backup: shorten our kernel entries that the
                                              new master's table holds (commit mode)
+
+Commit and inject mode differ only in what the replica does on arrival and on becoming
+master: one strategy object each (CommitMode, InjectMode), chosen once from the config.
 
 Both nodes always send their own kernel's events (so a failback finds the state where
 it went); events caused by our own commits carry our netlink portid and are ignored.
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from ctnetlink.codec import CodecError, Entry, Tuple, encode_new, key_and_timeout
 from ctnetlink.constants import NLM_F_CREATE, NLM_F_EXCL
@@ -35,7 +43,7 @@ from ctnetlink.key import entry_key, tuple_from_key
 
 from .cache import ExternalCache
 from .channel import Channel
-from .config import CtsyncConfig
+from .config import CtsyncConfig, Mode
 from .wire import Message, MsgType
 
 _HB = struct.Struct("!BBI")  # role (0 backup, 1 master), ready, external cache size
@@ -70,8 +78,10 @@ class DumpKernel:
 
 @dataclass(frozen=True)
 class Commit:
-    messages: list[bytes]
+    messages: list[bytes] | None  # None: nothing to write (inject mode: the kernel has it all)
     reason: str
+    prepare: bool = False  # made while still backup, before a preemption (call prepare_committed)
+    prepared: bool = False  # nothing to write: a preparation wrote it all before we became master
 
 
 @dataclass(frozen=True)
@@ -84,7 +94,65 @@ class Remove:
     tuples: list[tuple[Tuple, int]]  # (original tuple, zone)
 
 
-Action = SendDatagrams | DumpKernel | Commit | Inject | Remove
+Action = SendDatagrams | DumpKernel | Commit | Inject | Remove | AgeOut
+
+
+class Role(StrEnum):
+    MASTER = "master"
+    BACKUP = "backup"
+
+
+class Preparation(StrEnum):
+    """Make-before-break: a backup about to preempt commits the replica while the master
+    still forwards (COMMITTING), then writes what arrives next straight into the kernel
+    (INJECTING) until it is master; becoming master then has nothing left to write."""
+
+    COMMITTING = "committing"
+    INJECTING = "injecting"
+
+
+class CommitMode:
+    """The replica waits in the external cache; becoming master writes all of it."""
+
+    def on_entry(self, body: bytes) -> list[Action]:
+        return []
+
+    def on_removed(self, keys: list[bytes]) -> list[Action]:
+        return []
+
+    def on_master(self, cache: ExternalCache, reason: str) -> Commit:
+        return Commit(cache.messages(), reason)
+
+    def on_prepare(self, cache: ExternalCache, reason: str) -> Commit:
+        return Commit(cache.messages(), reason, prepare=True)
+
+    def age_out_tables(self, cfg: CtsyncConfig) -> int:
+        """Complete tables from the new master to shorten our own entries against (conntrackd -t)."""
+        return 2 if cfg.backup_purge_timeout > 0 else 0
+
+
+class InjectMode:
+    """Every replicated entry goes into our kernel as it arrives, and leaves it with the
+    peer's; becoming master has nothing left to write."""
+
+    def on_entry(self, body: bytes) -> list[Action]:
+        return [Inject([body])]
+
+    def on_removed(self, keys: list[bytes]) -> list[Action]:
+        return [Remove([tuple_from_key(k) for k in keys])]
+
+    def on_master(self, cache: ExternalCache, reason: str) -> Commit:
+        return Commit(None, reason)
+
+    def on_prepare(self, cache: ExternalCache, reason: str) -> Commit:
+        return Commit(None, reason, prepare=True)  # the kernel has it all already
+
+    def age_out_tables(self, cfg: CtsyncConfig) -> int:
+        return 0  # our kernel holding the peer's entries is the point: leave them
+
+
+STRATEGIES = {Mode.COMMIT: CommitMode(), Mode.INJECT: InjectMode()}
+_INJECT = STRATEGIES[Mode.INJECT]
 
 
 @dataclass
@@ -101,13 +169,14 @@ class Counters:
     bad_entries: int = 0
     stale_dropped: int = 0
     aged_out_requests: int = 0
+    preparations: int = 0  # make-before-break commits while backup, before a preemption
 
 
 @dataclass
 class Replicator:
     cfg: CtsyncConfig
     epoch: int
-    role: str = "backup"
+    role: Role = Role.BACKUP
     refresh_interval: float = 30.0
     resync_retry: float = 5.0
     counters: Counters = field(default_factory=Counters)
@@ -116,9 +185,12 @@ class Replicator:
         self.channel = Channel(self.cfg.node_id, self.epoch, self.cfg.key, mtu=self.cfg.mtu,
                                resend_limit=self.cfg.resend_queue, peer_timeout=self.cfg.peer_timeout)
         self.cache = ExternalCache()
+        self.strategy = STRATEGIES[Mode(self.cfg.mode)]
+        self.preparation: Preparation | None = None
+        self._arrived_while_preparing: set[bytes] = set()
         self.internal: set[bytes] = set()  # keys of our own kernel's replicated entries
         self.own_portids: set[int] = set()
-        self.peer_role: str | None = None
+        self.peer_role: Role | None = None
         self.peer_ready = False
         self.in_sync = False
         self._actions: list[Action] = []
@@ -150,7 +222,7 @@ class Replicator:
         is silent (after `peer_timeout` from the start, so that a peer that has not
         answered yet counts as there): nothing will complete its table, and it may be
         the only box left to take over."""
-        if self.role == "master" or self.ready(now):
+        if self.role == Role.MASTER or self.ready(now):
             return False
         if self.channel.peer_alive(now):
             return True
@@ -238,14 +310,52 @@ class Replicator:
             self.in_sync = False
             self.request_resync(now, "gap in the sync stream")
 
-    def become_master(self, now: float) -> Commit | None:
-        """The group goes master: returns the commit to run before the VIPs move."""
-        self.role = "master"
+    def become_master(self, now: float, reason: str = "became master") -> None:
+        """The group goes master: the Commit to run before the VIPs move comes out of
+        poll() next."""
+        self.role = Role.MASTER
         self._hb_at = now  # tell the peer at once
         self._age_out_tables = 0
-        if self.cfg.mode == "commit":
-            return Commit(self.cache.messages(), "became master")
-        return None
+        if self.preparation is Preparation.INJECTING:
+            self._actions.append(Commit(None, reason, prepared=True))  # the kernel has it all already
+        else:
+            self._actions.append(self.strategy.on_master(self.cache, reason))
+        self.preparation = None
+        self._arrived_while_preparing.clear()
+
+    def prepare_master(self, now: float, reason: str) -> None:
+        """The group is about to preempt a live lower-priority master: write the replica
+        into our kernel now, while still backup (the Commit, with prepare set, comes out of
+        poll()); entries arriving meanwhile are noted and written once it is done
+        (prepare_committed), then every new one at once, until we are master."""
+        if self.role == Role.MASTER or self.preparation is not None:
+            self._actions.append(Commit(None, reason, prepare=True, prepared=True))  # done already
+            return
+        self.counters.preparations += 1
+        self.preparation = Preparation.COMMITTING
+        self._arrived_while_preparing.clear()
+        self._actions.append(self.strategy.on_prepare(self.cache, reason))
+
+    def prepare_committed(self, now: float) -> None:
+        """The preparation's commit is done: write what arrived or left meanwhile."""
+        if self.preparation is not Preparation.COMMITTING:
+            return
+        self.preparation = Preparation.INJECTING
+        keys, self._arrived_while_preparing = self._arrived_while_preparing, set()
+        present = [k for k in keys if k in self.cache]
+        if present:
+            self._actions.append(Inject([self.cache.message(k) for k in present]))
+        gone = [k for k in keys if k not in self.cache]
+        if gone:
+            self._actions += _INJECT.on_removed(gone)
+
+    def cancel_preparation(self, now: float) -> None:
+        """The preemption will not happen: back to a plain backup, which ages out what the
+        master holds (our kernel now has its entries too) and asks for its table."""
+        if self.preparation is not None and self.role == Role.BACKUP:
+            self.preparation = None
+            self._arrived_while_preparing.clear()
+            self.become_backup(now)
 
     def committed(self, now: float) -> None:
         """Our commit is done: push our table to the peer. The entries it wrote carry our
@@ -256,17 +366,33 @@ class Replicator:
         self._dump("after our commit")
 
     def become_backup(self, now: float) -> None:
-        self.role = "backup"
+        self.role = Role.BACKUP
         self._hb_at = now
         self.in_sync = False
-        # In inject mode our kernel holding the peer's entries is the point; leave them.
-        self._age_out_tables = 2 if self.cfg.mode == "commit" and self.cfg.backup_purge_timeout > 0 else 0
+        self.preparation = None
+        self._arrived_while_preparing.clear()
+        self._age_out_tables = self.strategy.age_out_tables(self.cfg)
         self.request_resync(now, "became backup")
+
+    def reconfigure(self, cfg: CtsyncConfig, now: float) -> None:
+        """SIGHUP: the settings that may change at run time (ctsync.config.reload_plan
+        keeps the others). New filters take effect for the next event, and our whole
+        table is pushed so the peer's replica follows them at once (its end marker drops
+        what is now filtered); a new key starts a rotation (Channel.rotate_key)."""
+        old, self.cfg = self.cfg, cfg
+        self.channel.peer_timeout = cfg.peer_timeout
+        if cfg.key != old.key:
+            self.channel.rotate_key(cfg.key, now, cfg.key_rotation_grace)
+        if self._hb_at is not None and cfg.heartbeat_interval < old.heartbeat_interval:
+            self._hb_at = min(self._hb_at, now + cfg.heartbeat_interval)
+        if (cfg.ignore_addresses, cfg.ignore_protocols, cfg.ignore_tcp_states) != (
+                old.ignore_addresses, old.ignore_protocols, old.ignore_tcp_states):
+            self._dump("filters changed")
 
     def handle_timer(self, now: float) -> None:
         self.channel.handle_timer(now)
         if self._hb_at is not None and now >= self._hb_at:
-            body = _HB.pack(1 if self.role == "master" else 0, int(self.ready(now)), len(self.cache))
+            body = _HB.pack(1 if self.role == Role.MASTER else 0, int(self.ready(now)), len(self.cache))
             self.channel.send_unreliable(Message(MsgType.HEARTBEAT, body), now)
             self._hb_at = now + self.cfg.heartbeat_interval
         if self._expire_at is not None and now >= self._expire_at:
@@ -301,6 +427,24 @@ class Replicator:
         burst of overruns (or requests) then costs one push, not one each."""
         if not any(isinstance(a, DumpKernel) for a in self._actions):
             self._actions.append(DumpKernel(reason))
+
+    def _on_entry(self, key: bytes, body: bytes) -> list[Action]:
+        """What a replicated entry does on arrival: the mode's rule, unless a preemption
+        is being prepared (noted while its commit runs, written at once after it)."""
+        if self.preparation is Preparation.COMMITTING:
+            self._arrived_while_preparing.add(key)
+            return []
+        if self.preparation is Preparation.INJECTING:
+            return _INJECT.on_entry(body)
+        return self.strategy.on_entry(body)
+
+    def _on_removed(self, keys: list[bytes]) -> list[Action]:
+        if self.preparation is Preparation.COMMITTING:
+            self._arrived_while_preparing.update(keys)
+            return []
+        if self.preparation is Preparation.INJECTING:
+            return _INJECT.on_removed(keys)
+        return self.strategy.on_removed(keys)
 
     def _filtered(self, e: Entry) -> bool:
         c = self.cfg
@@ -337,18 +481,17 @@ class Replicator:
             self.cache.put(key, m.body, now + max(timeout, 1))
             for seen in self._incoming.values():
                 seen.add(key)
-            if self.cfg.mode == "inject":
-                self._actions.append(Inject([m.body]))
+            self._actions += self._on_entry(key, m.body)
         elif t == MsgType.DESTROY:
             self.counters.destroys_rx += 1
-            if self.cache.delete(m.body) and self.cfg.mode == "inject":
+            if self.cache.delete(m.body):
                 try:
-                    self._actions.append(Remove([tuple_from_key(m.body)]))
+                    self._actions += self._on_removed([m.body])
                 except CodecError:
                     self.counters.bad_entries += 1
         elif t == MsgType.HEARTBEAT and len(m.body) == _HB.size:
             role, ready, _ = _HB.unpack(m.body)
-            self.peer_role = "master" if role else "backup"
+            self.peer_role = Role.MASTER if role else Role.BACKUP
             self.peer_ready = bool(ready)
         elif t == MsgType.RESYNC_REQUEST:
             self._dump(f"peer asked: {m.body.decode(errors='replace')}")
@@ -363,13 +506,13 @@ class Replicator:
             stale = [k for k in self.cache.keys() if k not in seen]
             for k in stale:
                 self.cache.delete(k)
-            if stale and self.cfg.mode == "inject":
-                self._actions.append(Remove([tuple_from_key(k) for k in stale]))
+            if stale:
+                self._actions += self._on_removed(stale)
             self.counters.stale_dropped += len(stale)
             self.counters.resyncs_received += 1
             self.in_sync = True
             self._resync_asked_at = None
-            if self._age_out_tables and self.role == "backup":
+            if self._age_out_tables and self.role == Role.BACKUP:
                 self._age_out_tables -= 1
                 self.counters.aged_out_requests += 1
                 self._actions.append(AgeOut(list(self.cache.keys()), self.cfg.backup_purge_timeout))

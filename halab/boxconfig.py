@@ -21,11 +21,11 @@ import copy
 from dataclasses import dataclass
 from pathlib import Path
 
-from vrrpd.config import read_toml
+from hacommon.config import read_toml
 
+from .ctsync import Ctsync, ctsync_binary
 from .lab import Host, Proc
 from .vrrp import Vrrpd, toml_dump, vrrpd_binary
-from .ctsync import Ctsync, ctsync_binary
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 #: box interface name -> lab interface name

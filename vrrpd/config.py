@@ -8,23 +8,18 @@ to a default); unknown top-level tables are not, since the same file holds [ctsy
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hacommon.config import Checker, ConfigError, TableSpec, check_file, read_toml
+from hacommon.paths import VRRPD_CONTROL_SOCKET
+
 from .machine import RouterParams
 from .packet import AUTH_NONE, AUTH_SIMPLE, encode_auth
 
-DEFAULT_CONTROL_SOCKET = "/run/hapair/vrrpd.sock"
-
-
-class ConfigError(Exception):
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
+DEFAULT_CONTROL_SOCKET = VRRPD_CONTROL_SOCKET
 
 
 @dataclass(frozen=True)
@@ -92,9 +87,14 @@ class VrrpdConfig:
     # How long a transition to master waits for subscribers (ctsync) before adding
     # the VIPs anyway; see docs/ctsync.md (the commit-before-VIP handshake).
     transition_hold_timeout: float = 2.0
+    # How long a backup about to preempt a live lower-priority master waits for its
+    # preparing subscribers (ctsync commits the master's table first); 0: preempt at once.
+    preempt_prepare_timeout: float = 10.0
     # Probes pinned to one uplink, and uplink failover (vrrpd/uplink_config.py).
     probes: dict = field(default_factory=dict)
     uplinks: object | None = None
+    # "127.0.0.1:9650": serve Prometheus metrics over HTTP there (None: off).
+    metrics_listen: tuple[str, int] | None = None
 
     def group_of(self, instance: str) -> str | None:
         for g in self.sync_groups.values():
@@ -108,98 +108,11 @@ _INSTANCE_KEYS = {
     "use_vmac", "auth", "track_interfaces", "strict", "notify", "garp_count", "garp_interval",
     "garp_repeat_delay", "track_probes",
 }
-_TOP_KEYS = {"control_socket", "instance", "sync_group", "transition_hold_timeout", "probe", "uplinks"}
+_TOP_KEYS = {"control_socket", "instance", "sync_group", "transition_hold_timeout", "preempt_prepare_timeout", "probe",
+             "uplinks", "metrics_listen"}
 
 
-class _Checker:
-    """Collects every problem rather than stopping at the first one."""
-
-    def __init__(self, path: str):
-        self.file = Path(path).name if path else "<config>"
-        self.problems: list[str] = []
-
-    def fail(self, key: str, msg: str) -> None:
-        self.problems.append(f"{self.file}: {key}: {msg}")
-
-    def unknown(self, table: dict, allowed: set[str], prefix: str) -> None:
-        for k in table:
-            if k not in allowed:
-                close = difflib.get_close_matches(k, sorted(allowed), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                self.fail(f"{prefix}.{k}", f"unknown key{hint}")
-
-    def weighted_names(self, table: dict, key: str, prefix: str, name_key: str, example: str) -> list[tuple[str, int]]:
-        """A tracking list: ``[{ NAME_KEY = "x", weight = -60 }, "y", ...]`` (a bare
-        string means weight 0) -> [(name, weight)], every bad item reported."""
-        raw = table.get(key, [])
-        shape = f'{{ {name_key} = "{example}", weight = -60 }}'
-        if not isinstance(raw, list):
-            self.fail(f"{prefix}.{key}", f"must be a list of {shape} tables")
-            return []
-        out = []
-        for i, item in enumerate(raw):
-            ikey = f"{prefix}.{key}[{i}]"
-            if isinstance(item, str):
-                item = {name_key: item}
-            if not isinstance(item, dict):
-                self.fail(ikey, f"must be a table like {shape}, got {item!r}")
-                continue
-            self.unknown(item, {name_key, "weight"}, ikey)
-            name = self.string(item, name_key, ikey)
-            w = self.integer(item, "weight", ikey, -254, 254, 0)
-            if name:
-                out.append((name, w or 0))
-        return out
-
-    def integer(self, table: dict, key: str, prefix: str, lo: int, hi: int, default: int | None = None) -> int | None:
-        if key not in table:
-            if default is None:
-                self.fail(f"{prefix}.{key}", "missing (required)")
-            return default
-        v = table[key]
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            self.fail(f"{prefix}.{key}", f"must be an integer from {lo} to {hi}, got {v!r}")
-            return default
-        return v
-
-    def number(self, table: dict, key: str, prefix: str, lo: float, hi: float, default: float) -> float:
-        v = table.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-            self.fail(f"{prefix}.{key}", f"must be a number of seconds from {lo} to {hi}, got {v!r}")
-            return default
-        return float(v)
-
-    def boolean(self, table: dict, key: str, prefix: str, default: bool) -> bool:
-        v = table.get(key, default)
-        if not isinstance(v, bool):
-            self.fail(f"{prefix}.{key}", f"must be true or false, got {v!r}")
-            return default
-        return v
-
-    def string(self, table: dict, key: str, prefix: str, default: str | None = None) -> str | None:
-        if key not in table:
-            if default is None:
-                self.fail(f"{prefix}.{key}", "missing (required)")
-            return default
-        v = table[key]
-        if not isinstance(v, str) or not v:
-            self.fail(f"{prefix}.{key}", f"must be a non-empty string, got {v!r}")
-            return default
-        return v
-
-    def command(self, table: dict, key: str, prefix: str) -> tuple[str, ...]:
-        v = table.get(key)
-        if v is None:
-            return ()
-        if isinstance(v, str) and v.strip():
-            return (v,)
-        if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
-            return tuple(v)
-        self.fail(f"{prefix}.{key}", f"must be a command: a string or a list of strings, got {v!r}")
-        return ()
-
-
-def _instance(c: _Checker, name: str, t: Any) -> InstanceConfig | None:
+def _instance(c: Checker, name: str, t: Any) -> InstanceConfig | None:
     prefix = f"vrrpd.instance.{name}"
     if not isinstance(t, dict):
         c.fail(prefix, "must be a table")
@@ -286,13 +199,15 @@ def _instance(c: _Checker, name: str, t: Any) -> InstanceConfig | None:
 
 
 def parse(data: dict, path: str = "") -> VrrpdConfig:
-    c = _Checker(path)
+    c = Checker(path)
     top = data.get("vrrpd")
     if not isinstance(top, dict):
         raise ConfigError([f"{c.file}: vrrpd: missing table [vrrpd]"])
     c.unknown(top, _TOP_KEYS, "vrrpd")
     sock = c.string(top, "control_socket", "vrrpd", DEFAULT_CONTROL_SOCKET)
     hold = c.number(top, "transition_hold_timeout", "vrrpd", 0, 60, 2.0)
+    prepare = c.number(top, "preempt_prepare_timeout", "vrrpd", 0, 600, 10.0)
+    metrics = c.listen_address(top, "metrics_listen", "vrrpd")
     instances: dict[str, InstanceConfig] = {}
     raw_inst = top.get("instance", {})
     # A box may run vrrpd only for its uplinks (no VRRP instance).
@@ -341,10 +256,10 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
     if c.problems:
         raise ConfigError(c.problems)
     return VrrpdConfig(path=path, control_socket=sock, instances=instances, sync_groups=groups, transition_hold_timeout=hold,
-                       probes=probes, uplinks=uplinks)
+                       preempt_prepare_timeout=prepare, probes=probes, uplinks=uplinks, metrics_listen=metrics)
 
 
-def _probes_and_uplinks(c: _Checker, top: dict, raw_inst: dict) -> tuple[dict, object | None]:
+def _probes_and_uplinks(c: Checker, top: dict, raw_inst: dict) -> tuple[dict, object | None]:
     from . import uplink_config as uc
 
     probes = uc.parse_probes(c, top.get("probe"))
@@ -362,18 +277,35 @@ def _probes_and_uplinks(c: _Checker, top: dict, raw_inst: dict) -> tuple[dict, o
     return probes, uplinks
 
 
-def read_toml(path: str | Path) -> dict:
-    """The file as TOML, or ConfigError naming the file and the problem."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ConfigError([f"{p}: cannot read: {e.strerror}"]) from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError([f"{p.name}: TOML syntax error: {e}"]) from None
-
-
 def load(path: str | Path) -> VrrpdConfig:
     return parse(read_toml(path), str(path))
+
+
+def _summary(cfg: VrrpdConfig) -> str:
+    extra = ""
+    if cfg.probes or cfg.uplinks:
+        extra = f", {len(cfg.probes)} probe(s), {len(cfg.uplinks.links) if cfg.uplinks else 0} uplink(s)"
+    return f"{len(cfg.instances)} instance(s), {len(cfg.sync_groups)} sync group(s){extra}"
+
+
+def _provides(top: dict) -> dict[str, set[str]]:
+    """Names other tables of the file may refer to, read from the raw [vrrpd] table (so
+    a reference is checked even when this table has problems of its own)."""
+    groups, insts = top.get("sync_group"), top.get("instance")
+    sock = top.get("control_socket", DEFAULT_CONTROL_SOCKET)
+    return {
+        "vrrpd.sync_group": set(groups) if isinstance(groups, dict) else set(),
+        "vrrpd.instance": set(insts) if isinstance(insts, dict) else set(),
+        "vrrpd.control_socket": {sock} if isinstance(sock, str) else set(),
+    }
+
+
+#: [vrrpd] in the one check of a box's file (hacommon.config.check_file; registered as
+#: an entry point in pyproject.toml).
+TABLE = TableSpec("vrrpd", parse, summary=_summary, provides=_provides)
+
+
+def load_checked(path: str | Path) -> VrrpdConfig:
+    """The [vrrpd] table, after every table of the file and their cross-references
+    passed (what the daemon runs and reloads, and what --check checks)."""
+    return check_file(path, TABLE).configs["vrrpd"]

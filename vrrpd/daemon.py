@@ -1,102 +1,76 @@
-"""vrrpd's trio driver: sockets and timers feed the state machines, actions go to the kernel.
+"""vrrpd's trio driver: the daemon's life cycle around the instance drivers.
 
-One task per virtual router owns its `VirtualRouter` and processes its inbox one event at
-a time (adverts, link changes, sync-group commands), so a machine is never entered
-concurrently. One receive task per interface parses adverts and dispatches them by VRID.
-A refresher task re-reads links and addresses after rtnetlink notifications and turns
-them into tracking events. Nothing here decides protocol behaviour: see machine.py.
+It starts one driver per virtual router (vrrpd/instance.py), one receive task per
+interface that parses adverts and posts them to the instance with their VRID, a refresher
+that re-reads links and addresses after rtnetlink notifications and posts the changes to
+the instances' trackers, the control socket, the timer task, and probes and uplinks if
+configured; it reloads on SIGHUP and leaves on SIGTERM (priority 0, VIPs removed, stop
+hooks). What a transition tells the world is vrrpd/publisher.py. Nothing here decides
+protocol behaviour: see machine.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
-import os
 import signal
 import time
-from dataclasses import dataclass, field
 
 import trio
 
+from hacommon import sdnotify
+from hacommon.log import RateLimiter
+
 from . import config as config_mod
 from .config import InstanceConfig, VrrpdConfig
-from .control import ControlServer, Subscriber
+from .control import ControlServer
 from .demotion import Demotion, Demotions
-from .group import GROUP_FAULT_KEY, Force, HoldFault, SyncGroup
+from .instance import (
+    AdvertIn,
+    GroupCommand,
+    InstanceDriver,
+    LinksChanged,
+    PriorityChanged,
+)
 from .io import links as nl
 from .io.linkmon import watch_links
-from .io.vrrp_socket import open_receive_socket, open_send_socket
-from .log import RateLimiter
-from .machine import (
-    AddAddresses,
-    Dropped,
-    Noticed,
-    RemoveAddresses,
-    SendAdvert,
-    SendGarp,
-    State,
-    Transition,
-    VirtualRouter,
-)
-from .notify import run_hook
-from .packet import Advert, Reason, Rejected, build_frame, build_garp, mac_str, parse_ip_packet, vmac
+from .io.vrrp_socket import open_receive_socket
+from .machine import State
+from .packet import Reason, Rejected, parse_ip_packet
+from .publisher import Publisher
 from .status import InstanceStatus
-from .timers import TIMER_EVENT, Timers
-from .tracking import Tracker
+from .timers import Timers
 
 log = logging.getLogger("vrrpd")
-
-
-@dataclass
-class Instance:
-    """The driver of one virtual router: its machine, tracker, inbox and kernel handles."""
-
-    cfg: InstanceConfig
-    machine: VirtualRouter
-    tracker: Tracker
-    group: str | None
-    send_in: trio.MemorySendChannel
-    recv_in: trio.MemoryReceiveChannel
-    parent_index: int | None = None
-    addr_index: int | None = None  # where the VIPs go: the macvlan, or the parent
-    src_mac: bytes = bytes(6)
-    since: float | None = None
-    cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
-    ident: int = 0
-    # Address changes and the state check before a held AddAddresses happen under this
-    # lock, so a RemoveAddresses can never be overtaken by a late add.
-    addr_lock: trio.Lock = field(default_factory=trio.Lock)
-    timer_key: int = field(default_factory=itertools.count().__next__)  # unique, never reused
-    last_hold: float | None = None  # seconds the last master transition waited for subscribers
-
-    @property
-    def name(self) -> str:
-        return self.cfg.name
+#: How late an instance may be in handling its deadline before the watchdog calls it stuck:
+#: far beyond any scheduling delay, well within any sensible WatchdogSec.
+WATCHDOG_LATE = 10.0
 
 
 class Daemon:
     def __init__(self, cfg: VrrpdConfig):
         self.cfg = cfg
         self.nl = nl.NetlinkWorker()
-        self.instances: dict[str, Instance] = {}
-        self.groups: dict[str, SyncGroup] = {}
+        self.instances: dict[str, InstanceDriver] = {}
         self.rx_tasks: dict[str, trio.CancelScope] = {}  # ifname -> receive task
         self.tx: dict[str, trio.socket.SocketType] = {}
         self.links: dict[str, nl.LinkInfo] = {}
         self.limiter = RateLimiter(10.0)
-        self.subscribers: set[Subscriber] = set()
+        self.publisher = Publisher(self._deliver_group_command, self._spawn_hook)
         self.demotions = Demotions()  # asked for by subscribers (ctsync not ready)
-        self._hold_ids = 0
         self._refresh = trio.Event()
         self.nursery: trio.Nursery | None = None
         self.timers = Timers()
         self.started_at = time.time()
         self.uplinkd = None  # probes and uplinks (vrrpd/uplinkd.py), if configured
+        self.notifier = sdnotify.Notifier(None)  # systemd's, read from the environment in run()
+        self.metrics = None  # the HTTP metrics endpoint (metrics_listen), if configured
+        self._registry = None  # prometheus_client's, built on first use (vrrpd/metrics.py)
 
     # ---- lifecycle -------------------------------------------------------------------
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        self.notifier = sdnotify.Notifier.from_env()
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
@@ -116,17 +90,30 @@ class Daemon:
 
                     self.uplinkd = UplinkDriver(self)
                     await self.uplinkd.start(nursery)
+                if self.cfg.metrics_listen is not None:
+                    from hacommon.metrics_http import MetricsServer
+
+                    self.metrics = MetricsServer(self.metrics_registry(), self.cfg.metrics_listen, "vrrpd")
+                    await self.metrics.start(nursery)
                 log.info("vrrpd started: %d instance(s), control socket %s", len(self.instances), self.cfg.control_socket)
+                await self._initial_states_known()
+                self.notifier.ready(self.status_line())
+                nursery.start_soon(sdnotify.run, self.notifier, self.status_line, self.unhealthy)
                 task_status.started()
                 async for signum in signals:
                     if signum == signal.SIGHUP:
+                        self.notifier.reloading()
                         await self.reload()
+                        self.notifier.ready(self.status_line())
                         continue
                     log.info("%s: leaving (priority 0 for every master)", signal.Signals(signum).name)
                     break
+                self.notifier.stopping("leaving: priority 0 for every master")
                 await self.shutdown()
                 nursery.cancel_scope.cancel()
                 control.close()
+                if self.metrics is not None:
+                    self.metrics.close()
         self.nl.close()
 
     async def shutdown(self) -> None:
@@ -134,7 +121,7 @@ class Daemon:
         with trio.CancelScope(shield=True):
             hooks = []
             for inst in list(self.instances.values()):
-                hooks += await self._stop_instance(inst)
+                hooks += await inst.stop()
             with trio.move_on_after(5):
                 async with trio.open_nursery() as n:
                     for h in hooks:
@@ -146,7 +133,7 @@ class Daemon:
 
     async def reload(self) -> None:
         try:
-            new = config_mod.load(self.cfg.path)
+            new = config_mod.load_checked(self.cfg.path)
         except config_mod.ConfigError as e:
             log.error("SIGHUP: configuration not reloaded:\n%s", "\n".join(e.problems))
             return
@@ -155,13 +142,16 @@ class Daemon:
             new = dataclasses.replace(new, probes=self.cfg.probes, uplinks=self.cfg.uplinks)
         if new.control_socket != self.cfg.control_socket:
             log.warning("SIGHUP: control_socket changes only take effect on restart")
+        if new.metrics_listen != self.cfg.metrics_listen:
+            log.warning("SIGHUP: metrics_listen changes only take effect on restart")
+            new = dataclasses.replace(new, metrics_listen=self.cfg.metrics_listen)
         kept, changed = 0, []
         for name, inst in list(self.instances.items()):
             if new.instances.get(name) == inst.cfg and new.group_of(name) == inst.group:
                 kept += 1
                 continue
             changed.append(name)
-            for h in await self._stop_instance(inst):
+            for h in await inst.stop():
                 self.nursery.start_soon(h)
             del self.instances[name]
         self.cfg = new
@@ -178,10 +168,8 @@ class Daemon:
 
     # ---- instances -------------------------------------------------------------------
 
-    async def _add_instance(self, icfg: InstanceConfig) -> Instance:
-        send_in, recv_in = trio.open_memory_channel(1024)
-        machine = VirtualRouter(icfg.router_params())
-        inst = Instance(icfg, machine, Tracker(icfg), self.cfg.group_of(icfg.name), send_in, recv_in)
+    async def _add_instance(self, icfg: InstanceConfig) -> InstanceDriver:
+        inst = InstanceDriver(icfg, self, self.cfg.group_of(icfg.name))
         if self.uplinkd is not None:
             self.uplinkd.seed(inst.tracker)
         self.instances[icfg.name] = inst
@@ -189,102 +177,37 @@ class Daemon:
         if parent is None:
             log.error("%s: interface %s not found; instance stays in fault until it appears", icfg.name, icfg.interface)
         else:
-            await self._setup_kernel(inst, parent)
+            await inst.setup_kernel(parent)
         # Initial link state goes in before Startup, so a down link starts in FAULT.
         for ifname in inst.tracker.watched:
             if ifname in self.links:
                 inst.tracker.update(ifname, self.links[ifname].up)
         now = trio.current_time()
-        machine.set_fault("link", inst.tracker.fault_reason(), now)
-        machine.set_effective_priority(self._priority(inst), now)
+        inst.machine.set_fault("link", inst.tracker.fault_reason(), now)
+        inst.machine.set_effective_priority(self.priority_of(inst), now)
         return inst
 
-    async def _setup_kernel(self, inst: Instance, parent: nl.LinkInfo) -> None:
-        icfg = inst.cfg
-        inst.parent_index = parent.index
-        if icfg.interface not in self.tx:
-            self.tx[icfg.interface] = await open_send_socket(icfg.interface)
-        if icfg.use_vmac:
-            # The parent must not tie a VIP to its physical MAC: arp_ignore=1 stops it
-            # answering ARP for the VIPs (weak host model); arp_announce=2 stops it
-            # sending its own ARP requests with a VIP as sender address (which hosts
-            # would learn from too).
-            nl.write_sysctl(f"net/ipv4/conf/{icfg.interface}/arp_ignore", "1")
-            nl.write_sysctl(f"net/ipv4/conf/{icfg.interface}/arp_announce", "2")
-            inst.addr_index = await self.nl.call(nl.ensure_macvlan, parent.index, icfg.vmac_ifname, mac_str(vmac(icfg.vrid)))
-            inst.src_mac = vmac(icfg.vrid)
-            if nl.read_sysctl("net/ipv4/conf/all/rp_filter") == "1":
-                log.warning("%s: net.ipv4.conf.all.rp_filter=1 overrides rp_filter=0 on %s; replies to the VIP may be dropped", icfg.name, icfg.vmac_ifname)
-        else:
-            inst.addr_index = parent.index
-            inst.src_mac = parent.mac
-        # Addresses left behind by a crash must not linger on a backup.
-        await self.nl.call(nl.remove_addresses, inst.addr_index, list(icfg.virtual_addresses))
-        vips = {a.ip for a in icfg.virtual_addresses}
-        inst.machine.primary_ip = await self.nl.call(nl.primary_ipv4, parent.index, vips)
-
-    def _spawn(self, inst: Instance) -> None:
-        self.nursery.start_soon(self._instance_task, inst)
+    def _spawn(self, inst: InstanceDriver) -> None:
+        self.nursery.start_soon(inst.run)
         self._update_receivers()
 
-    async def _stop_instance(self, inst: Instance) -> list:
-        inst.cancel.cancel()
-        hooks = []
-        actions = inst.machine.shutdown(trio.current_time())
-        await self._execute(inst, actions, forced=False, hooks=hooks)
-        if inst.cfg.use_vmac:
-            try:
-                await self.nl.call(nl.delete_link, inst.cfg.vmac_ifname)
-            except Exception as e:  # noqa: BLE001 - leaving must not fail halfway
-                log.warning("%s: could not delete %s: %s", inst.name, inst.cfg.vmac_ifname, e)
-        if inst.cfg.notify:
-            hooks.append(lambda: run_hook(inst.cfg.notify, inst.name, inst.group, "stop", self._hook_env(inst, "stopped")))
-        return hooks
+    def _rebuild_groups(self) -> None:
+        self.publisher.rebuild_groups(self.cfg.sync_groups.values(), set(self.instances))
+        for inst in self.instances.values():
+            inst.group = self.cfg.group_of(inst.name)
 
-    async def _instance_task(self, inst: Instance) -> None:
-        m = inst.machine
-        with inst.cancel:
-            try:
-                await self._execute(inst, m.start(trio.current_time()))
-                self._group_fault(inst)
-                while True:
-                    # One event at a time, timer expiries included (vrrpd/timers.py): handling
-                    # an advert (which may await netlink) is never cut short by a deadline.
-                    self.timers.arm(inst.timer_key, m.next_deadline(), inst.send_in)
-                    event = await inst.recv_in.receive()
-                    if event is TIMER_EVENT:
-                        await self._execute(inst, m.handle_timer(trio.current_time()))
-                    else:
-                        await self._handle(inst, event)
-            finally:
-                self.timers.disarm(inst.timer_key)
+    def _deliver_group_command(self, member: str, command) -> None:
+        other = self.instances.get(member)
+        if other is not None:
+            other.post(GroupCommand(command))
 
-    async def _handle(self, inst: Instance, event: tuple) -> None:
-        kind = event[0]
-        m = inst.machine
-        if kind == "advert":
-            _, adv, now = event
-            await self._execute(inst, m.receive(adv, now))
-        elif kind == "group":
-            cmd = event[1]
-            now = trio.current_time()
-            if isinstance(cmd, Force):
-                await self._execute(inst, m.force(cmd.state, now, cmd.reason), forced=True)
-            elif isinstance(cmd, HoldFault):
-                await self._execute(inst, m.set_fault(GROUP_FAULT_KEY, cmd.reason, now), forced=True)
-        elif kind == "track":
-            now = trio.current_time()
-            actions = m.set_primary_ip(event[1], now)
-            actions += m.set_fault("link", inst.tracker.fault_reason(), now)
-            actions += m.set_effective_priority(self._priority(inst), now)
-            await self._execute(inst, actions)
-            self._group_fault(inst)
-        elif kind == "priority":
-            await self._execute(inst, m.set_effective_priority(self._priority(inst), trio.current_time()))
+    def _spawn_hook(self, hook) -> None:
+        if self.nursery is not None:
+            self.nursery.start_soon(hook)
 
     # ---- priority --------------------------------------------------------------------
 
-    def _priority(self, inst: Instance) -> int:
+    def priority_of(self, inst: InstanceDriver) -> int:
         """Configured priority, moved by tracked interfaces and subscribers' demotions."""
         return inst.tracker.effective_priority() - self.demotions.weight(inst.name, inst.group)
 
@@ -300,174 +223,7 @@ class Daemon:
         elif old is not None:
             log.info("%s withdrew its demotion of %s", old.source, ", ".join(sorted(old.scope)))
         for inst in self.instances.values():
-            self._post(inst, ("priority",))
-
-    # ---- actions ---------------------------------------------------------------------
-
-    async def _execute(self, inst: Instance, actions: list, forced: bool = False, hooks: list | None = None) -> None:
-        held: list[trio.Event] = []
-        deferred: list = []
-        for act in actions:
-            if held and isinstance(act, (AddAddresses, SendGarp)):
-                deferred.append(act)  # after the subscribers' go (commit before the VIPs move)
-            elif isinstance(act, SendAdvert):
-                self._send_advert(inst, act.priority)
-            elif isinstance(act, AddAddresses):
-                await self._addresses(inst, add=True)
-            elif isinstance(act, RemoveAddresses):
-                await self._addresses(inst, add=False)
-            elif isinstance(act, SendGarp):
-                if act.count and self.nursery is not None:
-                    self.nursery.start_soon(self._garp_burst, inst, act.count)
-            elif isinstance(act, Transition):
-                held = self._on_transition(inst, act, forced, hooks)
-            elif isinstance(act, (Dropped, Noticed)):
-                self._log_limited(inst, act.reason.value, act.detail, warn=isinstance(act, Noticed))
-        if deferred:
-            # The protocol goes on (adverts keep flowing) while the hold runs in its own task.
-            self.nursery.start_soon(self._after_hold, inst, held, deferred)
-
-    async def _after_hold(self, inst: Instance, held: list[trio.Event], deferred: list) -> None:
-        t0 = trio.current_time()
-        timeout = self.cfg.transition_hold_timeout
-        with trio.move_on_after(timeout) as scope:
-            for ev in held:
-                await ev.wait()
-        inst.last_hold = trio.current_time() - t0
-        if scope.cancelled_caught:
-            inst.machine.counters.hold_timeouts += 1
-            log.warning("%s: subscribers did not confirm within %.1fs; adding the virtual addresses anyway", inst.name, timeout)
-        else:
-            log.info("%s: subscribers confirmed after %.3fs; adding the virtual addresses", inst.name, inst.last_hold)
-        if inst.machine.state != State.MASTER:
-            return  # lost mastership meanwhile: nothing to add
-        for act in deferred:
-            if isinstance(act, AddAddresses):
-                await self._addresses(inst, add=True, only_if_master=True)
-            elif isinstance(act, SendGarp) and act.count:
-                self.nursery.start_soon(self._garp_burst, inst, act.count)
-
-    def _send_advert(self, inst: Instance, priority: int) -> None:
-        sock = self.tx.get(inst.cfg.interface)
-        m = inst.machine
-        if sock is None or m.primary_ip is None:
-            m.counters.send_errors += 1
-            return
-        p = m.params
-        adv = Advert(p.vrid, priority, p.virtual_addresses, p.advert_interval, p.auth_type, p.auth_data)
-        inst.ident = (inst.ident + 1) & 0xFFFF
-        try:
-            _send_nowait(sock, build_frame(adv, m.primary_ip, inst.src_mac, inst.ident))
-        except OSError as e:
-            m.counters.send_errors += 1
-            self._log_limited(inst, "send", f"advert not sent on {inst.cfg.interface}: {e.strerror or e}")
-
-    async def _addresses(self, inst: Instance, add: bool, only_if_master: bool = False) -> None:
-        if inst.addr_index is None:
-            return
-        vips = list(inst.cfg.virtual_addresses)
-        async with inst.addr_lock:
-            if only_if_master and inst.machine.state != State.MASTER:
-                return
-            await self._change_addresses(inst, add, vips)
-
-    async def _change_addresses(self, inst: Instance, add: bool, vips: list) -> None:
-        try:
-            if add:
-                # noprefixroute on the macvlan: the VIP subnet keeps routing via the parent.
-                await self.nl.call(nl.add_addresses, inst.addr_index, vips, inst.cfg.use_vmac)
-                if inst.cfg.use_vmac:
-                    await self.nl.call(nl.set_link_state, inst.addr_index, True)
-            else:
-                if inst.cfg.use_vmac:
-                    await self.nl.call(nl.set_link_state, inst.addr_index, False)
-                await self.nl.call(nl.remove_addresses, inst.addr_index, vips)
-        except Exception as e:  # noqa: BLE001 - the kernel said no; keep running and say so
-            log.error("%s: %s virtual addresses failed: %s", inst.name, "adding" if add else "removing", e)
-
-    async def _garp_burst(self, inst: Instance, count: int) -> None:
-        sock = self.tx.get(inst.cfg.interface)
-        if sock is None:
-            return
-        frames = [build_garp(a.ip, inst.src_mac) for a in inst.cfg.virtual_addresses]
-        for i in range(count):
-            if inst.machine.state != State.MASTER:
-                return
-            for f in frames:
-                try:
-                    _send_nowait(sock, f)
-                    inst.machine.counters.garp_tx += 1
-                except OSError as e:
-                    inst.machine.counters.send_errors += 1
-                    self._log_limited(inst, "garp", f"GARP not sent: {e.strerror or e}")
-            if inst.cfg.garp_interval and i + 1 < count:
-                await trio.sleep(inst.cfg.garp_interval)
-
-    def _on_transition(self, inst: Instance, t: Transition, forced: bool, hooks: list | None) -> list[trio.Event]:
-        """Log and publish a transition; returns what a move to master must wait for."""
-        inst.since = time.time()
-        log.info(
-            "%s: %s -> %s (%s)",
-            inst.name, t.old.value, t.new.value, t.reason,
-            extra={"fields": {"event": "transition", "instance": inst.name, "old": t.old.value, "new": t.new.value, "reason": t.reason}},
-        )
-        event = {
-            "time": inst.since,
-            "instance": inst.name,
-            "group": inst.group,
-            "interface": inst.cfg.interface,
-            "vrid": inst.cfg.vrid,
-            "old": t.old.value,
-            "new": t.new.value,
-            "reason": t.reason,
-            "priority": inst.machine.effective_priority,
-        }
-        held: list[trio.Event] = []
-        holders = [s for s in self.subscribers if t.new == State.MASTER and s.holds(inst.name, inst.group)]
-        if holders:
-            self._hold_ids += 1
-            event["hold_id"] = self._hold_ids
-        for sub in list(self.subscribers):
-            waiter = sub.hold(self._hold_ids) if sub in holders else None
-            if sub.offer(event):
-                if waiter is not None:
-                    held.append(waiter)
-            else:
-                self.subscribers.discard(sub)  # a stuck reader is dropped, never waited for
-                log.warning("event subscriber %s dropped: it fell too far behind", sub.name)
-        if inst.cfg.notify and t.new != State.INIT:
-            hook = lambda: run_hook(inst.cfg.notify, inst.name, inst.group, t.new.value, self._hook_env(inst, t.reason, t.old.value))
-            if hooks is not None:
-                hooks.append(hook)
-            elif self.nursery is not None:
-                self.nursery.start_soon(hook)
-        if inst.group and inst.group in self.groups:
-            self._group_commands(self.groups[inst.group].on_transition(inst.name, t.old, t.new, forced=forced))
-        return held
-
-    def _group_fault(self, inst: Instance) -> None:
-        """Tell the sync group whether this member has a fault of its own."""
-        if inst.group and inst.group in self.groups:
-            own = bool(set(inst.machine.fault_reasons) - {GROUP_FAULT_KEY})
-            self._group_commands(self.groups[inst.group].on_fault(inst.name, own))
-
-    def _group_commands(self, commands: list) -> None:
-        for member, cmd in commands:
-            other = self.instances.get(member)
-            if other is not None:
-                try:
-                    other.send_in.send_nowait(("group", cmd))
-                except trio.WouldBlock:
-                    log.error("%s: inbox full, sync group command dropped", member)
-
-    def _hook_env(self, inst: Instance, reason: str, old: str = "") -> dict[str, str]:
-        return {"VRRP_VRID": str(inst.cfg.vrid), "VRRP_REASON": reason, "VRRP_OLD_STATE": old, "VRRP_INTERFACE": inst.cfg.interface}
-
-    def _log_limited(self, inst: Instance, key: str, detail: str, warn: bool = True) -> None:
-        ok, suppressed = self.limiter.allow((inst.name, key), trio.current_time())
-        if ok:
-            more = f" (+{suppressed} more since last report)" if suppressed else ""
-            log.log(logging.WARNING if warn else logging.INFO, "%s: %s: %s%s", inst.name, key, detail, more)
+            inst.post(PriorityChanged())
 
     # ---- receiving -------------------------------------------------------------------
 
@@ -513,18 +269,15 @@ class Daemon:
             targets = [i for i in here if i.cfg.vrid == result.vrid] or here
             for inst in targets:
                 inst.machine.count_rejected(result)
-                self._log_limited(inst, result.reason.value, f"dropped advert from {result.src} on {ifname}: {result.detail}")
+                inst.log_limited(result.reason.value, f"dropped advert from {result.src} on {ifname}: {result.detail}")
             return
         inst = next((i for i in here if i.cfg.vrid == result.vrid), None)
         if inst is None:
             for other in here:
                 other.machine.counters.vrid_errors += 1
-                self._log_limited(other, "vrid_errors", f"advert for VRID {result.vrid} from {result.src} on {ifname}: not configured here")
+                other.log_limited("vrid_errors", f"advert for VRID {result.vrid} from {result.src} on {ifname}: not configured here")
             return
-        try:
-            inst.send_in.send_nowait(("advert", result, now))
-        except trio.WouldBlock:
-            self._log_limited(inst, "inbox", "inbox full, advert dropped")
+        inst.post(AdvertIn(result, now))
 
     # ---- links -----------------------------------------------------------------------
 
@@ -536,7 +289,7 @@ class Daemon:
             await self._refresh_links()
             for inst in self.instances.values():
                 if inst.parent_index is None and inst.cfg.interface in self.links:
-                    await self._setup_kernel(inst, self.links[inst.cfg.interface])
+                    await inst.setup_kernel(self.links[inst.cfg.interface])
                     self._update_receivers()
                 self._update_tracker(inst)
             if self.uplinkd is not None:
@@ -548,7 +301,7 @@ class Daemon:
         except Exception as e:  # noqa: BLE001
             log.error("reading links failed: %s", e)
 
-    def _update_tracker(self, inst: Instance) -> None:
+    def _update_tracker(self, inst: InstanceDriver) -> None:
         for ifname in inst.tracker.watched:
             link = self.links.get(ifname)
             if link is None:
@@ -557,9 +310,9 @@ class Daemon:
                 inst.tracker.update(ifname, link.up)
         if self.nursery is not None:
             # The machine ignores what did not change, so posting every time is safe.
-            self.nursery.start_soon(self._post_track, inst)
+            self.nursery.start_soon(self._post_links_changed, inst)
 
-    async def _post_track(self, inst: Instance) -> None:
+    async def _post_links_changed(self, inst: InstanceDriver) -> None:
         vips = {a.ip for a in inst.cfg.virtual_addresses}
         primary = None
         if inst.parent_index is not None:
@@ -567,64 +320,59 @@ class Daemon:
                 primary = await self.nl.call(nl.primary_ipv4, inst.parent_index, vips)
             except Exception:  # noqa: BLE001 - interface vanished between two reads
                 primary = None
-        self._post(inst, ("track", primary))
+        inst.post(LinksChanged(primary))
 
-    def _post(self, inst: Instance, event: tuple) -> None:
-        try:
-            inst.send_in.send_nowait(event)
-        except trio.WouldBlock:
-            log.error("%s: inbox full, event dropped", inst.name)
+    # ---- systemd ---------------------------------------------------------------------
 
-    def _rebuild_groups(self) -> None:
-        old = self.groups
-        self.groups = {}
-        for g in self.cfg.sync_groups.values():
-            grp = SyncGroup(g.name, g.instances)
-            if g.name in old and old[g.name].members == g.instances:
-                grp.faulty = {m for m in old[g.name].faulty if m in self.instances}
-            self.groups[g.name] = grp
+    async def _initial_states_known(self, timeout: float = 5.0) -> None:
+        """READY=1 waits until every instance has left INITIALIZE (its Startup event ran:
+        backup, master for an owner, or fault), so that units ordered after vrrpd start
+        with its state decided."""
+        with trio.move_on_after(timeout):
+            while any(i.machine.state == State.INIT for i in self.instances.values()):
+                await trio.sleep(0.01)
+
+    def status_line(self) -> str:
+        """systemd's STATUS=: "WAN master, LAN master"; with many instances, counts."""
+        insts = list(self.instances.values())
+        if not insts:
+            line = "no VRRP instance"
+        elif len(insts) <= 6:
+            line = ", ".join(f"{i.name} {i.machine.state.value}" for i in insts)
+        else:
+            by_state: dict[str, int] = {}
+            for i in insts:
+                by_state[i.machine.state.value] = by_state.get(i.machine.state.value, 0) + 1
+            line = f"{len(insts)} instances: " + ", ".join(f"{n} {s}" for s, n in sorted(by_state.items()))
+        sel = self.uplinkd.selector if self.uplinkd is not None else None
+        if sel is not None:
+            line += "; uplinks ALL DOWN" if sel.all_down else f"; uplink {sel.active or 'undecided'}"
+        return line
+
+    def unhealthy(self) -> str | None:
+        """The watchdog's question: does every instance task keep up with its timers? An
+        instance whose deadline passed long ago and was not handled is stuck (a kernel
+        call that never returns, say): stop pinging so that systemd restarts vrrpd."""
+        now = trio.current_time()
         for inst in self.instances.values():
-            inst.group = self.cfg.group_of(inst.name)
+            due = inst.machine.next_deadline()
+            if due is not None and now - due > WATCHDOG_LATE:
+                return f"instance {inst.name}: its timer is {now - due:.1f}s overdue (its task is stuck)"
+        return None
 
     # ---- status ----------------------------------------------------------------------
 
+    def metrics_registry(self):
+        """prometheus_client's registry over this daemon's status (vrrpd/metrics.py):
+        what `vrrpctl metrics` and metrics_listen both serve."""
+        if self._registry is None:
+            from .metrics import registry_for
+
+            self._registry = registry_for(self)
+        return self._registry
+
     def status(self) -> list[InstanceStatus]:
-        out = []
-        for inst in self.instances.values():
-            m, c = inst.machine, inst.cfg
-            out.append(
-                InstanceStatus(
-                    name=inst.name,
-                    interface=c.interface,
-                    vrid=c.vrid,
-                    state=m.state.value,
-                    priority=c.priority,
-                    effective_priority=m.effective_priority,
-                    master_ip=str(m.master_ip) if m.master_ip else None,
-                    advert_interval=c.advert_interval,
-                    skew_time=m.skew_time,
-                    master_down_interval=m.master_down_interval,
-                    vmac=mac_str(vmac(c.vrid)) if c.use_vmac else None,
-                    virtual_addresses=[str(a) for a in c.virtual_addresses],
-                    last_event=m.last_event,
-                    master_reason=m.master_reason,
-                    sync_group=inst.group,
-                    preempt=c.preempt,
-                    primary_ip=str(m.primary_ip) if m.primary_ip else None,
-                    fault_reasons=list(m.fault_reasons.values()),
-                    since=inst.since,
-                    last_hold=inst.last_hold,
-                    demotions=self.demotions.reasons(inst.name, inst.group),
-                    counters=m.counters,
-                )
-            )
-        return out
-
-
-def _send_nowait(sock: trio.socket.SocketType, frame: bytes) -> None:
-    """AF_PACKET sends of one small frame do not block in practice; if the queue is full,
-    the kernel says ENOBUFS/EAGAIN and we count it rather than wait a protocol tick."""
-    os.write(sock.fileno(), frame)
+        return [inst.status(self.demotions.reasons(inst.name, inst.group)) for inst in self.instances.values()]
 
 
 async def serve(cfg: VrrpdConfig, task_status=trio.TASK_STATUS_IGNORED) -> None:

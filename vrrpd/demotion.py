@@ -6,14 +6,12 @@ not received its peer's whole table yet would commit a partial state, so it asks
 demotion until its bulk resync is done (as pfsync demotes CARP). It works like a tracked
 interface with a weight: while the demotion stands, the instance advertises (and
 compares against the master) priority minus the weight. The demotion ends when the
-subscriber withdraws it or goes away.
+subscriber withdraws it or goes away. The request itself is hacommon.handshake.Demote.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-MAX_WEIGHT = 254
 
 
 @dataclass(frozen=True)
@@ -57,24 +55,3 @@ class Demotions:
 
     def reasons(self, instance: str, group: str | None) -> list[str]:
         return [d.describe() for d in self.applying(instance, group)]
-
-
-def parse_request(msg: dict, default_scope: frozenset[str]) -> tuple[int, frozenset[str], str] | str:
-    """A subscriber's {"demote": WEIGHT, "reason": "...", "scope": [...]} line ->
-    (weight, scope, reason), or an error text. WEIGHT 0 withdraws the demotion; the scope
-    defaults to the sync groups the subscriber holds."""
-    w = msg.get("demote")
-    if not isinstance(w, int) or isinstance(w, bool) or not 0 <= w <= MAX_WEIGHT:
-        return f"demote must be an integer 0..{MAX_WEIGHT}, got {w!r}"
-    reason = msg.get("reason", "")
-    if not isinstance(reason, str):
-        return "reason must be a string"
-    scope = msg.get("scope")
-    if scope is None:
-        scope = default_scope
-    elif not isinstance(scope, list) or not all(isinstance(s, str) for s in scope):
-        return "scope must be a list of sync group or instance names"
-    scope = frozenset(scope)
-    if w and not scope:
-        return "nothing to demote: give a scope or hold a sync group"
-    return w, scope, reason[:200]

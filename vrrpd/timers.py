@@ -8,7 +8,7 @@ instance per wait (``move_on_at`` around the inbox receive) costs a scope, a
 micro-benchmark); with 50 idle masters at 1 s the daemon went from 0.25 % to
 0.16 % of a core (bench idle figure).  So the deadlines live here instead:
 the instance tasks only ever ``receive()`` from their inbox, and this task
-sleeps until the earliest deadline and drops a ``("timer",)`` message into the
+sleeps until the earliest deadline and drops a ``TimerDue`` event into the
 inbox of every instance that is due.  Instances are still served one event at
 a time, in order, by their own task: a timer can never interrupt the handling
 of an advert (or the netlink work it causes) halfway.
@@ -27,7 +27,17 @@ import math
 
 import trio
 
-TIMER_EVENT = ("timer",)
+
+class TimerDue:
+    """What the timer task drops into an instance's inbox when its deadline has come."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TimerDue()"
+
+
+TIMER_EVENT = TimerDue()
 #: A full inbox cannot take the timer message; try again this much later
 #: (the instance is busy with the 1024 events ahead of it anyway).
 RETRY_FULL = 0.01

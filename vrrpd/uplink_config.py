@@ -2,7 +2,7 @@
 (`track_probes`) and uplinks (`[vrrpd.uplinks]`, `[vrrpd.uplinks.link.NAME]`).
 
 Kept apart from config.py (which calls in here) because it is a feature of its own;
-the same `_Checker` collects the problems, so every error names file, key and problem.
+the same `Checker` collects the problems, so every error names file, key and problem.
 See docs/uplinks.md for the meaning of each key.
 """
 

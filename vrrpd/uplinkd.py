@@ -24,13 +24,14 @@ import time
 import trio
 
 from . import uplinks as sel
+from .instance import LinksChanged
 from .io import routes
 from .io.probe import IcmpProber, TcpProber
 from .notify import run_hook
 from .probes import ProbeHealth
-from .return_routing import nft_table_name, nft_ruleset
+from .return_routing import nft_ruleset, nft_table_name
+from .status import ProbeStatus, UplinksStatus, UplinkStatus
 from .uplink_config import DEFAULT_RULE_PRIORITY
-from .status import ProbeStatus, UplinkStatus, UplinksStatus
 
 log = logging.getLogger("vrrpd")
 
@@ -204,7 +205,7 @@ class UplinkDriver:
         for inst in self.d.instances.values():
             if inst.tracker.update_probe(name, up):
                 # The same path as a link change: the machine recomputes fault and priority.
-                self.d._post(inst, ("track", inst.machine.primary_ip))
+                inst.post(LinksChanged(inst.machine.primary_ip))
         if self.selector is not None:
             for uname, u in self.up_cfg.links.items():
                 if u.probe == name:
@@ -242,8 +243,8 @@ class UplinkDriver:
             return None
 
     async def _flush(self, act: sel.Flush) -> None:
-        from ctnetlink.socket import CtSocket
         from ctnetlink.flush import flush_nat_address
+        from ctnetlink.socket import CtSocket
 
         u = self.up_cfg.links[act.uplink]
         flt = self.up_cfg.flush
@@ -271,9 +272,7 @@ class UplinkDriver:
         self._publish({"kind": "uplink_flush", **self.last_flush})
 
     def _publish(self, event: dict) -> None:
-        for sub in list(self.d.subscribers):
-            if getattr(sub, "uplink_events", False) and not sub.offer(event):
-                self.d.subscribers.discard(sub)
+        self.d.publisher.notice(event)
 
     # ---- status ----------------------------------------------------------------------
 

@@ -22,19 +22,35 @@ import subprocess
 import sys
 
 import pytest
+from batch_corpus import (
+    COMMIT,
+    DESTROY,
+    DUMP,
+    KNOWN_PROTOS,
+    NEW,
+    POOL4,
+    POOL6,
+    UPDATE,
+    attr_heads,
+    corpus,
+    done,
+    kernel_msg,
+    mutate,
+    nlerror,
+    restructure,
+    run_both,
+    strip_nested_flags,
+    with_attr,
+)
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ctnetlink import batch, batch_python as P
+from ctnetlink import batch
+from ctnetlink import batch_python as P
 from ctnetlink import constants as C
 from ctnetlink.codec import CodecError, Entry, Tuple, encode_new, parse_message
 from ctnetlink.encode import _tuple_attr
 from ctnetlink.key import entry_key
-
-from batch_corpus import (
-    COMMIT, DESTROY, DUMP, KNOWN_PROTOS, NEW, POOL4, POOL6, UPDATE, attr_heads, corpus, done, kernel_msg, mutate,
-    nlerror, restructure, run_both, strip_nested_flags, with_attr,
-)
 
 FORCED_PYTHON = os.environ.get(batch.ENV, "").strip().lower() == "python"
 needs_c = pytest.mark.skipif(FORCED_PYTHON, reason=f"{batch.ENV}=python: the C codec is not used on purpose")

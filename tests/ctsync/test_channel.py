@@ -6,7 +6,8 @@ import heapq
 import random
 import struct
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ctsync.channel import Channel
 from ctsync.wire import Datagram, Message, MsgType, ReplayWindow, WireError, decode, encode

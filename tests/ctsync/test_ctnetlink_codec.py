@@ -16,15 +16,25 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nlhelpers import strip_attr
 
 from ctnetlink import codec
-from ctnetlink.encode import _tuple_attr
-from nlhelpers import strip_attr
 from ctnetlink import constants as C
 from ctnetlink.codec import (
-    CodecError, Entry, Message, NlError, Tuple, encode_delete, encode_dump, encode_flush,
-    encode_get, encode_new, iter_messages, parse_message,
+    CodecError,
+    Entry,
+    Message,
+    NlError,
+    Tuple,
+    encode_delete,
+    encode_dump,
+    encode_flush,
+    encode_get,
+    encode_new,
+    iter_messages,
+    parse_message,
 )
+from ctnetlink.encode import _tuple_attr
 
 A = ipaddress.ip_address
 V4, V6 = C.AF_INET, C.AF_INET6

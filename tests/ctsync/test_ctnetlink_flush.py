@@ -10,8 +10,8 @@ import trio
 
 from ctnetlink import constants as C
 from ctnetlink.codec import Entry, Tuple
-from ctnetlink.socket import CtSocket
 from ctnetlink.flush import flush_nat_address, matches
+from ctnetlink.socket import CtSocket
 
 A = ipaddress.ip_address
 ISP1, ISP2 = A("198.51.100.2"), A("198.51.101.2")

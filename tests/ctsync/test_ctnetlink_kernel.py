@@ -17,15 +17,14 @@ from __future__ import annotations
 import errno
 import ipaddress
 import re
-import struct
 import sys
 import time
 
 import pytest
 import trio
+from nlhelpers import strip_attr
 
 import halab
-from nlhelpers import strip_attr
 from ctnetlink import constants as C
 from ctnetlink.codec import Entry, Tuple, encode_delete, encode_new, encode_timeout, encode_update
 from ctnetlink.socket import ALL_GROUPS, CtSocket, EventKind

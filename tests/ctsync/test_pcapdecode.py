@@ -10,10 +10,10 @@ import struct
 
 import pytest
 
-from ctnetlink.key import entry_key
-from ctsync.cli import ctsyncctl_main
 from ctnetlink.codec import Entry, Tuple, encode_new
 from ctnetlink.constants import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY, IPS_SRC_NAT, NLM_F_CREATE, NLM_F_EXCL
+from ctnetlink.key import entry_key
+from ctsync.cli import ctsyncctl_main
 from ctsync.pcapdecode import PcapError, decode_lines, parse_datagram
 from ctsync.wire import Datagram, Message, MsgType, encode
 

@@ -6,10 +6,10 @@ import ipaddress
 import random
 import socket
 
-from ctnetlink.key import entry_key
-from ctsync.config import parse
 from ctnetlink.codec import Entry, Tuple, parse_message
 from ctnetlink.constants import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY, IPS_SRC_NAT
+from ctnetlink.key import entry_key
+from ctsync.config import parse
 from ctsync.replicator import AgeOut, Commit, DumpKernel, Inject, Remove, Replicator, SendDatagrams
 
 A = ipaddress.ip_address
@@ -38,6 +38,7 @@ class Net:
         self.injected = {"a": [], "b": []}
         self.removed = {"a": [], "b": []}
         self.aged = {"a": [], "b": []}
+        self.commits = {"a": [], "b": []}
         self.now = 0.0
         self.rng = random.Random(seed)
         self.loss = loss
@@ -71,7 +72,15 @@ class Net:
                         self.removed[name] += act.tuples
                     elif isinstance(act, AgeOut):
                         self.aged[name].append(act)
+                    elif isinstance(act, Commit):
+                        self.commits[name].append(act)
             self.now = round(self.now + step, 6)
+
+    def become_master(self, node) -> Commit:
+        """The group moves to master on ``node``: the Commit its replicator hands out."""
+        self.n[node].become_master(self.now)
+        self.run(0.01)
+        return self.commits[node][-1]
 
 
 def cached_keys(r: Replicator) -> set[bytes]:
@@ -88,7 +97,7 @@ def test_events_reach_the_peer_cache_and_failover_commits_them():
     b = net.n["b"]
     assert cached_keys(b) == {entry_key(entry(i)) for i in range(50) if i != 7}
     assert b.in_sync and net.n["a"].in_sync
-    commit = b.become_master(net.now)
+    commit = net.become_master("b")
     assert isinstance(commit, Commit) and len(commit.messages) == 49
     # each message is a commit-ready CT_NEW that parses back to the original entry
     e = parse_message(commit.messages[0])[4]
@@ -150,7 +159,7 @@ def test_inject_mode_writes_as_entries_arrive():
     net.event("a", "destroy", entry(1))
     net.run(0.5)
     assert len(net.injected["b"]) == 1 and len(net.removed["b"]) == 1
-    assert net.n["b"].become_master(net.now) is None  # nothing to commit at failover
+    assert net.become_master("b").messages is None  # nothing to commit at failover
 
 
 def test_entries_expire_without_refresh_but_refresh_keeps_them():
@@ -279,3 +288,48 @@ def test_a_complete_table_followed_by_a_stuck_gap_is_not_ready():
     assert not b.ready(net.now) and b.not_ready(net.now) and a.ready(net.now)
     net.run(3.0)
     assert len(b.cache) == 5 and b.ready(net.now) and not b.not_ready(net.now)
+
+
+def test_make_before_break_commits_while_backup_then_writes_what_follows():
+    """A backup about to preempt a live master commits the replica first; entries that
+    arrive while that commit runs are written after it, later ones at once; becoming
+    master then has nothing left to write."""
+    net = Net()
+    net.run(0.3)
+    for i in range(5):
+        net.event("a", "new", entry(i))
+    net.run(0.5)
+    b = net.n["b"]
+    b.prepare_master(net.now, "about to preempt")
+    net.run(0.01)
+    prep = net.commits["b"][-1]
+    assert prep.prepare and len(prep.messages) == 5 and b.role == "backup"
+    net.event("a", "new", entry(10))  # arrives while the commit runs: noted, not written yet
+    net.event("a", "destroy", entry(0))
+    net.run(0.2)
+    assert net.injected["b"] == [] and net.removed["b"] == []
+    b.prepare_committed(net.now)
+    net.run(0.01)
+    assert len(net.injected["b"]) == 1 and parse_message(net.injected["b"][0])[4].orig.sport == 10010
+    assert [t.sport for t, _ in net.removed["b"]] == [10000]
+    net.event("a", "new", entry(11))  # after the commit: written at once
+    net.run(0.2)
+    assert len(net.injected["b"]) == 2
+    assert net.become_master("b").messages is None  # nothing left to write
+    assert b.preparation is None and b.counters.preparations == 1
+
+
+def test_a_cancelled_preparation_ages_out_like_a_new_backup():
+    net = Net()
+    net.run(0.3)
+    for i in range(3):
+        net.event("a", "new", entry(i))
+    net.run(0.5)
+    b = net.n["b"]
+    b.prepare_master(net.now, "about to preempt")
+    net.run(0.01)
+    b.prepare_committed(net.now)
+    b.cancel_preparation(net.now)
+    assert b.preparation is None and b.role == "backup"
+    net.run(2.0)
+    assert net.aged["b"] and set(net.aged["b"][-1].keys) == {entry_key(entry(i)) for i in range(3)}

@@ -19,8 +19,7 @@ import types
 import pytest
 
 import halab
-from halab import Host, Lab, LabCommandError, LabError, wait_for
-from halab import _ns
+from halab import Host, Lab, LabCommandError, LabError, _ns, wait_for
 from halab.daemons import keepalived_vrrp_conf, start_keepalived
 
 pytestmark = pytest.mark.netns

@@ -37,7 +37,7 @@ FOREIGN = "172.16.0.9"  # an extra address on r1's sync0: not the peer address
 
 def _cache_entry(ctsync, proto: int, src: str, sport: int, dport: int) -> dict:
     """The entry of one flow in ctsync's external cache (`ctsyncctl dump`)."""
-    from ctsync.control import request
+    from hacommon.control import request
 
     for e in request(ctsync.socket, "dump", timeout=10)["entries"]:
         if (e["proto"], e["src"], e["sport"], e["dport"]) == (proto, src, sport, dport):
@@ -144,7 +144,7 @@ def test_nat_clash_is_reported_and_every_other_entry_commits(lab, capsys, transp
 
 
 def _dump_all(ctsync) -> list[dict]:
-    from ctsync.control import request
+    from hacommon.control import request
 
     return request(ctsync.socket, "dump", timeout=10)["entries"]
 

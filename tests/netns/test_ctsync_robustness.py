@@ -29,17 +29,18 @@ import time
 import pytest
 import trio
 
-from ctsync.control import _entry_json, request
 from ctnetlink import constants as C
 from ctnetlink.codec import Entry, Tuple, encode_delete, encode_new
 from ctnetlink.netns import run_in_netns
 from ctnetlink.socket import CtSocket
+from ctsync.control import _entry_json
 from ctsync.wire import MAC_LEN, Datagram, Message, MsgType, WireError, decode, encode
+from hacommon.control import request
+from hacommon.sockopts import SO_BINDTODEVICE
 from halab import LabError, wait_for
 from halab.ctsync import KEY, ctsync_table, start_ctsync
 from halab.hapair import SERVER_IP, WAN_VIP, build_hapair
 from halab.traffic import collect, short_udp_flows, start_tcp
-from vrrpd.io.constants import SO_BINDTODEVICE
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
 

@@ -13,11 +13,11 @@ import time
 
 import pytest
 
+from hacommon.control import request
 from halab import wait_for
 from halab.dualwan import CLIENT_IP, FORWARD_PORT, TARGET, build_dualwan, uplinks_config
 from halab.traffic import TrafficRun, collect, start_tcp_client, start_tcp_server, start_udp
 from halab.vrrp import start_vrrpd
-from vrrpd.control import request
 
 pytestmark = pytest.mark.netns
 
@@ -289,7 +289,7 @@ def test_return_routing_survives_a_failover_to_the_second_router(lab):
     # ctsyncctl flush-uplink on r1: five UDP flows from c, SNATed to ISP1's VIP, go -- on r2
     # too (the deletions replicate); the port-forwarded connections (DNAT: not NATed *to*
     # the uplink address) stay.
-    from ctsync.control import request as ct_request
+    from hacommon.control import request as ct_request
 
     send = ("import socket\nfor p in range(6000, 6005):\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
             f"    s.bind(('', p)); s.sendto(b'x', ('{TARGET}', 5060))\n")

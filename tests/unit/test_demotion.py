@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from vrrpd.demotion import MAX_WEIGHT, Demotion, Demotions, parse_request
+from hacommon.handshake import MAX_DEMOTE_WEIGHT as MAX_WEIGHT
+from hacommon.handshake import parse_demote as parse_request
+from vrrpd.demotion import Demotion, Demotions
 from vrrpd.machine import State
 
 from .sim import Segment

@@ -14,7 +14,6 @@ from vrrpd.tracking import Tracker
 from vrrpd.uplink_config import TrackProbe
 from vrrpd.uplinks import Flush, Switch, UplinkSelector
 
-
 # ---- ProbeHealth ----------------------------------------------------------------------
 
 

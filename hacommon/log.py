@@ -22,7 +22,7 @@ class TextFormatter(logging.Formatter):
         return f"{t} {record.levelname.lower():7} {record.getMessage()}"
 
 
-def setup(fmt: str = "text", level: str = "info", name: str = "vrrpd") -> logging.Logger:
+def setup(fmt: str = "text", level: str = "info", name: str = "hapair") -> logging.Logger:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     log = logging.getLogger(name)

@@ -1,0 +1,369 @@
+"""The driver of one virtual router: its state machine, tracker, inbox and kernel handles.
+
+One task per instance takes the events of its inbox one at a time (adverts, timer
+expiries, sync-group commands, link changes, priority changes), so a machine is never
+entered concurrently, and carries out the actions the machine returns: adverts as frames
+on the AF_PACKET socket, addresses through netlink, gratuitous ARP bursts, and
+transitions through the daemon's publisher (vrrpd/publisher.py), which may hold the VIPs
+until subscribers (ctsync) have committed. Nothing here decides protocol behaviour: see
+machine.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
+
+from .config import InstanceConfig
+from .group import GROUP_FAULT_KEY, Force, HoldFault
+from .io import links as nl
+from .machine import (
+    AddAddresses,
+    Dropped,
+    Noticed,
+    PreemptCancelled,
+    PreparePreempt,
+    RemoveAddresses,
+    SendAdvert,
+    SendGarp,
+    State,
+    Transition,
+    VirtualRouter,
+)
+from .packet import Advert, build_frame, build_garp, mac_str, vmac
+from .status import InstanceStatus
+from .timers import TimerDue
+from .tracking import Tracker
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+log = logging.getLogger("vrrpd")
+
+#: Adverts an instance's inbox holds before further ones are dropped (logged). The inbox
+#: keeps room beyond that for everything else (sync-group commands, link and priority
+#: changes, timer expiries), so an advert flood can never crowd out a sync group's command.
+ADVERT_ROOM = 1024
+CONTROL_ROOM = 256
+INBOX_SIZE = ADVERT_ROOM + CONTROL_ROOM
+
+
+# ---- what an instance's inbox carries --------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class AdvertIn:
+    """A parsed advert for this instance, with its arrival time."""
+    advert: Advert
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class GroupCommand:
+    """A command of the instance's sync group (Force or HoldFault)."""
+    command: Force | HoldFault
+
+
+@dataclass(frozen=True, slots=True)
+class LinksChanged:
+    """Links, addresses or probe results changed: re-read fault and priority."""
+    primary_ip: object
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityChanged:
+    """A demotion was asked for or withdrawn."""
+
+
+@dataclass(frozen=True, slots=True)
+class PreemptReady:
+    """The subscribers have prepared the preemption the machine asked for."""
+
+
+InboxEvent = AdvertIn | TimerDue | GroupCommand | LinksChanged | PriorityChanged | PreemptReady
+
+
+@dataclass(eq=False)
+class InstanceDriver:
+    cfg: InstanceConfig
+    daemon: "Daemon"  # for its netlink worker, send sockets, timers, publisher and priority rule
+    group: str | None = None
+    machine: VirtualRouter = field(init=False)
+    tracker: Tracker = field(init=False)
+    parent_index: int | None = None
+    addr_index: int | None = None  # where the VIPs go: the macvlan, or the parent
+    src_mac: bytes = bytes(6)
+    since: float | None = None
+    cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
+    ident: int = 0
+    # Address changes and the state check before a held AddAddresses happen under this
+    # lock, so a RemoveAddresses can never be overtaken by a late add.
+    addr_lock: trio.Lock = field(default_factory=trio.Lock)
+    timer_key: int = field(default_factory=itertools.count().__next__)  # unique, never reused
+    last_hold: float | None = None  # seconds the last master transition waited for subscribers
+
+    def __post_init__(self) -> None:
+        prepare_timeout = self.daemon.cfg.preempt_prepare_timeout
+        self.machine = VirtualRouter(dataclasses.replace(self.cfg.router_params(), preempt_prepare_timeout=prepare_timeout))
+        self.machine.preempt_gate = prepare_timeout > 0  # make-before-break preemption
+        self.tracker = Tracker(self.cfg)
+        self._send_in, self._recv_in = trio.open_memory_channel(INBOX_SIZE)
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    # ---- inbox ---------------------------------------------------------------------------
+
+    def post(self, event: InboxEvent) -> bool:
+        """Put an event in the inbox without waiting; False (logged) if it is full. Adverts
+        only get ADVERT_ROOM of it: the rest stays free for commands."""
+        try:
+            if isinstance(event, AdvertIn) and self._send_in.statistics().current_buffer_used >= ADVERT_ROOM:
+                raise trio.WouldBlock
+            self._send_in.send_nowait(event)
+            return True
+        except trio.WouldBlock:
+            if isinstance(event, AdvertIn):
+                self.log_limited("inbox", "inbox full, advert dropped")
+            else:
+                log.error("%s: inbox full, %s dropped", self.name, type(event).__name__)
+            return False
+
+    async def run(self) -> None:
+        d, m = self.daemon, self.machine
+        with self.cancel:
+            try:
+                await self.execute(m.start(trio.current_time()))
+                d.publisher.member_fault(self)
+                while True:
+                    # One event at a time, timer expiries included (vrrpd/timers.py): handling
+                    # an advert (which may await netlink) is never cut short by a deadline.
+                    d.timers.arm(self.timer_key, m.next_deadline(), self._send_in)
+                    await self.handle(await self._recv_in.receive())
+            finally:
+                d.timers.disarm(self.timer_key)
+
+    async def handle(self, event: InboxEvent) -> None:
+        m = self.machine
+        if isinstance(event, TimerDue):
+            await self.execute(m.handle_timer(trio.current_time()))
+        elif isinstance(event, AdvertIn):
+            await self.execute(m.receive(event.advert, event.now))
+        elif isinstance(event, GroupCommand):
+            now, cmd = trio.current_time(), event.command
+            if isinstance(cmd, Force):
+                await self.execute(m.force(cmd.state, now, cmd.reason), forced=True)
+            elif isinstance(cmd, HoldFault):
+                await self.execute(m.set_fault(GROUP_FAULT_KEY, cmd.reason, now), forced=True)
+        elif isinstance(event, LinksChanged):
+            now = trio.current_time()
+            actions = m.set_primary_ip(event.primary_ip, now)
+            actions += m.set_fault("link", self.tracker.fault_reason(), now)
+            actions += m.set_effective_priority(self.daemon.priority_of(self), now)
+            await self.execute(actions)
+            self.daemon.publisher.member_fault(self)
+        elif isinstance(event, PriorityChanged):
+            await self.execute(m.set_effective_priority(self.daemon.priority_of(self), trio.current_time()))
+        elif isinstance(event, PreemptReady):
+            await self.execute(m.preempt_ready(trio.current_time()))
+
+    # ---- kernel ----------------------------------------------------------------------------
+
+    async def setup_kernel(self, parent: nl.LinkInfo) -> None:
+        d, icfg = self.daemon, self.cfg
+        self.parent_index = parent.index
+        if icfg.interface not in d.tx:
+            from .io.vrrp_socket import open_send_socket
+
+            d.tx[icfg.interface] = await open_send_socket(icfg.interface)
+        if icfg.use_vmac:
+            # The parent must not tie a VIP to its physical MAC: arp_ignore=1 stops it
+            # answering ARP for the VIPs (weak host model); arp_announce=2 stops it
+            # sending its own ARP requests with a VIP as sender address (which hosts
+            # would learn from too).
+            nl.write_sysctl(f"net/ipv4/conf/{icfg.interface}/arp_ignore", "1")
+            nl.write_sysctl(f"net/ipv4/conf/{icfg.interface}/arp_announce", "2")
+            self.addr_index = await d.nl.call(nl.ensure_macvlan, parent.index, icfg.vmac_ifname, mac_str(vmac(icfg.vrid)))
+            self.src_mac = vmac(icfg.vrid)
+            if nl.read_sysctl("net/ipv4/conf/all/rp_filter") == "1":
+                log.warning("%s: net.ipv4.conf.all.rp_filter=1 overrides rp_filter=0 on %s; replies to the VIP may be dropped", icfg.name, icfg.vmac_ifname)
+        else:
+            self.addr_index = parent.index
+            self.src_mac = parent.mac
+        # Addresses left behind by a crash must not linger on a backup.
+        await d.nl.call(nl.remove_addresses, self.addr_index, list(icfg.virtual_addresses))
+        vips = {a.ip for a in icfg.virtual_addresses}
+        self.machine.primary_ip = await d.nl.call(nl.primary_ipv4, parent.index, vips)
+
+    async def stop(self) -> list:
+        """Leave: priority 0 if master, VIPs and macvlan removed. Returns the hooks to run."""
+        self.cancel.cancel()
+        hooks: list = []
+        await self.execute(self.machine.shutdown(trio.current_time()), forced=False, hooks=hooks)
+        if self.cfg.use_vmac:
+            try:
+                await self.daemon.nl.call(nl.delete_link, self.cfg.vmac_ifname)
+            except Exception as e:  # noqa: BLE001 - leaving must not fail halfway
+                log.warning("%s: could not delete %s: %s", self.name, self.cfg.vmac_ifname, e)
+        if self.cfg.notify:
+            from .notify import run_hook
+
+            hooks.append(lambda: run_hook(self.cfg.notify, self.name, self.group, "stop", self.hook_env("stopped")))
+        return hooks
+
+    # ---- actions ---------------------------------------------------------------------------
+
+    async def execute(self, actions: list, forced: bool = False, hooks: list | None = None) -> None:
+        held: list[trio.Event] = []
+        deferred: list = []
+        nursery = self.daemon.nursery
+        for act in actions:
+            if held and isinstance(act, (AddAddresses, SendGarp)):
+                deferred.append(act)  # after the subscribers' go (commit before the VIPs move)
+            elif isinstance(act, SendAdvert):
+                self.send_advert(act.priority)
+            elif isinstance(act, AddAddresses):
+                await self.addresses(add=True)
+            elif isinstance(act, RemoveAddresses):
+                await self.addresses(add=False)
+            elif isinstance(act, SendGarp):
+                if act.count and nursery is not None:
+                    nursery.start_soon(self.garp_burst, act.count)
+            elif isinstance(act, Transition):
+                held = self.daemon.publisher.transition(self, act, forced, hooks)
+            elif isinstance(act, PreparePreempt):
+                waiters = self.daemon.publisher.prepare(self, act.reason)
+                if waiters:
+                    nursery.start_soon(self._after_prepare, waiters)
+                else:
+                    self.post(PreemptReady())
+            elif isinstance(act, PreemptCancelled):
+                self.daemon.publisher.prepare_cancelled(self, act.reason)
+            elif isinstance(act, (Dropped, Noticed)):
+                self.log_limited(act.reason.value, act.detail, warn=isinstance(act, Noticed))
+        if deferred:
+            # The protocol goes on (adverts keep flowing) while the hold runs in its own task.
+            nursery.start_soon(self._after_hold, held, deferred)
+
+    async def _after_hold(self, held: list[trio.Event], deferred: list) -> None:
+        t0 = trio.current_time()
+        timeout = self.daemon.cfg.transition_hold_timeout
+        with trio.move_on_after(timeout) as scope:
+            for ev in held:
+                await ev.wait()
+        self.last_hold = trio.current_time() - t0
+        if scope.cancelled_caught:
+            self.machine.counters.hold_timeouts += 1
+            log.warning("%s: subscribers did not confirm within %.1fs; adding the virtual addresses anyway", self.name, timeout)
+        else:
+            log.info("%s: subscribers confirmed after %.3fs; adding the virtual addresses", self.name, self.last_hold)
+        if self.machine.state != State.MASTER:
+            return  # lost mastership meanwhile: nothing to add
+        for act in deferred:
+            if isinstance(act, AddAddresses):
+                await self.addresses(add=True, only_if_master=True)
+            elif isinstance(act, SendGarp) and act.count:
+                self.daemon.nursery.start_soon(self.garp_burst, act.count)
+
+    async def _after_prepare(self, waiters: list[trio.Event]) -> None:
+        """Tell the machine once every preparing subscriber has acked (the machine's own
+        preempt_prepare_timeout bounds the wait; a late ready is ignored)."""
+        t0 = trio.current_time()
+        with trio.move_on_after(self.daemon.cfg.preempt_prepare_timeout):
+            for ev in waiters:
+                await ev.wait()
+        log.info("%s: preemption prepared after %.3fs", self.name, trio.current_time() - t0)
+        self.post(PreemptReady())
+
+    def send_advert(self, priority: int) -> None:
+        sock = self.daemon.tx.get(self.cfg.interface)
+        m = self.machine
+        if sock is None or m.primary_ip is None:
+            m.counters.send_errors += 1
+            return
+        p = m.params
+        adv = Advert(p.vrid, priority, p.virtual_addresses, p.advert_interval, p.auth_type, p.auth_data)
+        self.ident = (self.ident + 1) & 0xFFFF
+        try:
+            _send_nowait(sock, build_frame(adv, m.primary_ip, self.src_mac, self.ident))
+        except OSError as e:
+            m.counters.send_errors += 1
+            self.log_limited("send", f"advert not sent on {self.cfg.interface}: {e.strerror or e}")
+
+    async def addresses(self, add: bool, only_if_master: bool = False) -> None:
+        if self.addr_index is None:
+            return
+        vips = list(self.cfg.virtual_addresses)
+        async with self.addr_lock:
+            if only_if_master and self.machine.state != State.MASTER:
+                return
+            await self._change_addresses(add, vips)
+
+    async def _change_addresses(self, add: bool, vips: list) -> None:
+        call, use_vmac = self.daemon.nl.call, self.cfg.use_vmac
+        try:
+            if add:
+                # noprefixroute on the macvlan: the VIP subnet keeps routing via the parent.
+                await call(nl.add_addresses, self.addr_index, vips, use_vmac)
+                if use_vmac:
+                    await call(nl.set_link_state, self.addr_index, True)
+            else:
+                if use_vmac:
+                    await call(nl.set_link_state, self.addr_index, False)
+                await call(nl.remove_addresses, self.addr_index, vips)
+        except Exception as e:  # noqa: BLE001 - the kernel said no; keep running and say so
+            log.error("%s: %s virtual addresses failed: %s", self.name, "adding" if add else "removing", e)
+
+    async def garp_burst(self, count: int) -> None:
+        sock = self.daemon.tx.get(self.cfg.interface)
+        if sock is None:
+            return
+        frames = [build_garp(a.ip, self.src_mac) for a in self.cfg.virtual_addresses]
+        for i in range(count):
+            if self.machine.state != State.MASTER:
+                return
+            for f in frames:
+                try:
+                    _send_nowait(sock, f)
+                    self.machine.counters.garp_tx += 1
+                except OSError as e:
+                    self.machine.counters.send_errors += 1
+                    self.log_limited("garp", f"GARP not sent: {e.strerror or e}")
+            if self.cfg.garp_interval and i + 1 < count:
+                await trio.sleep(self.cfg.garp_interval)
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def hook_env(self, reason: str, old: str = "") -> dict[str, str]:
+        return {"VRRP_VRID": str(self.cfg.vrid), "VRRP_REASON": reason, "VRRP_OLD_STATE": old,
+                "VRRP_INTERFACE": self.cfg.interface}
+
+    def log_limited(self, key: str, detail: str, warn: bool = True) -> None:
+        ok, suppressed = self.daemon.limiter.allow((self.name, key), trio.current_time())
+        if ok:
+            more = f" (+{suppressed} more since last report)" if suppressed else ""
+            log.log(logging.WARNING if warn else logging.INFO, "%s: %s: %s%s", self.name, key, detail, more)
+
+    def status(self, demotions: list[str]) -> InstanceStatus:
+        m, c = self.machine, self.cfg
+        return InstanceStatus(
+            name=self.name, interface=c.interface, vrid=c.vrid, state=m.state.value, priority=c.priority,
+            effective_priority=m.effective_priority, master_ip=str(m.master_ip) if m.master_ip else None,
+            advert_interval=c.advert_interval, skew_time=m.skew_time, master_down_interval=m.master_down_interval,
+            vmac=mac_str(vmac(c.vrid)) if c.use_vmac else None, virtual_addresses=[str(a) for a in c.virtual_addresses],
+            last_event=m.last_event, master_reason=m.master_reason, sync_group=self.group, preempt=c.preempt,
+            primary_ip=str(m.primary_ip) if m.primary_ip else None, fault_reasons=list(m.fault_reasons.values()),
+            since=self.since, last_hold=self.last_hold, demotions=demotions, counters=m.counters,
+        )
+
+
+def _send_nowait(sock: trio.socket.SocketType, frame: bytes) -> None:
+    """AF_PACKET sends of one small frame do not block in practice; if the queue is full,
+    the kernel says ENOBUFS/EAGAIN and we count it rather than wait a protocol tick."""
+    os.write(sock.fileno(), frame)
