@@ -431,6 +431,61 @@ def capture_kernel_events(n: int, path: str) -> dict:
     return {"datagrams": len(got), "sizes": dict(sizes)}
 
 
+def render(paths: list[str]) -> str:
+    """Markdown tables of saved runs (OUT.json): per-entry CPU by step (py-spy shares x
+    the daemon's CPU seconds over the burst / N), system calls per entry (perf stat)."""
+    runs = []
+    for p in paths:
+        with open(p) as f:
+            runs.append((os.path.basename(p)[:-5], json.load(f)))
+    out = ["### Runs", "", "| run | stack | N | load (1 min) start/end | rate entries/s | lag s | overruns m/b | "
+           "CPU s master / backup (burst) | µs CPU/entry master / backup | commit daemon s |", "|---|---|---:|---|---:|---:|---|---|---|---:|"]
+    for name, r in runs:
+        fg, n = r["figures"], r["entries"]
+        w = r.get("windows", {}).get("burst", {}).get("cpu_s", {})
+        cm, cb = w.get("master", fg["cpu_s_master"]), w.get("backup", fg["cpu_s_backup"])
+        out.append(f"| {name} | {r['stack']} | {n:,} | {r['loadavg_start'][0]:.1f} / {r['loadavg_end'][0]:.1f} | "
+                   f"{fg['rate']:,.0f} | {fg['lag_after_last_s']:.3f} | {fg['overruns_master']}/{fg['overruns_backup']} | "
+                   f"{cm:.2f} / {cb:.2f} | {cm / n * 1e6:.1f} / {cb / n * 1e6:.1f} | {fg.get('commit_reported_s') or 0:.3f} |")
+    steps: dict[str, dict[str, float]] = {}
+    cols = []
+    for name, r in runs:
+        n = r["entries"]
+        w = r.get("windows", {}).get("burst", {}).get("cpu_s", {})
+        for key, t in r.get("tools", {}).items():
+            if "steps_pct" not in t or not key.startswith("burst-"):
+                continue
+            role = key.split("-")[1]
+            col = f"{name} {role}"
+            cols.append(col)
+            for step, pct in t["steps_pct"].items():
+                steps.setdefault(step, {})[col] = pct / 100 * w.get(role, 0) / n * 1e6
+    if cols:
+        out += ["", "### Where the CPU goes, µs per entry (py-spy share of samples x CPU seconds / N)", "",
+                "| step | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+        order = sorted(steps, key=lambda s: -max(steps[s].values()))
+        for st in order:
+            out.append(f"| {st} | " + " | ".join(f"{steps[st].get(c, 0):.2f}" for c in cols) + " |")
+        out.append("| **total** | " + " | ".join(f"**{sum(steps[s].get(c, 0) for s in steps):.2f}**" for c in cols) + " |")
+    sc = []
+    for name, r in runs:
+        n = r["entries"]
+        for key, t in r.get("tools", {}).items():
+            if "raw_syscalls:sys_enter" in t:
+                sc.append((f"{name} {key.rsplit('-', 1)[0]}", n, t))
+    if sc:
+        out += ["", "### System calls per replicated entry (perf stat, the daemon's threads)", "",
+                "| run window-role | all | recvfrom | sendto | epoll_wait | read | write | CPU ms (task-clock) | context switches |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for label, n, t in sc:
+            g = lambda e: t.get(e, 0) / n  # noqa: E731
+            out.append(f"| {label} | {g('raw_syscalls:sys_enter'):.2f} | {g('syscalls:sys_enter_recvfrom'):.2f} | "
+                       f"{g('syscalls:sys_enter_sendto'):.2f} | {g('syscalls:sys_enter_epoll_wait'):.2f} | "
+                       f"{g('syscalls:sys_enter_read'):.3f} | {g('syscalls:sys_enter_write'):.3f} | "
+                       f"{t.get('task-clock', 0):.0f} | {t.get('context-switches', 0):.0f} |")
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.profile_replication", description=__doc__.split("\n\n")[0])
     ap.add_argument("--stack", choices=("ours", "theirs"), default="ours")
@@ -449,7 +504,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=240.0)
     ap.add_argument("--capture-events", metavar="FILE", help="only save N real kernel events to FILE "
                     "(for bench/replicator_micro.py --events) and exit")
+    ap.add_argument("--render", nargs="+", metavar="OUT.json", help="only print Markdown tables of saved runs")
     args = ap.parse_args(argv)
+    if args.render:
+        sys.stdout.write(render(args.render))
+        return 0
     if args.capture_events:
         require_root_and_netns()
         print(capture_kernel_events(args.entries, args.capture_events))
