@@ -12,7 +12,9 @@ traffic for both, only the daemons swapped.  Figures:
 4. replication rate, 5. commit time, 6. memory per entry (bench/replication.py)
    and idle cost of every daemon (bench/idle.py);
 7. vrrpd vs keepalived with 1, 50, 200 instances: CPU, RSS, advert timers
-   (bench/idle.py).
+   (bench/idle.py);
+8. start-up of the command-line tools: vrrpctl status, ctsyncctl status and
+   commit against daemons in the lab (bench/cli.py).
 
 By default the results replace docs/benchmarks.json and the "Results" section
 of docs/benchmarks.md (between the ``<!-- bench:results -->`` markers);
@@ -39,14 +41,15 @@ import traceback
 
 from halab import require_root_and_netns
 
-from . import failover, idle, replication, takeover
+from . import cli, failover, idle, replication, takeover
 from .report import MARK_BEGIN, MARK_END, render_markdown
 from .stacks import HA_STACKS, STACKS
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_JSON = os.path.join(HERE, "docs", "benchmarks.json")
 DEFAULT_MD = os.path.join(HERE, "docs", "benchmarks.md")
-FIGURES = {1: "takeover", 2: "failover", 3: "race", 4: "replication", 5: "commit", 6: "memory", 7: "scale"}
+FIGURES = {1: "takeover", 2: "failover", 3: "race", 4: "replication", 5: "commit", 6: "memory", 7: "scale",
+           8: "cli"}
 
 
 class Plan:
@@ -64,6 +67,7 @@ class Plan:
         self.entries = (2000,) if quick else (10000, 50000, 100000)
         self.scale_counts = (20,) if quick else (1, 50, 200)
         self.window, self.settle = (3.0, 1.0) if quick else (15.0, 12.0)
+        self.cli_runs = runs if runs and runs >= 5 else (5 if quick else 21)
         self.budget = 420.0 if quick else 1800.0
 
 
@@ -195,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1])
     ap.add_argument("--quick", action="store_true", help="CI mode: one run of every figure, small N (~3 min)")
     ap.add_argument("--runs", type=int, help="runs per figure (default 3, failover 2; quick 1)")
-    ap.add_argument("--figures", default="1,2,3,4,5,6,7", help="which figures (comma-separated numbers)")
+    ap.add_argument("--figures", default="1,2,3,4,5,6,7,8", help="which figures (comma-separated numbers)")
     ap.add_argument("--out", help=f"JSON file (default {os.path.relpath(DEFAULT_JSON, HERE)}, or none with --md)")
     ap.add_argument("--md", help=f"Markdown file (default: the results section of {os.path.relpath(DEFAULT_MD, HERE)})")
     ap.add_argument("--budget", type=float, help="overall time budget in seconds (default 420 quick, 1800 full)")
@@ -210,9 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         figs = {int(x) for x in args.figures.split(",") if x.strip()}
     except ValueError:
-        ap.error("--figures takes numbers 1-7, e.g. 1,4,5")
+        ap.error("--figures takes numbers 1-8, e.g. 1,4,5")
     if not figs <= set(FIGURES):
-        ap.error(f"--figures: unknown figure(s) {sorted(figs - set(FIGURES))} (1-7)")
+        ap.error(f"--figures: unknown figure(s) {sorted(figs - set(FIGURES))} (1-8)")
     if args.out is None and args.md is None:
         args.out, args.md = DEFAULT_JSON, DEFAULT_MD
     if args.render:
@@ -228,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     t_begin = time.monotonic()
     res: dict = {"meta": _meta(args, plan), "figures": sorted(figs), "takeover": {}, "failover": {},
-                 "race": {}, "replication": {}, "ha_idle": {}, "idle": [], "errors": []}
+                 "race": {}, "replication": {}, "ha_idle": {}, "idle": [], "cli": {}, "errors": []}
 
     def remaining() -> float:
         return budget - (time.monotonic() - t_begin)
@@ -315,6 +319,12 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"daemon": stack.name, "instances": n}
                 row.update(r or {"cpu_percent": None, "cpu_seconds": None, "rss_kib": None})
                 res["idle"].append(row)
+
+    # --- 8: start-up of the command-line tools
+    if 8 in figs:
+        r = attempt(f"fig 8 CLI start-up, {plan.cli_runs} runs per command", cli.cli_run, plan.cli_runs)
+        if r:
+            res["cli"] = r
 
     res["meta"]["duration_s"] = round(time.monotonic() - t_begin, 1)
     res["meta"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]

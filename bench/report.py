@@ -294,6 +294,13 @@ def render_markdown(results: dict) -> str:
             "",
             idle_table(results),
         ]
+    if results.get("cli"):
+        from .cli import cli_table
+
+        out += ["", "### 8. Start-up of the command-line tools", "",
+                "Each command as a fresh process against a vrrpd and a ctsync in the lab (fork, exec, interpreter, "
+                "imports, one request on the control socket); `python -c pass` is the interpreter alone:", "",
+                cli_table(results["cli"])]
     # Figures re-run on their own (python -m bench --figures ... --out X.json, then merged
     # into the main JSON by bench.merge) say so under the tables.
     reruns = list(m.get("reruns") or [])

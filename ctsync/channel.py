@@ -76,6 +76,7 @@ class ChannelStats:
     reorder_refused: int = 0  # early datagrams not buffered (reorder buffer full, or beyond its window): asked for again later
     window_full: int = 0  # times sending stopped with messages queued, waiting for acks
     queue_overflows: int = 0  # send queue dropped (peer not taking anything): table pushed instead
+    old_key_rx: int = 0  # datagrams authenticated with the previous key during a key rotation
 
 
 @dataclass
@@ -128,6 +129,49 @@ class Channel:
         self._nack_due: float | None = None
         self.last_heard: float | None = None
         self._echo = 0  # the peer's epoch we echo in our datagrams (see receive_datagram)
+        # key rotation (rotate_key): the previous key, accepted until _old_until
+        self._old_key: bytes | None = None
+        self._old_until = 0.0
+        self._send_old_until = 0.0  # sent with until then, unless the peer uses the new key first
+
+    # ---- key rotation -----------------------------------------------------------------
+
+    def rotate_key(self, key: bytes, now: float, grace: float) -> None:
+        """A new shared secret (ctsync's SIGHUP). The two routers are reloaded one after
+        the other, so for ``grace`` seconds the previous key is still accepted, and for
+        the first half of it we keep sending with the previous key unless the peer is
+        heard using the new one (then it has it: we switch at once). Both boxes reloaded
+        within grace/2 of each other: not one datagram refused. Later: the reliable
+        stream waits (resends) until the second box has the new key too."""
+        if key == self.key:
+            return
+        self._old_key, self.key = self.key, key
+        self._old_until = now + grace
+        self._send_old_until = now + grace / 2
+
+    def rotating(self, now: float) -> bool:
+        """Is the previous key still accepted?"""
+        return self._old_key is not None and now < self._old_until
+
+    def _send_key(self, now: float) -> bytes:
+        if self._old_key is not None and now < self._send_old_until:
+            return self._old_key
+        return self.key
+
+    def _decode(self, data: bytes, now: float) -> Datagram:
+        try:
+            d = decode(data, self.key)
+        except WireError as e:
+            if e.reason != "auth_failures" or not self.rotating(now):
+                raise
+            d = decode(data, self._old_key)
+            self.stats.old_key_rx += 1
+            return d
+        if self._old_key is not None:
+            self._send_old_until = 0.0  # the peer has the new key: so do our datagrams now
+            if now >= self._old_until:
+                self._old_key = None
+        return d
 
     # ---- sending ----------------------------------------------------------------------
 
@@ -228,14 +272,15 @@ class Channel:
             self._ack_due = None
         self.stats.datagrams_tx += 1
         ack = self._delivered if mine else 0
-        return encode(Datagram(self.node, self.epoch, self._seq, rseq, ack, nacks, msgs, echo=self._echo), self.key)
+        return encode(Datagram(self.node, self.epoch, self._seq, rseq, ack, nacks, msgs, echo=self._echo),
+                      self._send_key(now))
 
     # ---- receiving --------------------------------------------------------------------
 
     def receive_datagram(self, data: bytes, now: float) -> Delivery:
         res = Delivery()
         try:
-            d = decode(data, self.key)
+            d = self._decode(data, now)
         except WireError as e:
             if e.reason == "auth_failures":
                 self.stats.auth_failures += 1

@@ -1,4 +1,9 @@
-"""Command lines: `ctsync` (the daemon) and `ctsyncctl`."""
+"""Command lines: `ctsync` (the daemon) and `ctsyncctl`.
+
+Kept lean: `ctsyncctl status` and `commit` import argparse, json and socket
+(hacommon.client), never trio, ctnetlink or the replicator; the daemon side is imported
+only by `ctsync` itself (see vrrpd/cli.py; docs/benchmarks.md, "CLI start-up").
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,7 @@ import json
 import os
 import sys
 
-from hacommon.config import ConfigError
-from hacommon.entry import daemon_main
-
-from . import config as config_mod
-
-
-def _check_summary(cfg) -> str:
-    via = f" via multicast {cfg.multicast_group}" if cfg.multicast_group else ""
-    return f"mode {cfg.mode}, peer {cfg.peer_address}{via} on {cfg.sync_interface}"
+DEFAULT_CONTROL_SOCKET = "/run/hapair/ctsync.sock"  # hacommon.paths.CTSYNC_CONTROL_SOCKET, not imported: start-up
 
 
 async def _run(cfg) -> None:
@@ -25,15 +22,20 @@ async def _run(cfg) -> None:
 
 
 def ctsync_main(argv: list[str] | None = None) -> int:
+    from hacommon.entry import daemon_main
+
+    from .config import TABLE
+
     return daemon_main(argv, prog="ctsync", description="conntrack replication for stateful NAT failover",
-                       config_help="TOML configuration file (its [ctsync] table)", load=config_mod.load,
-                       summary=_check_summary, root_reason="ctnetlink", run=_run)
+                       config_help="TOML configuration file (its [ctsync] table; the others are checked too)",
+                       table=TABLE, root_reason="ctnetlink", run=_run)
 
 
 def _text_status(s: dict) -> str:
     c, ch, lc = s["counters"], s["channel"], s["last_commit"]
     lines = [
         f"role            {s['role']} ({s['mode']} mode){'  following vrrpd group ' + s['failover_group'] if s['failover_group'] else ''}"
+        + (f"  preparing to preempt: {s['preparation']}" if s.get("preparation") else "")
         + ("" if not s["failover_group"] or s["vrrpd_connected"] else "  [vrrpd not reachable]"),
         f"peer            {'alive' if s['peer_alive'] else 'NOT HEARD'}  role {s['peer_role'] or '?'}  ready {s['peer_ready']}",
         f"in sync         {s['in_sync']}  (ready: {s['ready']})"
@@ -66,14 +68,15 @@ def _push_line(p: dict) -> str:
 
 
 def ctsyncctl_main(argv: list[str] | None = None) -> int:
-    from hacommon.control import request
+    from hacommon.client import SocketPathError, request, socket_from_file
 
     ap = argparse.ArgumentParser(prog="ctsyncctl", description="query and drive a running ctsync")
-    ap.add_argument("-s", "--socket", help=f"control socket (default {config_mod.DEFAULT_CONTROL_SOCKET} or $CTSYNCCTL_SOCKET)")
+    ap.add_argument("-s", "--socket", help=f"control socket (default {DEFAULT_CONTROL_SOCKET} or $CTSYNCCTL_SOCKET)")
     ap.add_argument("-c", "--config", help="read the control socket path from this config file")
     sub = ap.add_subparsers(dest="cmd", required=True)
     st = sub.add_parser("status", help="role, peer, caches, counters")
     st.add_argument("--json", action="store_true")
+    sub.add_parser("metrics", help="Prometheus text exposition (what metrics_listen serves)")
     sub.add_parser("commit", help="commit the external cache into the kernel; returns when done (for keepalived notify_master)")
     sub.add_parser("flush", help="empty the external cache")
     sub.add_parser("resync", help="act as backup: stop committing, ask the peer for its whole table")
@@ -90,14 +93,14 @@ def ctsyncctl_main(argv: list[str] | None = None) -> int:
     if args.cmd == "decode":
         return _decode(args)
     try:
-        path = args.socket or (config_mod.load(args.config).control_socket if args.config else
-                               os.environ.get("CTSYNCCTL_SOCKET", config_mod.DEFAULT_CONTROL_SOCKET))
+        path = args.socket or (socket_from_file(args.config, "ctsync", DEFAULT_CONTROL_SOCKET) if args.config else
+                               os.environ.get("CTSYNCCTL_SOCKET", DEFAULT_CONTROL_SOCKET))
         params = {}
         if args.cmd == "flush-uplink":
             params = {"address": args.address, "proto": args.proto, "dport": args.dport}
         reply = request(path, args.cmd, timeout=None if args.cmd == "commit" else 30, **params)
-    except ConfigError as e:
-        print("\n".join(f"ctsyncctl: {p}" for p in e.problems), file=sys.stderr)
+    except SocketPathError as e:
+        print(f"ctsyncctl: {e}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as e:
         print(f"ctsyncctl: cannot talk to ctsync: {e}", file=sys.stderr)
@@ -107,6 +110,8 @@ def ctsyncctl_main(argv: list[str] | None = None) -> int:
         return 1
     if args.cmd == "status":
         print(json.dumps(reply["status"], indent=2) if args.json else _text_status(reply["status"]), end="" if not args.json else "\n")
+    elif args.cmd == "metrics":
+        sys.stdout.write(reply["text"])
     elif args.cmd == "commit":
         c = reply["commit"]
         print(f"committed {c.get('committed', c['count'])} of {c['count']} entries in {c['duration']:.3f}s")

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
 
-from hacommon.config import Checker, ConfigError, read_toml
+from hacommon.config import Checker, ConfigError, Reference, TableSpec, check_file, read_toml
 from hacommon.paths import CTSYNC_CONTROL_SOCKET
 from hacommon.paths import VRRPD_CONTROL_SOCKET as VRRPD_DEFAULT_SOCKET
 
@@ -32,7 +32,8 @@ TCP_STATES = {"none": 0, "syn_sent": 1, "syn_recv": 2, "established": 3, "fin_wa
 _KEYS = {"sync_interface", "local_address", "peer_address", "port", "key", "key_file", "mode", "failover",
          "ignore_addresses", "ignore_protocols", "ignore_tcp_states", "netlink_rcvbuf", "resend_queue",
          "mtu", "control_socket", "node_id", "commit_timeout", "heartbeat_interval", "peer_timeout",
-         "multicast_group", "backup_purge_timeout", "send_queue"}
+         "multicast_group", "backup_purge_timeout", "key_rotation_grace", "metrics_listen", "parking", "send_queue"}
+_PARKING_KEYS = {"enabled", "max_hold", "max_packets", "max_bytes", "queue", "mark", "interfaces", "vips_before_commit"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,20 @@ class Failover:
     # Lower the group's VRRP priority by this much while this backup is not ready (its
     # bulk resync from a live peer unfinished), as pfsync demotes CARP. 0: never.
     demote_when_not_ready: int = 0
+
+
+@dataclass(frozen=True)
+class ParkingConfig:
+    """[ctsync.parking]: packets wait for a takeover's commit (ctsync/parking.py, nfqueue.py)."""
+
+    enabled: bool = False
+    max_hold: float = 1.0  # seconds a packet waits at most
+    max_packets: int = 10000  # waiting at once, past it new arrivals are dropped
+    max_bytes: int = 16 << 20
+    queue: int = 3780  # NFQUEUE number
+    mark: int = 0x10000000  # one packet-mark bit, set on released packets for one pass of the raw table
+    interfaces: tuple[str, ...] = ("vrrp+",)  # where packets arrive for the VIPs (vrrpd's macvlans)
+    vips_before_commit: bool = True  # ack vrrpd's hold at once: the VIPs move, packets wait for the commit
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,12 @@ class CtsyncConfig:
     # On becoming backup (commit mode), once the new master's table has arrived, the
     # entries of ours it holds get at most this many seconds left (conntrackd -t). 0: off.
     backup_purge_timeout: int = 60
+    parking: ParkingConfig = field(default_factory=ParkingConfig)
+    # After a SIGHUP with a new key: the old one is still accepted this long (and sent
+    # with for the first half, unless the peer already uses the new one). See reload_plan.
+    key_rotation_grace: float = 60.0
+    # "127.0.0.1:9651": serve Prometheus metrics over HTTP there (None: off).
+    metrics_listen: tuple[str, int] | None = None
 
 
 def parse(data: dict, path: str = "") -> CtsyncConfig:
@@ -180,6 +201,9 @@ def parse(data: dict, path: str = "") -> CtsyncConfig:
     hb = c.number(t, "heartbeat_interval", "ctsync", 0.05, 60, 1.0)
     pt = c.number(t, "peer_timeout", "ctsync", 0.1, 600, 3.0)
     purge = c.integer(t, "backup_purge_timeout", "ctsync", 0, 1 << 31, 60)
+    parking = _parking(c, t.get("parking", {}))
+    grace = c.number(t, "key_rotation_grace", "ctsync", 1, 86400, 60.0)
+    metrics = c.listen_address(t, "metrics_listen", "ctsync")
     if c.problems:
         raise ConfigError(c.problems)
     local = addrs["local_address"]
@@ -189,8 +213,73 @@ def parse(data: dict, path: str = "") -> CtsyncConfig:
         ignore_tcp_states=frozenset(states), netlink_rcvbuf=rcvbuf, resend_queue=resend, send_queue=send_queue, mtu=mtu,
         control_socket=sock, node_id=node or (int(local) & 0xFFFF) or 1, commit_timeout=ctimeout,
         heartbeat_interval=hb, peer_timeout=pt, multicast_group=group,
-        backup_purge_timeout=purge,
+        backup_purge_timeout=purge, key_rotation_grace=grace, metrics_listen=metrics, parking=parking,
     )
+
+
+def _parking(c: Checker, t) -> ParkingConfig:
+    prefix = "ctsync.parking"
+    if not isinstance(t, dict):
+        c.fail(prefix, "must be a table like { enabled = true }")
+        return ParkingConfig()
+    c.unknown(t, _PARKING_KEYS, prefix)
+    d = ParkingConfig()
+    ifaces = t.get("interfaces", list(d.interfaces))
+    if not isinstance(ifaces, list) or not ifaces or not all(isinstance(i, str) and 0 < len(i) <= 15 and " " not in i
+                                                            for i in ifaces):
+        c.fail(f"{prefix}.interfaces", f"must be a non-empty list of interface names (a trailing + matches a prefix, "
+                                       f"e.g. \"vrrp+\"), got {ifaces!r}")
+        ifaces = list(d.interfaces)
+    mark = c.integer(t, "mark", prefix, 1, 0xFFFFFFFF, d.mark)
+    if mark & (mark - 1):
+        c.fail(f"{prefix}.mark", f"must be a single bit (a power of two, e.g. 0x10000000), got {mark:#x}")
+    return ParkingConfig(
+        enabled=c.boolean(t, "enabled", prefix, d.enabled),
+        max_hold=c.number(t, "max_hold", prefix, 0.01, 60, d.max_hold),
+        max_packets=c.integer(t, "max_packets", prefix, 1, 1 << 20, d.max_packets),
+        max_bytes=c.integer(t, "max_bytes", prefix, 1500, 1 << 30, d.max_bytes),
+        queue=c.integer(t, "queue", prefix, 0, 65535, d.queue),
+        mark=mark,
+        interfaces=tuple(ifaces),
+        vips_before_commit=c.boolean(t, "vips_before_commit", prefix, d.vips_before_commit),
+    )
+
+
+#: What SIGHUP changes in a running ctsync (dotted keys of the [ctsync] table); every
+#: other key keeps its running value until a restart, with a log line naming it.
+RELOADABLE = ("key", "key_rotation_grace", "ignore_addresses", "ignore_protocols", "ignore_tcp_states",
+              "heartbeat_interval", "peer_timeout", "commit_timeout", "backup_purge_timeout")
+_SECRET = {"key"}
+
+
+def _running_values(cfg: CtsyncConfig) -> dict[str, object]:
+    """Every setting of a config under its dotted key (key_file's content is "key")."""
+    out = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in ("path", "failover")}
+    out.update({f"failover.{f.name}": getattr(cfg.failover, f.name) for f in fields(cfg.failover)})
+    return out
+
+
+def reload_plan(old: CtsyncConfig, new: CtsyncConfig) -> tuple[CtsyncConfig, list[str], list[str]]:
+    """What a SIGHUP does with a newly read file: (the config to run, the keys that
+    change now, one line per key that cannot change at run time). Refused keys keep
+    their running value; the daemon keeps running."""
+    was, now = _running_values(old), _running_values(new)
+    applied = [k for k in RELOADABLE if was[k] != now[k]]
+    refused = []
+    for k in was:
+        if k not in RELOADABLE and was[k] != now[k]:
+            refused.append(f"ctsync.{k}: cannot change while ctsync runs (running {_show(was[k])}, the file now says "
+                           f"{_show(now[k])}); restart ctsync to apply it")
+    running = replace(old, path=new.path, **{k: getattr(new, k) for k in applied})
+    return running, [f"ctsync.{'key (or key_file)' if k in _SECRET else k}" for k in applied], refused
+
+
+def _show(v: object) -> str:
+    if isinstance(v, (tuple, frozenset, set)):
+        return "[" + ", ".join(sorted(str(x) for x in v)) + "]"
+    if isinstance(v, StrEnum):
+        return str(v)
+    return repr(v) if isinstance(v, str) else str(v)
 
 
 def _vrrpd_socket(data: dict) -> str:
@@ -203,3 +292,39 @@ def _vrrpd_socket(data: dict) -> str:
 
 def load(path: str | Path) -> CtsyncConfig:
     return parse(read_toml(path), str(path))
+
+
+def _summary(cfg: CtsyncConfig) -> str:
+    via = f" via multicast {cfg.multicast_group}" if cfg.multicast_group else ""
+    follow = f", following vrrpd sync group {cfg.failover.vrrp_sync_group}" if cfg.failover.vrrp_sync_group else ""
+    return f"mode {cfg.mode}, peer {cfg.peer_address}{via} on {cfg.sync_interface}{follow}"
+
+
+def _references(data: dict) -> list[Reference]:
+    """What [ctsync] takes from [vrrpd]: the sync group (or instance) it follows, and
+    vrrpd's control socket if given here (by default it is [vrrpd]'s own)."""
+    t = data.get("ctsync")
+    fo = t.get("failover") if isinstance(t, dict) else None
+    if not isinstance(fo, dict):
+        return []
+    refs = []
+    group = fo.get("vrrp_sync_group")
+    if isinstance(group, str) and group:
+        refs.append(Reference("ctsync.failover.vrrp_sync_group", group,
+                              {"vrrpd.sync_group": "sync groups", "vrrpd.instance": "instances"}, "sync group or instance"))
+    sock = fo.get("vrrpd_socket")
+    if isinstance(sock, str) and sock:
+        refs.append(Reference("ctsync.failover.vrrpd_socket", sock, {"vrrpd.control_socket": "its control_socket"},
+                              "control socket"))
+    return refs
+
+
+#: [ctsync] in the one check of a box's file (hacommon.config.check_file; registered as
+#: an entry point in pyproject.toml).
+TABLE = TableSpec("ctsync", parse, summary=_summary, references=_references)
+
+
+def load_checked(path: str | Path) -> CtsyncConfig:
+    """The [ctsync] table, after every table of the file and their cross-references
+    passed (what the daemon runs and reloads, and what --check checks)."""
+    return check_file(path, TABLE).configs["ctsync"]

@@ -1,6 +1,7 @@
 """ctsync's control socket: JSON lines (hacommon.control), one request, one reply.
 
-Requests: {"cmd": "status"} | {"cmd": "commit"} (blocks until the commit is done) |
+Requests: {"cmd": "status"} | {"cmd": "metrics"} (Prometheus text, ctsync/metrics.py) |
+{"cmd": "commit"} (blocks until the commit is done, at most commit_timeout) |
 {"cmd": "flush"} (empty the external cache) | {"cmd": "resync"} (act as backup: ask the
 peer for its whole table) | {"cmd": "dump"} (the external cache, one entry per item) |
 {"cmd": "flush-uplink", "address": "198.51.100.2", "proto": "udp", "dport": 5060} (delete
@@ -53,7 +54,14 @@ class ControlServer(UnixControlServer):
                 elif cmd == "flush-uplink":
                     reply = await _flush_uplink(self, req)
                 elif cmd == "commit":
-                    reply = {"ok": True, "commit": await d.commit("ctsyncctl commit")}
+                    c = await d.commit("ctsyncctl commit")
+                    reply = ({"ok": False, "commit": c, "error": f"commit not done after commit_timeout "
+                              f"({d.cfg.commit_timeout:g}s); it goes on: see ctsyncctl status"}
+                             if c.get("timed_out") else {"ok": True, "commit": c})
+                elif cmd == "metrics":
+                    from .metrics import render
+
+                    reply = {"ok": True, "text": render(d.metrics_registry())}
                 elif cmd == "flush":
                     n = len(d.rep.cache)
                     d.rep.cache.clear()
@@ -72,7 +80,7 @@ class ControlServer(UnixControlServer):
                             entries.append(_entry_json(e))
                     reply = {"ok": True, "entries": entries}
                 else:
-                    reply = {"ok": False, "error": "unknown request; try status, commit, flush, resync, dump, flush-uplink"}
+                    reply = {"ok": False, "error": "unknown request; try status, metrics, commit, flush, resync, dump, flush-uplink"}
                 await send_json(stream, reply)
             except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
                 pass

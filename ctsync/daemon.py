@@ -40,10 +40,13 @@ from ctnetlink.constants import (
 from ctnetlink.key import entry_key
 from ctnetlink.socket import CtSocket, EventKind
 from ctnetlink.sysctl import get_sysctl, set_sysctl
+from hacommon import sdnotify
+from hacommon.config import ConfigError
 from hacommon.sockopts import SO_BINDTODEVICE, SO_RCVBUFFORCE
 
-from .config import CtsyncConfig
+from .config import CtsyncConfig, load_checked, reload_plan
 from .follower import VrrpdFollower
+from .nfqueue import Parking
 from .replicator import (
     KIND_DESTROY,
     KIND_NEW,
@@ -58,6 +61,10 @@ from .replicator import (
 )
 
 log = logging.getLogger("ctsync")
+#: The pump wakes at least every heartbeat_interval; this long without a turn (a kernel
+#: call that never returns, say) and the watchdog stops pinging systemd. Generous: a
+#: table dump of a million entries takes seconds, not this.
+WATCHDOG_STALL = 30.0
 #: Kernel events handled per wake-up at most (netlink datagrams read without waiting).
 EVENT_BATCH = 256
 #: A table dump is given up when the kernel sends nothing for this long.
@@ -82,6 +89,7 @@ class Daemon:
         self.nat_verify_failures = 0
         self.last_clashes: list[str] = []
         self.follower = VrrpdFollower(self) if cfg.failover.vrrp_sync_group else None
+        self.parking = Parking(cfg.parking) if cfg.parking.enabled else None
         self.not_ready = False  # what the demotion of the vrrpd group follows
         self._not_ready_changed = trio.Event()
         self.own_datagrams = 0  # multicast copies of our own datagrams (ignored)
@@ -92,6 +100,12 @@ class Daemon:
         self.mcast_rx: trio.socket.SocketType | None = None  # bound to multicast_group
         self.cmd: CtSocket | None = None
         self.events_sock: CtSocket | None = None
+        self.control = None  # ControlServer, once started
+        self.notifier = sdnotify.Notifier(None)  # systemd's, read from the environment in run()
+        self.metrics = None  # the HTTP metrics endpoint (metrics_listen), if configured
+        self._registry = None
+        self.pump_at: float | None = None  # the pump's last turn (the watchdog's question)
+        self.commit_timeouts = 0
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -108,15 +122,35 @@ class Daemon:
         self.udp = await self._open_udp()
         if self.cfg.multicast_group is not None:
             self.mcast_rx = await self._open_multicast_receiver()
+        try:
+            await self._serve(task_status)
+        finally:
+            if self.parking is not None:
+                self.parking.close()  # no rule of ours outlives us, whatever ended the run
+        for s in (self.events_sock, self.cmd):
+            s.close()
+        self.udp.close()
+        if self.mcast_rx is not None:
+            self.mcast_rx.close()
+
+    async def _serve(self, task_status) -> None:
         from .control import ControlServer
 
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        self.notifier = sdnotify.Notifier.from_env()
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as n:
                 self.nursery = n
-                control = ControlServer(self, self.cfg.control_socket)
+                self.control = control = ControlServer(self, self.cfg.control_socket)
                 await control.start(n)
+                if self.cfg.metrics_listen is not None:
+                    from hacommon.metrics_http import MetricsServer
+
+                    self.metrics = MetricsServer(self.metrics_registry(), self.cfg.metrics_listen, "ctsync")
+                    await self.metrics.start(n)
                 now = trio.current_time()
                 self.rep.start(now)
+                if self.parking is not None:
+                    await self.parking.start(n)
                 n.start_soon(self._kernel_events)
                 n.start_soon(self._udp_receive, self.udp)
                 if self.mcast_rx is not None:
@@ -127,17 +161,22 @@ class Daemon:
                 via = f" via multicast {self.cfg.multicast_group}" if self.cfg.multicast_group else ""
                 log.info("ctsync started: mode %s, sync %s -> %s:%d%s on %s, node %d", self.cfg.mode,
                          self.cfg.local_address, self.cfg.peer_address, self.cfg.port, via, self.cfg.sync_interface, self.cfg.node_id)
+                self.notifier.ready(self.status_line())
+                n.start_soon(sdnotify.run, self.notifier, self.status_line, self.unhealthy)
                 task_status.started()
                 async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        self.notifier.reloading()
+                        self.reload()
+                        self.notifier.ready(self.status_line())
+                        continue
                     log.info("%s: leaving", signal.Signals(signum).name)
+                    self.notifier.stopping()
                     break
                 n.cancel_scope.cancel()
                 control.close()
-        for s in (self.events_sock, self.cmd):
-            s.close()
-        self.udp.close()
-        if self.mcast_rx is not None:
-            self.mcast_rx.close()
+                if self.metrics is not None:
+                    self.metrics.close()
 
     async def _open_udp(self) -> trio.socket.SocketType:
         fam = socket.AF_INET if self.cfg.local_address.version == 4 else socket.AF_INET6
@@ -260,7 +299,7 @@ class Daemon:
             with trio.move_on_at(deadline if deadline is not None else trio.current_time() + 1.0):
                 await self.wake.wait()
             self.wake = trio.Event()
-            now = trio.current_time()
+            now = self.pump_at = trio.current_time()
             if deadline is not None and deadline <= now:
                 await trio.lowlevel.checkpoint()  # due at once (a push feeding): let the others run
             self.rep.handle_timer(now)
@@ -379,18 +418,78 @@ class Daemon:
 
     async def commit(self, reason: str) -> dict:
         """Become master and write the external cache into the kernel (commit mode);
-        returns when it is done (the replicator's Commit action has run)."""
+        returns when it is done (the replicator's Commit action has run), or after
+        commit_timeout with ``{"timed_out": True, ...}``: the caller (vrrpd's hold,
+        ``ctsyncctl commit``) stops waiting, the commit itself goes on to its end (a
+        netlink batch cut short would leave the kernel's answers unread)."""
+        done = trio.Event()
+        result: dict = {}
+
+        async def run() -> None:
+            result.update(await self._commit(reason))
+            done.set()
+
+        self.nursery.start_soon(run)
+        with trio.move_on_after(self.cfg.commit_timeout):
+            await done.wait()
+        if done.is_set():
+            return result
+        self.commit_timeouts += 1
+        log.error("commit (%s) not done after commit_timeout (%.1fs): not waiting for it any longer; it goes on",
+                  reason, self.cfg.commit_timeout)
+        return {"reason": reason, "timed_out": True, "count": len(self.rep.cache), "committed": 0,
+                "duration": self.cfg.commit_timeout, "time": time.time()}
+
+    async def _commit(self, reason: str) -> dict:
         async with self._commit_lock:
             self._commit_done = done = trio.Event()
+            if self.parking is not None:
+                self.parking.takeover()  # packets for the VIPs wait for this commit
             self.rep.become_master(trio.current_time(), reason)
             self.poke()
             await done.wait()
             return self.last_commit
 
+    async def prepare_master(self, reason: str) -> dict:
+        """Make-before-break: vrrpd is about to preempt a live master; write the replica
+        into the kernel while still backup (the master keeps forwarding meanwhile), and
+        return when done. Becoming master then has nothing left to write."""
+        async with self._commit_lock:
+            self._commit_done = done = trio.Event()
+            self.rep.prepare_master(trio.current_time(), reason)
+            self.poke()
+            await done.wait()
+            return self.last_commit
+
+    def takeover_parks(self) -> bool:
+        """A takeover starts and parking is armed to hold the packets that arrive before its
+        commit is done: vrrpd may add the VIPs at once (parking.vips_before_commit)."""
+        return bool(self.parking is not None and self.cfg.parking.vips_before_commit and self.parking.takeover())
+
+    def cancel_preparation(self, reason: str) -> None:
+        if self.rep.preparation is not None:
+            log.info("preemption cancelled (%s): back to backup", reason)
+            self.rep.cancel_preparation(trio.current_time())
+            self.poke()
+
     async def _run_commit(self, c: Commit) -> None:
         try:
-            if c.messages is None:  # inject mode: the kernel has the replica already
-                self.last_commit = {"reason": c.reason, "count": 0, "duration": 0.0, "mode": self.cfg.mode, "time": time.time()}
+            if c.messages is None:  # inject mode, or prepared: the kernel has the replica already
+                if c.prepare:
+                    self.rep.prepare_committed(trio.current_time())
+                    self.poke()
+                if c.prepared:  # a preparation wrote it all already: its record stands
+                    if not c.prepare:
+                        if self.last_commit and self.last_commit.get("prepared"):
+                            self.last_commit["master_after"] = round(time.time() - self.last_commit["time"], 3)
+                            log.info("master (%s): the preparation wrote the replica %.3fs ago; nothing left to commit",
+                                     c.reason, self.last_commit["master_after"])
+                        # As after any commit: the peer gets our table, flows we wrote included.
+                        self.rep.committed(trio.current_time())
+                        self.poke()
+                    return
+                self.last_commit = {"reason": c.reason, "count": 0, "duration": 0.0, "mode": self.cfg.mode,
+                                    "prepared": c.prepare, "time": time.time()}
                 return
             t0 = time.perf_counter()
             results = await self.cmd.commit_raw(c.messages)
@@ -402,12 +501,19 @@ class Daemon:
                 await self._report_clashes(clashes)
             ok = len(c.messages) - sum(errs.values()) - len(clashes)
             self.last_commit = {"reason": c.reason, "count": len(c.messages), "committed": ok, "duration": duration,
-                                "errors": dict(errs), "clashes": len(clashes), "mode": self.cfg.mode, "time": time.time()}
+                                "errors": dict(errs), "clashes": len(clashes), "mode": self.cfg.mode, "prepared": c.prepare,
+                                "time": time.time()}
             extra = (f", errors {dict(errs)}" if errs else "") + (f", {len(clashes)} NAT clash(es)" if clashes else "")
-            log.info("commit (%s): %d of %d entries in %.3fs%s", c.reason, ok, len(c.messages), duration, extra)
-            self.rep.committed(trio.current_time())
+            what = "commit while backup, before preempting" if c.prepare else "commit"
+            log.info("%s (%s): %d of %d entries in %.3fs%s", what, c.reason, ok, len(c.messages), duration, extra)
+            if c.prepare:
+                self.rep.prepare_committed(trio.current_time())  # still backup: no table push
+            else:
+                self.rep.committed(trio.current_time())
             self.poke()
         finally:
+            if self.parking is not None and not c.prepare:
+                self.parking.commit_done()  # what waited for this commit goes on now
             if self._commit_done is not None:
                 self._commit_done.set()
                 self._commit_done = None
@@ -451,6 +557,8 @@ class Daemon:
 
     def become_backup(self, reason: str) -> None:
         self.rep.become_backup(trio.current_time())
+        if self.parking is not None:
+            self.nursery.start_soon(self.parking.arm)  # ready for the next takeover
         log.info("backup (%s): not committing; asked the peer for a resync", reason)
         self.poke()
 
@@ -465,6 +573,57 @@ class Daemon:
 
         self.nursery.start_soon(later)
 
+    # ---- reload, systemd, metrics ------------------------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the file (the whole file is checked, as at start). Filters,
+        timers and the key change now (a key rotation: ctsync/channel.py); a key that
+        cannot change at run time keeps its running value, each named in the log. A file
+        with problems changes nothing."""
+        try:
+            new = load_checked(self.cfg.path)
+        except ConfigError as e:
+            log.error("SIGHUP: configuration not reloaded:\n%s", "\n".join(e.problems))
+            return
+        running, applied, refused = reload_plan(self.cfg, new)
+        for line in refused:
+            log.warning("SIGHUP: %s", line)
+        self.cfg = running
+        self.rep.reconfigure(running, trio.current_time())
+        self.poke()
+        log.info("SIGHUP: reloaded; changed: %s%s", ", ".join(applied) or "nothing",
+                 f"; key rotation: the previous key is accepted for {running.key_rotation_grace:g}s"
+                 if "ctsync.key (or key_file)" in applied else "")
+
+    def status_line(self) -> str:
+        """systemd's STATUS=: "backup, in sync, 12034 entries"."""
+        now = trio.current_time()
+        rep = self.rep
+        if rep.role == "master":
+            line = f"master, {len(rep.internal)} entries"
+        else:
+            line = f"backup, {'in sync' if rep.in_sync else 'not in sync'}, {len(rep.cache)} entries"
+        if not rep.channel.peer_alive(now):
+            line += ", peer not heard"
+        if self.follower is not None and not self.follower.connected:
+            line += ", vrrpd not reachable"
+        return line
+
+    def unhealthy(self) -> str | None:
+        """The watchdog's question: is the pump still turning?"""
+        if self.pump_at is not None and trio.current_time() - self.pump_at > WATCHDOG_STALL:
+            return f"the pump has not turned for {trio.current_time() - self.pump_at:.0f}s"
+        return None
+
+    def metrics_registry(self):
+        """prometheus_client's registry over status() (ctsync/metrics.py), for
+        metrics_listen and `ctsyncctl metrics`."""
+        if self._registry is None:
+            from .metrics import registry_for
+
+            self._registry = registry_for(self.status)
+        return self._registry
+
     # ---- status -------------------------------------------------------------------------
 
     def status(self) -> dict:
@@ -472,6 +631,7 @@ class Daemon:
         ch = self.rep.channel
         return {
             "role": self.rep.role,
+            "preparation": self.rep.preparation,
             "mode": self.cfg.mode,
             "peer_alive": ch.peer_alive(now),
             "peer_role": self.rep.peer_role,
@@ -501,6 +661,10 @@ class Daemon:
             "aged_out": self.aged_out,
             "age_out_errors": dict(self.age_out_errors),
             "netlink_overruns": self.events_sock.overruns if self.events_sock else 0,
+            "parking": self.parking.status() if self.parking is not None else {"enabled": False},
+            "commit_timeouts": self.commit_timeouts,
+            "key_rotation": ch.rotating(now),
+            "uplink_flush": self.control.uplink_flush if self.control is not None else {},
             "pid": os.getpid(),
             "started_at": self.started_at,
         }

@@ -4,13 +4,16 @@ ctsync subscribes to vrrpd's events holding the configured sync group. When the 
 moves to master, vrrpd sends its advert but waits with the VIPs; the follower has the
 daemon commit the external cache into the kernel, then acks, and only then do the VIPs
 and gratuitous ARPs appear. When the group goes backup or fault, the daemon becomes
-backup. With ``failover.demote_when_not_ready`` the follower also keeps vrrpd's
+backup. Before a preemption of a live lower-priority master (a failback), vrrpd asks us to
+prepare: the daemon commits the master's table while still backup, and vrrpd sends the
+advert that preempts only after our ack. With ``failover.demote_when_not_ready`` the follower also keeps vrrpd's
 demotion of the group in step with the daemon's readiness (a backup without its peer's
 whole table asks vrrpd to lower the group's priority, as pfsync demotes CARP).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 from typing import TYPE_CHECKING
@@ -55,7 +58,7 @@ class VrrpdFollower:
             send_lock = trio.Lock()  # acks and demotions share the stream
             async with stream, trio.open_nursery() as n:
                 try:  # the subscription is the first line, before any ack or demotion
-                    await stream.send_all(hs.encode(hs.Subscribe("ctsync", (self.group,))))
+                    await stream.send_all(hs.encode(hs.Subscribe("ctsync", (self.group,), prepare=True)))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     await trio.sleep(RECONNECT_DELAY)
                     continue
@@ -81,6 +84,11 @@ class VrrpdFollower:
                     continue
                 if isinstance(msg, hs.Transition):
                     await self._transition(msg, stream, send_lock)
+                elif isinstance(msg, hs.Prepare):
+                    await self._prepare(msg, stream, send_lock)
+                elif isinstance(msg, hs.PrepareCancelled):
+                    if msg.concerns(self.group):
+                        self.d.cancel_preparation(msg.reason)
                 elif isinstance(msg, hs.Refused):
                     log.warning("vrrpd refused: %s", msg.error)
         except LineTooLong as e:
@@ -93,13 +101,32 @@ class VrrpdFollower:
             rep = self.d.rep
             if t.new == "master":
                 if rep.role != Role.MASTER:
+                    if t.hold_id is not None and self.d.takeover_parks():
+                        # Parking holds what arrives before the commit is done: the VIPs
+                        # may move now, and packets wait in the queue, not in retransmits.
+                        await self._ack(t.hold_id, stream, send_lock)
+                        t = dataclasses.replace(t, hold_id=None)
                     await self.d.commit(f"vrrpd: {t.instance} became master")
                     self.d.verify_nat_later()
-            elif t.new in ("backup", "fault") and rep.role == Role.MASTER:
-                self.d.become_backup(f"vrrpd: {t.instance} {t.new}")
+            elif t.new in ("backup", "fault"):
+                if rep.role == Role.MASTER:
+                    self.d.become_backup(f"vrrpd: {t.instance} {t.new}")
+                elif rep.preparation is not None:
+                    self.d.cancel_preparation(f"vrrpd: {t.instance} {t.new}")
         if t.hold_id is not None:
-            async with send_lock:
-                await stream.send_all(hs.encode(hs.Ack(t.hold_id)))
+            await self._ack(t.hold_id, stream, send_lock)
+
+    async def _ack(self, hold_id: int, stream: trio.SocketStream, send_lock: trio.Lock) -> None:
+        async with send_lock:
+            await stream.send_all(hs.encode(hs.Ack(hold_id)))
+
+    async def _prepare(self, p: hs.Prepare, stream: trio.SocketStream, send_lock: trio.Lock) -> None:
+        """vrrpd is about to preempt a live master: commit its table while we are still
+        backup, then let the preempting advert go (make-before-break failback)."""
+        if p.concerns(self.group) and self.d.rep.role != Role.MASTER:
+            await self.d.prepare_master(f"vrrpd: {p.instance} about to preempt ({p.reason})")
+        async with send_lock:
+            await stream.send_all(hs.encode(hs.Ack(p.hold_id)))
 
     async def _keep_demotion(self, stream: trio.SocketStream, send_lock: trio.Lock) -> None:
         """Keep vrrpd's demotion of the group in step with the daemon's `not_ready`.

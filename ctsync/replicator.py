@@ -11,6 +11,8 @@ Inputs (read the actions with `poll(now)`):
     table_failed(rid, now)                   the dump could not be read
     datagram(data, now)                      a datagram from the sync link
     become_master(now, reason) / become_backup(now)   the VRRP sync group moved
+    prepare_master(now, reason)              the group is about to preempt a live master:
+                                             commit while still backup (make-before-break)
     handle_timer(now)                        at next_deadline()
 Actions (all of them through ``poll(now)``):
     SendDatagrams(list[bytes])               to the peer
@@ -35,6 +37,10 @@ without an event (a UDP flow after it is assured).
 A push streams: its entries go into the channel's send queue a few thousand at a time,
 as the send window drains it (poll tops it up), never all at once, so a table of any
 size gets through a bounded queue while events keep flowing between its entries.
+
+(Over 600 lines: both sides of a table push, the events and the failover rules read and
+write the same replica state, internal keys, the push's touched keys, in_sync; split
+apart, that state would have to be handed back and forth.)
 """
 
 from __future__ import annotations
@@ -95,6 +101,8 @@ class DumpKernel:
 class Commit:
     messages: list[bytes] | None  # None: nothing to write (inject mode: the kernel has it all)
     reason: str
+    prepare: bool = False  # made while still backup, before a preemption (call prepare_committed)
+    prepared: bool = False  # nothing to write: a preparation wrote it all before we became master
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,15 @@ class Role(StrEnum):
     BACKUP = "backup"
 
 
+class Preparation(StrEnum):
+    """Make-before-break: a backup about to preempt commits the replica while the master
+    still forwards (COMMITTING), then writes what arrives next straight into the kernel
+    (INJECTING) until it is master; becoming master then has nothing left to write."""
+
+    COMMITTING = "committing"
+    INJECTING = "injecting"
+
+
 class CommitMode:
     """The replica waits in the external cache; becoming master writes all of it."""
 
@@ -126,6 +143,9 @@ class CommitMode:
 
     def on_master(self, cache: ExternalCache, reason: str) -> Commit:
         return Commit(cache.messages(), reason)
+
+    def on_prepare(self, cache: ExternalCache, reason: str) -> Commit:
+        return Commit(cache.messages(), reason, prepare=True)
 
     def age_out_tables(self, cfg: CtsyncConfig) -> int:
         """Complete tables from the new master to shorten our own entries against (conntrackd -t)."""
@@ -145,11 +165,15 @@ class InjectMode:
     def on_master(self, cache: ExternalCache, reason: str) -> Commit:
         return Commit(None, reason)
 
+    def on_prepare(self, cache: ExternalCache, reason: str) -> Commit:
+        return Commit(None, reason, prepare=True)  # the kernel has it all already
+
     def age_out_tables(self, cfg: CtsyncConfig) -> int:
         return 0  # our kernel holding the peer's entries is the point: leave them
 
 
 STRATEGIES = {Mode.COMMIT: CommitMode(), Mode.INJECT: InjectMode()}
+_INJECT = STRATEGIES[Mode.INJECT]
 
 
 @dataclass
@@ -183,6 +207,7 @@ class Counters:
     stale_dropped: int = 0
     aged_out_requests: int = 0
     pushes_superseded: int = 0  # table pushes abandoned for a newer one before their end
+    preparations: int = 0  # make-before-break commits while backup, before a preemption
 
 
 @dataclass
@@ -200,6 +225,8 @@ class Replicator:
                                peer_timeout=self.cfg.peer_timeout)
         self.cache = ExternalCache()
         self.strategy = STRATEGIES[Mode(self.cfg.mode)]
+        self.preparation: Preparation | None = None
+        self._arrived_while_preparing: set[bytes] = set()
         self.internal: set[bytes] = set()  # keys of our own kernel's replicated entries
         self.own_portids: set[int] = set()
         self.peer_role: Role | None = None
@@ -360,7 +387,46 @@ class Replicator:
         self.role = Role.MASTER
         self._hb_at = now  # tell the peer at once
         self._age_out_tables = 0
-        self._actions.append(self.strategy.on_master(self.cache, reason))
+        if self.preparation is Preparation.INJECTING:
+            self._actions.append(Commit(None, reason, prepared=True))  # the kernel has it all already
+        else:
+            self._actions.append(self.strategy.on_master(self.cache, reason))
+        self.preparation = None
+        self._arrived_while_preparing.clear()
+
+    def prepare_master(self, now: float, reason: str) -> None:
+        """The group is about to preempt a live lower-priority master: write the replica
+        into our kernel now, while still backup (the Commit, with prepare set, comes out of
+        poll()); entries arriving meanwhile are noted and written once it is done
+        (prepare_committed), then every new one at once, until we are master."""
+        if self.role == Role.MASTER or self.preparation is not None:
+            self._actions.append(Commit(None, reason, prepare=True, prepared=True))  # done already
+            return
+        self.counters.preparations += 1
+        self.preparation = Preparation.COMMITTING
+        self._arrived_while_preparing.clear()
+        self._actions.append(self.strategy.on_prepare(self.cache, reason))
+
+    def prepare_committed(self, now: float) -> None:
+        """The preparation's commit is done: write what arrived or left meanwhile."""
+        if self.preparation is not Preparation.COMMITTING:
+            return
+        self.preparation = Preparation.INJECTING
+        keys, self._arrived_while_preparing = self._arrived_while_preparing, set()
+        present = [k for k in keys if k in self.cache]
+        if present:
+            self._actions.append(Inject([self.cache.message(k) for k in present]))
+        gone = [k for k in keys if k not in self.cache]
+        if gone:
+            self._actions += _INJECT.on_removed(gone)
+
+    def cancel_preparation(self, now: float) -> None:
+        """The preemption will not happen: back to a plain backup, which ages out what the
+        master holds (our kernel now has its entries too) and asks for its table."""
+        if self.preparation is not None and self.role == Role.BACKUP:
+            self.preparation = None
+            self._arrived_while_preparing.clear()
+            self.become_backup(now)
 
     def committed(self, now: float) -> None:
         """Our commit is done: push our table to the peer. The entries it wrote carry our
@@ -374,8 +440,25 @@ class Replicator:
         self.role = Role.BACKUP
         self._hb_at = now
         self.in_sync = False
+        self.preparation = None
+        self._arrived_while_preparing.clear()
         self._age_out_tables = self.strategy.age_out_tables(self.cfg)
         self.request_resync(now, "became backup")
+
+    def reconfigure(self, cfg: CtsyncConfig, now: float) -> None:
+        """SIGHUP: the settings that may change at run time (ctsync.config.reload_plan
+        keeps the others). New filters take effect for the next event, and our whole
+        table is pushed so the peer's replica follows them at once (its end marker drops
+        what is now filtered); a new key starts a rotation (Channel.rotate_key)."""
+        old, self.cfg = self.cfg, cfg
+        self.channel.peer_timeout = cfg.peer_timeout
+        if cfg.key != old.key:
+            self.channel.rotate_key(cfg.key, now, cfg.key_rotation_grace)
+        if self._hb_at is not None and cfg.heartbeat_interval < old.heartbeat_interval:
+            self._hb_at = min(self._hb_at, now + cfg.heartbeat_interval)
+        if (cfg.ignore_addresses, cfg.ignore_protocols, cfg.ignore_tcp_states) != (
+                old.ignore_addresses, old.ignore_protocols, old.ignore_tcp_states):
+            self._dump("filters changed")
 
     def handle_timer(self, now: float) -> None:
         self.channel.handle_timer(now)
@@ -469,6 +552,24 @@ class Replicator:
             self._push = None
             self._refresh_at = now + self.refresh_interval  # the next periodic push counts from here
 
+    def _on_entry(self, key: bytes, body: bytes) -> list[Action]:
+        """What a replicated entry does on arrival: the mode's rule, unless a preemption
+        is being prepared (noted while its commit runs, written at once after it)."""
+        if self.preparation is Preparation.COMMITTING:
+            self._arrived_while_preparing.add(key)
+            return []
+        if self.preparation is Preparation.INJECTING:
+            return _INJECT.on_entry(body)
+        return self.strategy.on_entry(body)
+
+    def _on_removed(self, keys: list[bytes]) -> list[Action]:
+        if self.preparation is Preparation.COMMITTING:
+            self._arrived_while_preparing.update(keys)
+            return []
+        if self.preparation is Preparation.INJECTING:
+            return _INJECT.on_removed(keys)
+        return self.strategy.on_removed(keys)
+
     def _filtered(self, e: Entry) -> bool:
         c = self.cfg
         if e.proto in c.ignore_protocols:
@@ -507,12 +608,12 @@ class Replicator:
                     seen.add(key)
                 if self._resync_asked_at is not None:
                     self._resync_asked_at = now  # the push we asked for is coming
-            self._actions += self.strategy.on_entry(m.body)
+            self._actions += self._on_entry(key, m.body)
         elif t == MsgType.DESTROY:
             self.counters.destroys_rx += 1
             if self.cache.delete(m.body):
                 try:
-                    self._actions += self.strategy.on_removed([m.body])
+                    self._actions += self._on_removed([m.body])
                 except CodecError:
                     self.counters.bad_entries += 1
         elif t == MsgType.HEARTBEAT and len(m.body) == _HB.size:
@@ -535,7 +636,7 @@ class Replicator:
             for k in stale:
                 self.cache.delete(k)
             if stale:
-                self._actions += self.strategy.on_removed(stale)
+                self._actions += self._on_removed(stale)
             self.counters.stale_dropped += len(stale)
             self.counters.resyncs_received += 1
             self.in_sync = True

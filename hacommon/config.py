@@ -5,13 +5,17 @@ naming the file, the dotted key and what is wrong (with "did you mean" for a typ
 A :class:`Checker` validates the values of one table and records problems instead of
 stopping at the first; the caller raises :class:`ConfigError` with all of them at the end.
 :func:`read_toml` reads a file as TOML or names what is wrong with it.
+:func:`check_file` checks every table of a box's file (each daemon registers its own,
+see :class:`TableSpec`) and the names one table takes from another.
 """
 
 from __future__ import annotations
 
 import difflib
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 
 class ConfigError(Exception):
@@ -96,6 +100,30 @@ class Checker:
             return default
         return v
 
+    def listen_address(self, table: dict, key: str, prefix: str) -> tuple[str, int] | None:
+        """``"127.0.0.1:9650"`` or ``"[::1]:9650"`` -> (host, port); absent: None."""
+        v = table.get(key)
+        if v is None:
+            return None
+        shape = 'an address and port like "127.0.0.1:9650" or "[::1]:9650"'
+        if not isinstance(v, str) or ":" not in v:
+            self.fail(f"{prefix}.{key}", f"must be {shape}, got {v!r}")
+            return None
+        host, _, port = v.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(host)
+            n = int(port)
+            if not 1 <= n <= 65535:
+                raise ValueError
+        except ValueError:
+            self.fail(f"{prefix}.{key}", f"must be {shape} (an IP address, not a name; port 1 to 65535), got {v!r}")
+            return None
+        return host, n
+
     def command(self, table: dict, key: str, prefix: str) -> tuple[str, ...]:
         v = table.get(key)
         if v is None:
@@ -119,3 +147,122 @@ def read_toml(path: str | Path) -> dict:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{p.name}: TOML syntax error: {e}"]) from None
+
+
+# ---- one check for the whole file --------------------------------------------------------
+#
+# A box has one file with a table per daemon ([vrrpd], [ctsync]). Each daemon's package
+# registers its table's checker under the entry-point group below (pyproject.toml), so
+# that either daemon's --check, start and reload validate every table of the file and
+# their cross-references without importing the other daemon. A table says which names
+# it provides to the others (from its raw TOML: vrrpd its sync groups, instances and
+# control socket) and which names it refers to (ctsync the sync group it follows); the
+# checker here resolves one against the other, knowing neither daemon.
+
+ENTRY_POINT_GROUP = "hapair.config_tables"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A name one table uses that another table of the same file must provide.
+    ``namespaces`` maps each acceptable namespace (``"vrrpd.sync_group"``: the table
+    before the dot) to how to call its names in an error (``"sync groups"``)."""
+
+    key: str
+    value: str
+    namespaces: dict[str, str]
+    what: str  # "sync group or instance"
+
+
+def _no_names(table: dict) -> dict[str, set[str]]:
+    return {}
+
+
+def _no_references(data: dict) -> list[Reference]:
+    return []
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One daemon's top-level table: how to check it (``parse(data, path)`` returns
+    the daemon's config or raises ConfigError), a one-line summary for ``--check``, the
+    names it provides (``provides(raw_table)``: namespace -> names) and the references
+    it makes (``references(data)``)."""
+
+    name: str
+    parse: Callable[[dict, str], Any]
+    summary: Callable[[Any], str] = str
+    provides: Callable[[dict], dict[str, set[str]]] = _no_names
+    references: Callable[[dict], list[Reference]] = _no_references
+
+
+def registered_tables() -> dict[str, TableSpec]:
+    """Every table checker installed (entry points of ENTRY_POINT_GROUP), by name."""
+    from importlib.metadata import entry_points
+
+    out: dict[str, TableSpec] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        spec = ep.load()
+        if isinstance(spec, TableSpec):
+            out[spec.name] = spec
+    return out
+
+
+@dataclass
+class FileCheck:
+    """What :func:`check_file` found: each present table's config, by table name."""
+
+    path: str
+    configs: dict[str, Any] = field(default_factory=dict)
+    specs: dict[str, TableSpec] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return "; ".join(f"[{n}] {self.specs[n].summary(c)}" for n, c in self.configs.items())
+
+
+def check_file(path: str | Path, own: TableSpec, data: dict | None = None) -> FileCheck:
+    """Validate every table of the file and their cross-references; ConfigError with
+    all the problems, each naming file, key and problem. ``own`` (the calling daemon's
+    table) is required; the others are checked when present."""
+    path = str(path)
+    if data is None:
+        data = read_toml(path)
+    specs = registered_tables()
+    specs[own.name] = own
+    c = Checker(path)
+    result = FileCheck(path, specs=specs)
+    for name, raw in data.items():
+        if name not in specs:
+            close = difflib.get_close_matches(name, sorted(specs), n=1)
+            hint = f" (did you mean [{close[0]}]?)" if close else ""
+            c.fail(name, f"unknown table{hint}; this file may hold {', '.join(f'[{n}]' for n in sorted(specs))}")
+    for name in [own.name] + sorted(n for n in data if n in specs and n != own.name):
+        try:
+            result.configs[name] = specs[name].parse(data, path)
+        except ConfigError as e:
+            c.problems += e.problems
+    for name in sorted(n for n in data if n in specs and isinstance(data[n], dict)):
+        for ref in specs[name].references(data):
+            _resolve(c, ref, data, specs)
+    if c.problems:
+        raise ConfigError(c.problems)
+    return result
+
+
+def _resolve(c: Checker, ref: Reference, data: dict, specs: dict[str, TableSpec]) -> None:
+    """Check a reference against the tables of the file that provide its namespaces;
+    a reference to a table the file does not hold (the daemon's own file is elsewhere)
+    cannot be checked here and is left alone."""
+    found: dict[str, set[str]] = {}
+    tables = set()
+    for ns in ref.namespaces:
+        table = ns.split(".", 1)[0]
+        raw = data.get(table)
+        if table in specs and isinstance(raw, dict):
+            tables.add(table)
+            found[ns] = set(specs[table].provides(raw).get(ns, set()))
+    if not tables or any(ref.value in names for names in found.values()):
+        return
+    have = "; ".join(f"{ref.namespaces[ns]}: {', '.join(sorted(names)) or 'none'}" for ns, names in found.items())
+    where = ", ".join(f"[{t}]" for t in sorted(tables))
+    c.fail(ref.key, f"no {ref.what} {ref.value!r} in {where} ({have})")

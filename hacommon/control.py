@@ -1,7 +1,8 @@
 """Unix control sockets speaking JSON lines, shared by vrrpd and ctsync: the server's
 life cycle (bind, refusing a live owner and taking over a stale socket; accept; close
 and unlink), one line reader with a length limit for every stream the daemons read, and
-the blocking client their command-line tools use.
+re-exports the blocking client of the command-line tools (:mod:`hacommon.client`, which
+imports no trio).
 
 A request is one JSON object on one line; the reply is one JSON object on one line (or,
 for a subscription, a stream of them). What the requests mean is each daemon's business
@@ -16,9 +17,11 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import trio
+
+from .client import json_line, request, stream  # noqa: F401 - the CLIs' client, re-exported for the lab and tests
 
 log = logging.getLogger("hapair")
 
@@ -39,8 +42,8 @@ class LineReader:
     """Lines from a trio stream, each at most ``limit`` bytes (:class:`LineTooLong`
     past it). ``buf`` is what was already read after a previous line."""
 
-    def __init__(self, stream: trio.abc.ReceiveStream, buf: bytes = b"", limit: int = MAX_LINE):
-        self.stream = stream
+    def __init__(self, conn: trio.abc.ReceiveStream, buf: bytes = b"", limit: int = MAX_LINE):
+        self.stream = conn
         self.buf = bytearray(buf)
         self.limit = limit
 
@@ -79,12 +82,8 @@ def parse_json_object(line: bytes) -> dict:
     return obj
 
 
-def json_line(obj: Any) -> bytes:
-    return json.dumps(obj, default=str).encode() + b"\n"
-
-
-async def send_json(stream: trio.abc.SendStream, obj: Any) -> None:
-    await stream.send_all(json_line(obj))
+async def send_json(conn: trio.abc.SendStream, obj: Any) -> None:
+    await conn.send_all(json_line(obj))
 
 
 async def bind_unix_socket(path: str, prog: str) -> trio.socket.SocketType:
@@ -144,41 +143,5 @@ class UnixControlServer:
                     continue
                 nursery.start_soon(self._serve, trio.SocketStream(conn))
 
-    async def _serve(self, stream: trio.SocketStream) -> None:
+    async def _serve(self, conn: trio.SocketStream) -> None:
         raise NotImplementedError
-
-
-def _connect(path: str, timeout: float | None) -> socket.socket:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(path)
-    except BaseException:
-        s.close()
-        raise
-    return s
-
-
-def request(path: str, cmd: str, timeout: float | None = 30.0, **params) -> dict:
-    """Blocking client of the command-line tools: one request, its one-line reply."""
-    s = _connect(path, timeout)
-    try:
-        s.sendall(json_line({"cmd": cmd, **params}))
-        with s.makefile("rb") as f:
-            return json.loads(f.readline() or b"{}")
-    finally:
-        s.close()
-
-
-def stream(path: str, cmd: str, timeout: float | None = 5.0, **params) -> Iterator[dict]:
-    """Blocking client of a subscription: one request, then one object per line until the
-    daemon closes (or the caller stops iterating)."""
-    s = _connect(path, timeout)
-    try:
-        s.sendall(json_line({"cmd": cmd, **params}))
-        s.settimeout(None)
-        with s.makefile("rb") as f:
-            for line in f:
-                yield json.loads(line)
-    finally:
-        s.close()

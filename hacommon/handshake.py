@@ -5,11 +5,16 @@ place that knows the field names: vrrpd's control server and ctsync's follower b
 read these classes, never dicts.
 
     subscriber -> vrrpd   Subscribe    first line: {"cmd": "events", "name": "ctsync",
-                                       "hold": ["MAIN-GW"], "uplinks": false}
+                                       "hold": ["MAIN-GW"], "uplinks": false, "prepare": true}
     vrrpd -> subscriber   Subscribed   {"ok": true, "subscribed": true, "hold": [...]}
     vrrpd -> subscriber   Transition   one per state change of an instance; a move to master
                                        of an instance the subscriber holds carries "hold_id"
-    subscriber -> vrrpd   Ack          {"ack": HOLD_ID}: done, the held transition may go on
+    vrrpd -> subscriber   Prepare      {"prepare": HOLD_ID, "instance", "group", "reason"}: a held
+                                       instance is about to preempt a live lower-priority
+                                       master (to subscribers that asked "prepare": true)
+    vrrpd -> subscriber   PrepareCancelled  {"prepare_cancelled": true, ...}: it will not after all
+    subscriber -> vrrpd   Ack          {"ack": HOLD_ID}: done, the held transition (or the
+                                       preemption being prepared) may go on
     subscriber -> vrrpd   Demote       {"demote": W, "reason": "...", "scope": [...]}: lower
                                        the priority of those instances by W (0 withdraws)
     vrrpd -> subscriber   Refused      {"ok": false, "error": "..."}
@@ -19,7 +24,10 @@ read these classes, never dicts.
 The hold: vrrpd sends the advert of a move to master at once, but adds the virtual
 addresses and sends gratuitous ARP only when every holding subscriber has acked, or
 ``transition_hold_timeout`` has passed. That is how ctsync commits the replicated state
-before the addresses move (docs/ctsync.md).
+before the addresses move (docs/ctsync.md). The preparation: a backup about to preempt
+a live master (make-before-break failback) asks its preparing subscribers first and sends
+the advert that preempts only once they have acked (or ``preempt_prepare_timeout``): ctsync
+commits the master's table while the master still forwards.
 """
 
 from __future__ import annotations
@@ -40,9 +48,11 @@ class Subscribe:
     name: str = "anonymous"
     hold: tuple[str, ...] = ()  # sync group or instance names whose moves to master wait for us ("*": all)
     uplinks: bool = False  # also probe and uplink events
+    prepare: bool = False  # also Prepare for preemptions of held instances (make-before-break)
 
     def to_dict(self) -> dict:
-        return {"cmd": "events", "name": self.name, "hold": list(self.hold), "uplinks": self.uplinks}
+        return {"cmd": "events", "name": self.name, "hold": list(self.hold), "uplinks": self.uplinks,
+                "prepare": self.prepare}
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,33 @@ class Transition:
 
     def concerns(self, name: str) -> bool:
         """Is this a transition of instance or sync group ``name``?"""
+        return name in (self.group, self.instance)
+
+
+@dataclass(frozen=True)
+class Prepare:
+    hold_id: int
+    instance: str
+    group: str | None
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"prepare": self.hold_id, "instance": self.instance, "group": self.group, "reason": self.reason}
+
+    def concerns(self, name: str) -> bool:
+        return name in (self.group, self.instance)
+
+
+@dataclass(frozen=True)
+class PrepareCancelled:
+    instance: str
+    group: str | None
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"prepare_cancelled": True, "instance": self.instance, "group": self.group, "reason": self.reason}
+
+    def concerns(self, name: str) -> bool:
         return name in (self.group, self.instance)
 
 
@@ -114,7 +151,7 @@ class Notice:
         return self.body
 
 
-Message = Subscribe | Subscribed | Transition | Ack | Demote | Refused | Notice
+Message = Subscribe | Subscribed | Transition | Prepare | PrepareCancelled | Ack | Demote | Refused | Notice
 
 
 def encode(msg: Message) -> bytes:
@@ -134,7 +171,7 @@ def parse_subscribe(req: dict) -> Subscribe:
     """The first line of a subscriber (its ``cmd`` already known to be "events")."""
     hold = _str_list(req.get("hold") or [], "hold")
     name = req.get("name")
-    return Subscribe(str(name) if name else "anonymous", hold, req.get("uplinks") is True)
+    return Subscribe(str(name) if name else "anonymous", hold, req.get("uplinks") is True, req.get("prepare") is True)
 
 
 def parse_demote(msg: dict, default_scope: frozenset[str]) -> Demote | str:
@@ -168,7 +205,7 @@ def parse_from_subscriber(msg: dict, default_scope: frozenset[str]) -> Ack | Dem
     return None
 
 
-def parse_from_vrrpd(line: bytes) -> Subscribed | Transition | Refused | Notice:
+def parse_from_vrrpd(line: bytes) -> Subscribed | Transition | Prepare | PrepareCancelled | Refused | Notice:
     """A line vrrpd writes to a subscriber; :class:`HandshakeError` if it is not one."""
     try:
         obj = json.loads(line)
@@ -180,10 +217,18 @@ def parse_from_vrrpd(line: bytes) -> Subscribed | Transition | Refused | Notice:
         return Refused(str(obj.get("error", "")))
     if obj.get("subscribed") is True:
         return Subscribed(_str_list(obj.get("hold") or [], "hold"))
+    group = obj.get("group")
+    if group is not None and not isinstance(group, str):
+        raise HandshakeError("group must be a name or null")
+    prep = obj.get("prepare")
+    if isinstance(prep, int) and not isinstance(prep, bool) and "instance" in obj:
+        return Prepare(prep, str(obj["instance"]), group, str(obj.get("reason", "")))
+    if obj.get("prepare_cancelled") is True and "instance" in obj:
+        return PrepareCancelled(str(obj["instance"]), group, str(obj.get("reason", "")))
     if "new" in obj and "instance" in obj:
         try:
             hold_id = obj.get("hold_id")
-            return Transition(float(obj.get("time", 0.0)), str(obj["instance"]), obj.get("group"),
+            return Transition(float(obj.get("time", 0.0)), str(obj["instance"]), group,
                               str(obj.get("interface", "")), int(obj.get("vrid", 0)), str(obj.get("old", "")),
                               str(obj["new"]), str(obj.get("reason", "")), int(obj.get("priority", 0)),
                               hold_id if isinstance(hold_id, int) and not isinstance(hold_id, bool) else None)

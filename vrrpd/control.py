@@ -2,7 +2,8 @@
 
 Request: one JSON object per line, e.g. {"cmd": "status"}. Replies:
 - status:  {"ok": true, "daemon": {...}, "instances": [InstanceStatus.to_dict(), ...]}
-- metrics: {"ok": true, "text": "<Prometheus exposition>"}
+- metrics: {"ok": true, "text": "<Prometheus exposition>"} (vrrpd/metrics.py, the registry
+           metrics_listen serves too)
 - events:  a subscription (hacommon.handshake): {"ok": true, "subscribed": true}, then one
            JSON object per transition, until the client closes. A reader that falls 256
            events behind is disconnected rather than slowing the daemon down.
@@ -13,6 +14,10 @@ Request: one JSON object per line, e.g. {"cmd": "status"}. Replies:
            ARP only once the subscriber has written {"ack": N} back on the same socket,
            or transition_hold_timeout has passed (logged, counted as hold_timeouts).
            This is how ctsync commits the replicated state before the VIPs move.
+           With "prepare": true it also gets {"prepare": N, ...} when a held instance
+           is about to preempt a live lower-priority master, and vrrpd sends the
+           preempting advert only after {"ack": N} (or preempt_prepare_timeout): ctsync
+           commits the master's table first (make-before-break failback).
            On the same socket a subscriber may write {"demote": W, "reason": "..."}
            (optionally "scope": [names]; default: the groups it holds): the priority of
            those instances is lowered by W (1..254) until it writes {"demote": 0} or
@@ -42,7 +47,6 @@ from hacommon.control import (
 
 from .demotion import Demotion
 from .publisher import Subscriber
-from .status import render_metrics, render_uplinks_metrics
 
 log = logging.getLogger("vrrpd")
 
@@ -70,10 +74,9 @@ class ControlServer(UnixControlServer):
                 if cmd == "status":
                     await send_json(stream, self._status())
                 elif cmd == "metrics":
-                    text = render_metrics(self.daemon.status())
-                    if getattr(self.daemon, "uplinkd", None) is not None:
-                        text += render_uplinks_metrics(self.daemon.uplinkd.status())
-                    await send_json(stream, {"ok": True, "text": text})
+                    from .metrics import render
+
+                    await send_json(stream, {"ok": True, "text": render(self.daemon.metrics_registry())})
                 elif cmd == "events":
                     await self._events(stream, req, reader)
                 else:
@@ -100,7 +103,8 @@ class ControlServer(UnixControlServer):
             await stream.send_all(hs.encode(hs.Refused(str(e))))
             return
         send, recv = trio.open_memory_channel(SUBSCRIBER_BACKLOG)
-        sub = Subscriber(sub_req.name, send, frozenset(sub_req.hold), uplink_events=sub_req.uplinks)
+        sub = Subscriber(sub_req.name, send, frozenset(sub_req.hold), uplink_events=sub_req.uplinks,
+                         prepares=sub_req.prepare)
         publisher = self.daemon.publisher
         publisher.add(sub)
         try:

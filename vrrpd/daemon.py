@@ -18,6 +18,7 @@ import time
 
 import trio
 
+from hacommon import sdnotify
 from hacommon.log import RateLimiter
 
 from . import config as config_mod
@@ -34,12 +35,16 @@ from .instance import (
 from .io import links as nl
 from .io.linkmon import watch_links
 from .io.vrrp_socket import open_receive_socket
+from .machine import State
 from .packet import Reason, Rejected, parse_ip_packet
 from .publisher import Publisher
 from .status import InstanceStatus
 from .timers import Timers
 
 log = logging.getLogger("vrrpd")
+#: How late an instance may be in handling its deadline before the watchdog calls it stuck:
+#: far beyond any scheduling delay, well within any sensible WatchdogSec.
+WATCHDOG_LATE = 10.0
 
 
 class Daemon:
@@ -58,10 +63,14 @@ class Daemon:
         self.timers = Timers()
         self.started_at = time.time()
         self.uplinkd = None  # probes and uplinks (vrrpd/uplinkd.py), if configured
+        self.notifier = sdnotify.Notifier(None)  # systemd's, read from the environment in run()
+        self.metrics = None  # the HTTP metrics endpoint (metrics_listen), if configured
+        self._registry = None  # prometheus_client's, built on first use (vrrpd/metrics.py)
 
     # ---- lifecycle -------------------------------------------------------------------
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        self.notifier = sdnotify.Notifier.from_env()
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
@@ -81,17 +90,30 @@ class Daemon:
 
                     self.uplinkd = UplinkDriver(self)
                     await self.uplinkd.start(nursery)
+                if self.cfg.metrics_listen is not None:
+                    from hacommon.metrics_http import MetricsServer
+
+                    self.metrics = MetricsServer(self.metrics_registry(), self.cfg.metrics_listen, "vrrpd")
+                    await self.metrics.start(nursery)
                 log.info("vrrpd started: %d instance(s), control socket %s", len(self.instances), self.cfg.control_socket)
+                await self._initial_states_known()
+                self.notifier.ready(self.status_line())
+                nursery.start_soon(sdnotify.run, self.notifier, self.status_line, self.unhealthy)
                 task_status.started()
                 async for signum in signals:
                     if signum == signal.SIGHUP:
+                        self.notifier.reloading()
                         await self.reload()
+                        self.notifier.ready(self.status_line())
                         continue
                     log.info("%s: leaving (priority 0 for every master)", signal.Signals(signum).name)
                     break
+                self.notifier.stopping("leaving: priority 0 for every master")
                 await self.shutdown()
                 nursery.cancel_scope.cancel()
                 control.close()
+                if self.metrics is not None:
+                    self.metrics.close()
         self.nl.close()
 
     async def shutdown(self) -> None:
@@ -111,7 +133,7 @@ class Daemon:
 
     async def reload(self) -> None:
         try:
-            new = config_mod.load(self.cfg.path)
+            new = config_mod.load_checked(self.cfg.path)
         except config_mod.ConfigError as e:
             log.error("SIGHUP: configuration not reloaded:\n%s", "\n".join(e.problems))
             return
@@ -120,6 +142,9 @@ class Daemon:
             new = dataclasses.replace(new, probes=self.cfg.probes, uplinks=self.cfg.uplinks)
         if new.control_socket != self.cfg.control_socket:
             log.warning("SIGHUP: control_socket changes only take effect on restart")
+        if new.metrics_listen != self.cfg.metrics_listen:
+            log.warning("SIGHUP: metrics_listen changes only take effect on restart")
+            new = dataclasses.replace(new, metrics_listen=self.cfg.metrics_listen)
         kept, changed = 0, []
         for name, inst in list(self.instances.items()):
             if new.instances.get(name) == inst.cfg and new.group_of(name) == inst.group:
@@ -297,7 +322,54 @@ class Daemon:
                 primary = None
         inst.post(LinksChanged(primary))
 
+    # ---- systemd ---------------------------------------------------------------------
+
+    async def _initial_states_known(self, timeout: float = 5.0) -> None:
+        """READY=1 waits until every instance has left INITIALIZE (its Startup event ran:
+        backup, master for an owner, or fault), so that units ordered after vrrpd start
+        with its state decided."""
+        with trio.move_on_after(timeout):
+            while any(i.machine.state == State.INIT for i in self.instances.values()):
+                await trio.sleep(0.01)
+
+    def status_line(self) -> str:
+        """systemd's STATUS=: "WAN master, LAN master"; with many instances, counts."""
+        insts = list(self.instances.values())
+        if not insts:
+            line = "no VRRP instance"
+        elif len(insts) <= 6:
+            line = ", ".join(f"{i.name} {i.machine.state.value}" for i in insts)
+        else:
+            by_state: dict[str, int] = {}
+            for i in insts:
+                by_state[i.machine.state.value] = by_state.get(i.machine.state.value, 0) + 1
+            line = f"{len(insts)} instances: " + ", ".join(f"{n} {s}" for s, n in sorted(by_state.items()))
+        sel = self.uplinkd.selector if self.uplinkd is not None else None
+        if sel is not None:
+            line += "; uplinks ALL DOWN" if sel.all_down else f"; uplink {sel.active or 'undecided'}"
+        return line
+
+    def unhealthy(self) -> str | None:
+        """The watchdog's question: does every instance task keep up with its timers? An
+        instance whose deadline passed long ago and was not handled is stuck (a kernel
+        call that never returns, say): stop pinging so that systemd restarts vrrpd."""
+        now = trio.current_time()
+        for inst in self.instances.values():
+            due = inst.machine.next_deadline()
+            if due is not None and now - due > WATCHDOG_LATE:
+                return f"instance {inst.name}: its timer is {now - due:.1f}s overdue (its task is stuck)"
+        return None
+
     # ---- status ----------------------------------------------------------------------
+
+    def metrics_registry(self):
+        """prometheus_client's registry over this daemon's status (vrrpd/metrics.py):
+        what `vrrpctl metrics` and metrics_listen both serve."""
+        if self._registry is None:
+            from .metrics import registry_for
+
+            self._registry = registry_for(self)
+        return self._registry
 
     def status(self) -> list[InstanceStatus]:
         return [inst.status(self.demotions.reasons(inst.name, inst.group)) for inst in self.instances.values()]

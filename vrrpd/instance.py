@@ -11,6 +11,7 @@ machine.py.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -26,6 +27,8 @@ from .machine import (
     AddAddresses,
     Dropped,
     Noticed,
+    PreemptCancelled,
+    PreparePreempt,
     RemoveAddresses,
     SendAdvert,
     SendGarp,
@@ -43,8 +46,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vrrpd")
 
-#: Events an instance's inbox holds before adverts are dropped (counted, logged).
-INBOX_SIZE = 1024
+#: Adverts an instance's inbox holds before further ones are dropped (logged). The inbox
+#: keeps room beyond that for everything else (sync-group commands, link and priority
+#: changes, timer expiries), so an advert flood can never crowd out a sync group's command.
+ADVERT_ROOM = 1024
+CONTROL_ROOM = 256
+INBOX_SIZE = ADVERT_ROOM + CONTROL_ROOM
 
 
 # ---- what an instance's inbox carries --------------------------------------------------
@@ -73,7 +80,12 @@ class PriorityChanged:
     """A demotion was asked for or withdrawn."""
 
 
-InboxEvent = AdvertIn | TimerDue | GroupCommand | LinksChanged | PriorityChanged
+@dataclass(frozen=True, slots=True)
+class PreemptReady:
+    """The subscribers have prepared the preemption the machine asked for."""
+
+
+InboxEvent = AdvertIn | TimerDue | GroupCommand | LinksChanged | PriorityChanged | PreemptReady
 
 
 @dataclass(eq=False)
@@ -96,7 +108,9 @@ class InstanceDriver:
     last_hold: float | None = None  # seconds the last master transition waited for subscribers
 
     def __post_init__(self) -> None:
-        self.machine = VirtualRouter(self.cfg.router_params())
+        prepare_timeout = self.daemon.cfg.preempt_prepare_timeout
+        self.machine = VirtualRouter(dataclasses.replace(self.cfg.router_params(), preempt_prepare_timeout=prepare_timeout))
+        self.machine.preempt_gate = prepare_timeout > 0  # make-before-break preemption
         self.tracker = Tracker(self.cfg)
         self._send_in, self._recv_in = trio.open_memory_channel(INBOX_SIZE)
 
@@ -107,8 +121,11 @@ class InstanceDriver:
     # ---- inbox ---------------------------------------------------------------------------
 
     def post(self, event: InboxEvent) -> bool:
-        """Put an event in the inbox without waiting; False (logged) if it is full."""
+        """Put an event in the inbox without waiting; False (logged) if it is full. Adverts
+        only get ADVERT_ROOM of it: the rest stays free for commands."""
         try:
+            if isinstance(event, AdvertIn) and self._send_in.statistics().current_buffer_used >= ADVERT_ROOM:
+                raise trio.WouldBlock
             self._send_in.send_nowait(event)
             return True
         except trio.WouldBlock:
@@ -153,6 +170,8 @@ class InstanceDriver:
             self.daemon.publisher.member_fault(self)
         elif isinstance(event, PriorityChanged):
             await self.execute(m.set_effective_priority(self.daemon.priority_of(self), trio.current_time()))
+        elif isinstance(event, PreemptReady):
+            await self.execute(m.preempt_ready(trio.current_time()))
 
     # ---- kernel ----------------------------------------------------------------------------
 
@@ -218,6 +237,14 @@ class InstanceDriver:
                     nursery.start_soon(self.garp_burst, act.count)
             elif isinstance(act, Transition):
                 held = self.daemon.publisher.transition(self, act, forced, hooks)
+            elif isinstance(act, PreparePreempt):
+                waiters = self.daemon.publisher.prepare(self, act.reason)
+                if waiters:
+                    nursery.start_soon(self._after_prepare, waiters)
+                else:
+                    self.post(PreemptReady())
+            elif isinstance(act, PreemptCancelled):
+                self.daemon.publisher.prepare_cancelled(self, act.reason)
             elif isinstance(act, (Dropped, Noticed)):
                 self.log_limited(act.reason.value, act.detail, warn=isinstance(act, Noticed))
         if deferred:
@@ -243,6 +270,16 @@ class InstanceDriver:
                 await self.addresses(add=True, only_if_master=True)
             elif isinstance(act, SendGarp) and act.count:
                 self.daemon.nursery.start_soon(self.garp_burst, act.count)
+
+    async def _after_prepare(self, waiters: list[trio.Event]) -> None:
+        """Tell the machine once every preparing subscriber has acked (the machine's own
+        preempt_prepare_timeout bounds the wait; a late ready is ignored)."""
+        t0 = trio.current_time()
+        with trio.move_on_after(self.daemon.cfg.preempt_prepare_timeout):
+            for ev in waiters:
+                await ev.wait()
+        log.info("%s: preemption prepared after %.3fs", self.name, trio.current_time() - t0)
+        self.post(PreemptReady())
 
     def send_advert(self, priority: int) -> None:
         sock = self.daemon.tx.get(self.cfg.interface)

@@ -5,7 +5,9 @@ payload) and applies the packet-level receive checks of RFC 3768 §7.1 in RFC or
 TTL, version, length/completeness, checksum, type. It returns an `Advert` or a
 `Rejected(reason)`; it never raises on input from the wire. The per-instance checks
 (VRID, owner, auth, address list, interval) need configuration and live in
-`VirtualRouter.check` (machine.py).
+`VirtualRouter.check` (machine.py). VRRPv3 (RFC 5798) is packet_v3.py; codec.py picks
+one of the two per instance. The `Reason`s, `Rejected`, the checksum and the IPv4
+header helpers here are shared by both.
 
 `build_advert()` / `build_frame()` produce the bytes we send. We send whole Ethernet
 frames from an AF_PACKET socket so the source MAC is exactly the virtual MAC, whatever
@@ -54,6 +56,9 @@ class Reason(str, Enum):
     AUTH = "auth_failures"
     ADDRESS_LIST = "address_list_errors"
     INTERVAL = "interval_errors"
+    # Beyond RFC 3768 §7.1 (docs/vrrpd.md, "Protocol choices"):
+    OWN_ADDRESS = "own_address_adverts"  # our own address as the source: looped back, or spoofed
+    PRIO0_NOT_MASTER = "prio0_ignored"  # priority 0 from a router that is not the master we know
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +73,20 @@ class Advert:
     src: ipaddress.IPv4Address | None = None
     ttl: int = VRRP_TTL
 
+    version = VRRP_VERSION  # class constants, not fields: what the machine asks any advert
+
+    @property
+    def interval(self) -> float:
+        """The advert interval in seconds (VRRPv2 carries whole seconds)."""
+        return float(self.advert_interval)
+
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
     reason: Reason
     detail: str
     vrid: int | None = None  # when the header was long enough to read it
-    src: ipaddress.IPv4Address | None = None
+    src: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
 
 
 def checksum(data: bytes) -> int:
@@ -169,8 +181,18 @@ def parse_advert(payload: bytes, ttl: int = VRRP_TTL, src: ipaddress.IPv4Address
     return Advert(vrid, prio, addrs, interval, auth_type, bytes(auth), src, ttl)
 
 
-def parse_ip_packet(packet: bytes) -> Advert | Rejected:
-    """Parse what a raw IPPROTO_VRRP socket delivers: IPv4 header + VRRP message."""
+@dataclass(frozen=True, slots=True)
+class IPv4Datagram:
+    """What the IPv4 header of a received VRRP packet tells the codecs."""
+
+    payload: bytes
+    src: ipaddress.IPv4Address
+    dst: ipaddress.IPv4Address
+    ttl: int
+
+
+def split_ipv4(packet: bytes) -> IPv4Datagram | Rejected:
+    """IPv4 header + payload (what a raw IPPROTO_VRRP socket delivers) -> its parts."""
     if len(packet) < 20 or packet[0] >> 4 != 4:
         return Rejected(Reason.LENGTH, "not a complete IPv4 header")
     ihl = (packet[0] & 0x0F) * 4
@@ -178,9 +200,18 @@ def parse_ip_packet(packet: bytes) -> Advert | Rejected:
     if ihl < 20 or len(packet) < ihl:
         return Rejected(Reason.LENGTH, f"bad IPv4 header length {ihl}")
     src = ipaddress.IPv4Address(packet[12:16])
+    dst = ipaddress.IPv4Address(packet[16:20])
     # The IP total length is authoritative: anything after it is link padding.
     end = min(total, len(packet)) if total >= ihl else len(packet)
-    return parse_advert(packet[ihl:end], ttl=packet[8], src=src)
+    return IPv4Datagram(packet[ihl:end], src, dst, packet[8])
+
+
+def parse_ip_packet(packet: bytes) -> Advert | Rejected:
+    """Parse what a raw IPPROTO_VRRP socket delivers: IPv4 header + VRRP message."""
+    dgram = split_ipv4(packet)
+    if isinstance(dgram, Rejected):
+        return dgram
+    return parse_advert(dgram.payload, ttl=dgram.ttl, src=dgram.src)
 
 
 def parse_frame(frame: bytes) -> Advert | Rejected:
@@ -193,9 +224,10 @@ def parse_frame(frame: bytes) -> Advert | Rejected:
     return parse_ip_packet(frame[14:])
 
 
-def vmac(vrid: int) -> bytes:
-    """The VRRP virtual MAC 00:00:5e:00:01:{VRID} (RFC 3768 §7.3)."""
-    return bytes((0x00, 0x00, 0x5E, 0x00, 0x01, vrid))
+def vmac(vrid: int, family: int = 4) -> bytes:
+    """The virtual MAC: 00:00:5e:00:01:{VRID} for IPv4 (RFC 3768 §7.3, RFC 5798 §7.3),
+    00:00:5e:00:02:{VRID} for IPv6 (RFC 5798 §7.3)."""
+    return bytes((0x00, 0x00, 0x5E, 0x00, 0x01 if family == 4 else 0x02, vrid))
 
 
 def mac_str(mac: bytes) -> str:

@@ -34,6 +34,7 @@ class Subscriber:
     hold_on: frozenset[str] = frozenset()
     pending: dict[int, trio.Event] = field(default_factory=dict)
     uplink_events: bool = False  # also probe/uplink events (asked with "uplinks": true)
+    prepares: bool = False  # prepares preemptions of the instances it holds ("prepare": true)
 
     def holds(self, instance: str, group: str | None) -> bool:
         return bool(self.hold_on) and ("*" in self.hold_on or instance in self.hold_on or (group is not None and group in self.hold_on))
@@ -133,6 +134,31 @@ class Publisher:
         if inst.group in self.groups:
             self._group_commands(self.groups[inst.group].on_transition(inst.name, t.old, t.new, forced=forced))
         return held
+
+    # ---- make-before-break preemption ---------------------------------------------------
+
+    def prepare(self, inst, reason: str) -> list[trio.Event]:
+        """``inst`` is about to preempt a live lower-priority master: ask the subscribers
+        that hold it and prepare preemptions; returns what to wait for (nothing: go)."""
+        preparers = [s for s in self.subscribers if s.prepares and s.holds(inst.name, inst.group)]
+        if not preparers:
+            return []
+        self._hold_ids += 1
+        msg = hs.Prepare(self._hold_ids, inst.name, inst.group, reason)
+        log.info("%s: about to preempt (%s); asking %s to prepare", inst.name, reason, ", ".join(s.name for s in preparers))
+        held = []
+        for sub in preparers:
+            waiter = sub.hold(self._hold_ids)
+            if self._offer(sub, msg):
+                held.append(waiter)
+        return held
+
+    def prepare_cancelled(self, inst, reason: str) -> None:
+        log.info("%s: preemption cancelled: %s", inst.name, reason)
+        msg = hs.PrepareCancelled(inst.name, inst.group, reason)
+        for sub in list(self.subscribers):
+            if sub.prepares and sub.holds(inst.name, inst.group):
+                self._offer(sub, msg)
 
     # ---- sync groups -------------------------------------------------------------------
 

@@ -500,3 +500,48 @@ def test_a_dump_read_slowly_in_parts_is_streamed_and_not_restarted_by_the_peer()
     assert b.in_sync and cached_keys(b) == set(net.kernel["a"])
     assert a.counters.pushes_superseded == 0 and b.counters.resyncs_requested == 2  # start, backup
     assert net.dumps == [rid]
+
+
+def test_make_before_break_commits_while_backup_then_writes_what_follows():
+    """A backup about to preempt a live master commits the replica first; entries that
+    arrive while that commit runs are written after it, later ones at once; becoming
+    master then has nothing left to write."""
+    net = Net()
+    net.run(0.3)
+    for i in range(5):
+        net.event("a", "new", entry(i))
+    net.run(0.5)
+    b = net.n["b"]
+    b.prepare_master(net.now, "about to preempt")
+    net.run(0.01)
+    prep = net.commits["b"][-1]
+    assert prep.prepare and len(prep.messages) == 5 and b.role == "backup"
+    net.event("a", "new", entry(10))  # arrives while the commit runs: noted, not written yet
+    net.event("a", "destroy", entry(0))
+    net.run(0.2)
+    assert net.injected["b"] == [] and net.removed["b"] == []
+    b.prepare_committed(net.now)
+    net.run(0.01)
+    assert len(net.injected["b"]) == 1 and parse_message(net.injected["b"][0])[4].orig.sport == 10010
+    assert [t.sport for t, _ in net.removed["b"]] == [10000]
+    net.event("a", "new", entry(11))  # after the commit: written at once
+    net.run(0.2)
+    assert len(net.injected["b"]) == 2
+    assert net.become_master("b").messages is None  # nothing left to write
+    assert b.preparation is None and b.counters.preparations == 1
+
+
+def test_a_cancelled_preparation_ages_out_like_a_new_backup():
+    net = Net()
+    net.run(0.3)
+    for i in range(3):
+        net.event("a", "new", entry(i))
+    net.run(0.5)
+    b = net.n["b"]
+    b.prepare_master(net.now, "about to preempt")
+    net.run(0.01)
+    b.prepare_committed(net.now)
+    b.cancel_preparation(net.now)
+    assert b.preparation is None and b.role == "backup"
+    net.run(2.0)
+    assert net.aged["b"] and set(net.aged["b"][-1].keys) == {entry_key(entry(i)) for i in range(3)}

@@ -1,8 +1,10 @@
 """A discrete-event simulator of VirtualRouters sharing one Ethernet segment, in virtual time.
 
-Every SendAdvert a router emits is encoded to bytes with the real codec, and each copy
-for every other router is either lost (the loss function says so) or decoded with
-`parse_ip_packet` and delivered after `delay` seconds. The loop advances to the
+Every SendAdvert a router emits is encoded to an Ethernet frame with the router's real
+codec (VRRPv2, or VRRPv3 over IPv4 or IPv6), and each copy for every other router is
+either lost (the loss function says so) or decoded with the receiver's codec and
+delivered after `delay` seconds; a copy the receiver rejects is counted on it, as the
+daemon does, and in `rejected`. The loop advances to the
 earliest of: the next pending event (a delivery, a start, a scripted call) and the
 earliest `next_deadline()` of any router. Nothing here reads a clock.
 """
@@ -16,8 +18,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
+from vrrpd.codec import codec_for, parse_frame_with
 from vrrpd.machine import RouterParams, SendAdvert, State, Transition, VirtualRouter
-from vrrpd.packet import Advert, build_advert, build_ip_packet, parse_ip_packet
+from vrrpd.packet import Rejected
 
 # loss(now, sender, receiver) -> True to drop that copy
 Loss = Callable[[float, str, str], bool]
@@ -41,6 +44,7 @@ class Segment:
     actions: list[tuple[float, str, object]] = field(default_factory=list)
     delivered: int = 0
     lost: int = 0
+    rejected: int = 0
     max_steps: int = 1_000_000
     _queue: list = field(default_factory=list)
     _seq: itertools.count = field(default_factory=itertools.count)
@@ -48,15 +52,21 @@ class Segment:
 
     @classmethod
     def build(cls, specs: list[dict], **kw) -> "Segment":
-        """specs: dicts with name, ip and any RouterParams field (vrid/addresses defaulted)."""
+        """specs: dicts with name, ip and any RouterParams field (vrid/addresses defaulted;
+        an IPv6 ip, its link-local address, makes IPv6 instances, which need version 3)."""
         routers = {}
         for spec in specs:
             spec = dict(spec)
-            name, ip = spec.pop("name"), ipaddress.IPv4Address(spec.pop("ip"))
+            name, ip = spec.pop("name"), ipaddress.ip_address(spec.pop("ip"))
             spec.setdefault("vrid", 1)
-            spec.setdefault("virtual_addresses", (ipaddress.IPv4Address("10.0.0.254"),))
+            default = ("10.0.0.254",) if ip.version == 4 else ("fe80::254", "2001:db8::254")
+            spec.setdefault("virtual_addresses", tuple(map(ipaddress.ip_address, default)))
             routers[name] = VirtualRouter(RouterParams(name=name, **spec), primary_ip=ip)
         return cls(routers, **kw)
+
+    @staticmethod
+    def codec(r: VirtualRouter):
+        return codec_for(r.params.version, r.params.family)
 
     # ---- scheduling --------------------------------------------------------------------
 
@@ -84,17 +94,9 @@ class Segment:
 
     def send(self, name: str, priority: int) -> None:
         r = self.routers[name]
-        p = r.params
         self.sent.append((self.now, name, priority))
-        adv = Advert(
-            vrid=p.vrid,
-            priority=priority,
-            addresses=p.virtual_addresses,
-            advert_interval=p.advert_interval,
-            auth_type=p.auth_type,
-            auth_data=p.auth_data,
-        )
-        wire = build_ip_packet(build_advert(adv), r.primary_ip, next(self._ident))
+        codec = self.codec(r)
+        wire = codec.build_frame(r.advert(priority), r.primary_ip, codec.vmac(r.params.vrid), next(self._ident))
         for other in self.routers:
             if other == name:
                 continue
@@ -104,10 +106,13 @@ class Segment:
             self.at(self.now + self.delay, lambda other=other: self.deliver(other, wire))
 
     def deliver(self, name: str, wire: bytes) -> None:
-        parsed = parse_ip_packet(wire)
-        assert isinstance(parsed, Advert), parsed
-        self.delivered += 1
         r = self.routers[name]
+        parsed = parse_frame_with(wire, self.codec(r))
+        self.delivered += 1
+        if isinstance(parsed, Rejected):
+            self.rejected += 1
+            r.count_rejected(parsed)
+            return
         if parsed.vrid == r.params.vrid:
             self.apply(name, r.receive(parsed, self.now))
 
