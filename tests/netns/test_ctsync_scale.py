@@ -96,6 +96,7 @@ def push_whole_table(lab, n: int, sync_budget: float, commit_budget: float, **ct
 
 
 def _push_whole_table(p, n: int, sync_budget: float, commit_budget: float, **ctsync_extra) -> dict:
+    ctsync_extra.setdefault("commit_timeout", commit_budget)  # ctsyncctl commit waits that long for it
     for r in (p.r1, p.r2):
         r.sysctl("net.netfilter.nf_conntrack_udp_timeout", 3600)  # nothing expires meanwhile
     t0 = time.monotonic()
