@@ -43,10 +43,11 @@ def _text_status(s: dict) -> str:
         f"caches          internal {s['internal_entries']}  external {s['external_entries']} ({s['external_bytes_per_entry']} bytes/entry)",
         f"kernel events   {c['events_rx']} (own ignored {c['events_ignored_own']}, filtered {c['events_filtered']})  overruns {c['overruns']}",
         f"resyncs         requested {c['resyncs_requested']}  sent {c['resyncs_sent']}  received {c['resyncs_received']}  stale dropped {c['stale_dropped']}",
+        *([_push_line(s["table_push"])] if s.get("table_push") else []),
         f"sync link       {s.get('transport', 'unicast')}  datagrams tx {ch['datagrams_tx']} rx {ch['datagrams_rx']}  messages tx {ch['messages_tx']} rx {ch['messages_rx']}",
         f"repairs         retransmits {ch['retransmits']}  nacks tx {ch['nacks_tx']} rx {ch['nacks_rx']}  lost {ch['lost']}  unacked {s['unacked']}",
         f"rejected        auth failures {ch['auth_failures']}  replayed {ch['replayed']}  unconfirmed {ch['unconfirmed']}  malformed {ch['malformed']}"
-        f"  entries refused {c.get('entries_refused', 0)}",
+        f"  (epoch renewals {ch.get('epoch_renewals', 0)})  entries refused {c.get('entries_refused', 0)}",
         *([f"uplink flushes  {s['uplink_flush']['requests']} requests, {s['uplink_flush']['deleted']} entries deleted"]
           if s.get("uplink_flush", {}).get("requests") else []),
         f"commits         {s['commits']}  NAT clashes {s['nat_clashes']}  NAT verify failures {s['nat_verify_failures']}",
@@ -62,6 +63,11 @@ def _text_status(s: dict) -> str:
     for cl in s["last_clashes"]:
         lines.append(f"  clash: {cl}")
     return "\n".join(lines) + "\n"
+
+
+def _push_line(p: dict) -> str:
+    more = "" if p["dump_complete"] else " (the dump is still being read)"
+    return f"table push      {p['id']} under way ({p['reason']}): {p['sent']} of {p['dumped']} entries sent{more}"
 
 
 def ctsyncctl_main(argv: list[str] | None = None) -> int:

@@ -41,7 +41,7 @@ TCP_STATES = {"none": 0, "syn_sent": 1, "syn_recv": 2, "established": 3, "fin_wa
 _KEYS = {"sync_interface", "local_address", "peer_address", "port", "key", "key_file", "mode", "failover",
          "ignore_addresses", "ignore_protocols", "ignore_tcp_states", "netlink_rcvbuf", "resend_queue",
          "mtu", "control_socket", "control_group", "node_id", "commit_timeout", "heartbeat_interval", "peer_timeout",
-         "multicast_group", "backup_purge_timeout", "key_rotation_grace", "metrics_listen", "parking"}
+         "multicast_group", "backup_purge_timeout", "key_rotation_grace", "metrics_listen", "parking", "send_queue"}
 _PARKING_KEYS = {"enabled", "max_hold", "max_packets", "max_bytes", "queue", "mark", "interfaces", "vips_before_commit"}
 
 
@@ -83,6 +83,9 @@ class CtsyncConfig:
     ignore_tcp_states: frozenset[int] = frozenset()
     netlink_rcvbuf: int = 32 << 20
     resend_queue: int = 8192
+    # Messages waiting for the send window (events while the peer takes nothing; a table
+    # push streams into a quarter of it at most): past it, dropped and the table pushed.
+    send_queue: int = 1 << 18
     mtu: int = 1400
     control_socket: str = DEFAULT_CONTROL_SOCKET
     # Members of this group may connect to the control socket and change things (commit,
@@ -215,6 +218,7 @@ def parse(data: dict, path: str = "", lab: bool | None = None) -> CtsyncConfig:
     port = c.integer(t, "port", "ctsync", 1, 65535, DEFAULT_PORT)
     rcvbuf = c.integer(t, "netlink_rcvbuf", "ctsync", 8192, 1 << 30, 32 << 20)
     resend = c.integer(t, "resend_queue", "ctsync", 16, 1 << 20, 8192)
+    send_queue = c.integer(t, "send_queue", "ctsync", 1024, 1 << 24, 1 << 18)
     mtu = c.integer(t, "mtu", "ctsync", 576, 65000, 1400)
     node = c.integer(t, "node_id", "ctsync", 0, 65535, 0)
     sock = c.string(t, "control_socket", "ctsync", DEFAULT_CONTROL_SOCKET)
@@ -232,7 +236,7 @@ def parse(data: dict, path: str = "", lab: bool | None = None) -> CtsyncConfig:
     return CtsyncConfig(
         path=path, sync_interface=iface, local_address=local, peer_address=addrs["peer_address"], key=key or b"",
         port=port, mode=mode, failover=failover, ignore_addresses=tuple(nets), ignore_protocols=frozenset(protos),
-        ignore_tcp_states=frozenset(states), netlink_rcvbuf=rcvbuf, resend_queue=resend, mtu=mtu,
+        ignore_tcp_states=frozenset(states), netlink_rcvbuf=rcvbuf, resend_queue=resend, send_queue=send_queue, mtu=mtu,
         control_socket=sock, control_group=control_group, control_gid=control_gid,
         node_id=node or (int(local) & 0xFFFF) or 1, commit_timeout=ctimeout,
         heartbeat_interval=hb, peer_timeout=pt, multicast_group=group,

@@ -9,10 +9,12 @@ then do the VIPs and gratuitous ARPs appear. See docs/ctsync.md.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import logging
 import os
+import secrets
 import signal
 import socket
 import struct
@@ -66,13 +68,17 @@ log = logging.getLogger("ctsync")
 WATCHDOG_STALL = 30.0
 #: Kernel events handled per wake-up at most (netlink datagrams read without waiting).
 EVENT_BATCH = 256
+#: A table dump is given up when the kernel sends nothing for this long.
+DUMP_IDLE_TIMEOUT = 30.0
 _KINDS = {EventKind.NEW: KIND_NEW, EventKind.UPDATE: KIND_UPDATE, EventKind.DESTROY: KIND_DESTROY}
 
 
 class Daemon:
     def __init__(self, cfg: CtsyncConfig):
         self.cfg = cfg
-        self.rep = Replicator(cfg, epoch=time.time_ns())
+        # A random incarnation, not the clock: a clock behind its previous run (no RTC
+        # before NTP, a VM snapshot) made the peer take us for a replay (docs/ctsync.md).
+        self.rep = Replicator(cfg, epoch=secrets.randbits(64) or 1)
         self.wake = trio.Event()
         self.started_at = time.time()
         self.commits = 0
@@ -306,6 +312,8 @@ class Daemon:
                 await self.wake.wait()
             self.wake = trio.Event()
             now = self.pump_at = trio.current_time()
+            if deadline is not None and deadline <= now:
+                await trio.lowlevel.checkpoint()  # due at once (a push feeding): let the others run
             self.rep.handle_timer(now)
             not_ready = self.rep.not_ready(now)
             if not_ready != self.not_ready:
@@ -316,11 +324,10 @@ class Daemon:
                 if isinstance(act, SendDatagrams):
                     await self._send_datagrams(act.datagrams, dest)
                 elif isinstance(act, DumpKernel):
-                    self.rep.begin_table(trio.current_time())  # before the events read during the dump
-                    entries = await self.cmd.dump()
-                    self.rep.send_table(entries, trio.current_time(), act.reason)
-                    log.info("sent our table to the peer (%d entries): %s", len(entries), act.reason)
-                    self.poke()
+                    # BEGIN before the events read during the dump; the dump in its own
+                    # task, so that acks, heartbeats and commits go on meanwhile.
+                    rid = self.rep.begin_table(trio.current_time(), act.reason)
+                    self.nursery.start_soon(self._read_table, rid, act.reason)
                 elif isinstance(act, Inject):
                     await self._inject(act.messages)
                 elif isinstance(act, AgeOut):
@@ -331,6 +338,29 @@ class Daemon:
                 elif isinstance(act, Remove):
                     for t, zone in act.tuples:
                         await self.cmd.request(encode_delete(t, self.cmd.next_seq(), zone))
+
+    async def _read_table(self, rid: int, reason: str) -> None:
+        """Dump our kernel for push ``rid`` into the replicator as it is read (it streams
+        the entries to the peer meanwhile). On a netlink socket of its own: a commit is
+        not held up by the dump of a large table, and closing it ends a dump that a newer
+        push superseded."""
+        n = 0
+        try:
+            with CtSocket.open(rcvbuf=4 << 20) as sock:
+                async with contextlib.aclosing(sock.dump_batches(idle_timeout=DUMP_IDLE_TIMEOUT)) as batches:
+                    async for batch in batches:
+                        n += len(batch)
+                        if not self.rep.table_entries(rid, batch, trio.current_time()):
+                            log.info("table push %d (%s) superseded after %d entries read", rid, reason, n)
+                            return
+                        self.poke()
+        except OSError as e:
+            log.warning("table push %d (%s): the dump failed after %d entries (%s); trying again later", rid, reason, n, e)
+            self.rep.table_failed(rid, trio.current_time())
+        else:
+            log.info("pushing our table to the peer (%d entries): %s", n, reason)
+            self.rep.table_done(rid, trio.current_time())
+        self.poke()
 
     async def _send_datagrams(self, datagrams: list[bytes], dest: tuple) -> None:
         # A burst is thousands of datagrams: write them straight to the non-blocking
@@ -635,6 +665,8 @@ class Daemon:
             "counters": asdict(self.rep.counters),
             "channel": asdict(ch.stats),
             "unacked": ch.unacked,
+            "send_queue": ch.pending,
+            "table_push": self.rep.table_push(),
             "commits": self.commits,
             "last_commit": self.last_commit,
             "commit_errors": dict(self.commit_errors),

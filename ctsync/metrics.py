@@ -28,6 +28,8 @@ CHANNEL_COUNTERS = {
     "window_full": ("ctsync_send_window_full", "Times sending waited for acks with messages queued"),
     "queue_overflows": ("ctsync_send_queue_overflows", "Send queue dropped (peer not taking anything): table pushed instead"),
     "old_key_rx": ("ctsync_old_key_datagrams", "Datagrams accepted with the previous key during a key rotation"),
+    "epoch_renewals": ("ctsync_epoch_renewals", "New epochs taken because another incarnation of the peer echoed ours (it restarted)"),
+    "reorder_refused": ("ctsync_reorder_refused", "Early datagrams not buffered (reorder buffer full): asked for again"),
 }
 #: Replicator counters: field -> (name, help).
 REPLICATOR_COUNTERS = {
@@ -41,6 +43,7 @@ REPLICATOR_COUNTERS = {
     "entries_refused": ("ctsync_entries_refused", "Entries from the peer that were not exactly one commit-form CT_NEW "
                         "(dropped: they would have reached the kernel as they were)"),
     "stale_dropped": ("ctsync_stale_dropped", "Replica entries dropped by the end of a table push that lacked them"),
+    "pushes_superseded": ("ctsync_pushes_superseded", "Table pushes abandoned for a newer one before their end"),
 }
 ROLES = ("master", "backup")
 
@@ -57,6 +60,7 @@ def ctsync_metrics(s: dict) -> Iterable[Metric]:
         ("ctsync_vrrpd_connected", "1 while following vrrpd's sync group on its control socket", s["vrrpd_connected"]),
         ("ctsync_demoting_vrrpd", "Priority weight vrrpd has been asked to subtract (not ready)", s["demoting_vrrpd"]),
         ("ctsync_unacked_datagrams", "Reliable datagrams sent and not yet acknowledged", s["unacked"]),
+        ("ctsync_send_queue_messages", "Reliable messages waiting for the send window", s.get("send_queue", 0)),
         ("ctsync_key_rotation", "1 while the previous key is still accepted after a reload", s.get("key_rotation", False)),
     ):
         yield GaugeMetricFamily(name, doc, value=int(v))

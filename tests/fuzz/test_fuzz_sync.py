@@ -13,11 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import ctsync.channel
 from ctsync.wire import HEADER_LEN, MAC_LEN, MAGIC, VERSION, WireError, decode
 
 from . import corpus
-from .mutate import QUICK, SLOW, FuzzFailure, apply_edits, run, run_one
+from .mutate import QUICK, SLOW, apply_edits, run, run_one
 
 
 def sign(raw: bytes) -> bytes:
@@ -74,31 +73,13 @@ def targets(mode: str = "commit"):
 NAMES = list(targets()[0])
 
 
-def known_hang(run, *args, **kw):
-    """The channel on this branch walks rseq ranges as long as a peer's numbers say
-    (_gaps up to a PROBE's top, a SKIP's range, a NACK's): an authentic datagram with
-    a huge one hangs the receiver. Branch ctsync-robust bounds every such walk; until
-    it is merged, that one failure is an expected one (xfail), any other fails."""
-    try:
-        run(*args, **kw)
-    except FuzzFailure as e:
-        text = str(e)
-        if not BOUNDED and "still running after" in text and "ctsync/channel.py" in text:
-            pytest.xfail("hang in a walk over rseqs: fixed on branch ctsync-robust (not merged here)")
-        raise
-
-
-BOUNDED = hasattr(ctsync.channel, "MAX_NACK_RANGES")  # the mark of ctsync-robust's channel
-needs_bounded_channel = pytest.mark.skipif(not BOUNDED, reason="Hypothesis would shrink the known hang of the "
-                                           "channel's rseq walks for minutes: runs once ctsync-robust is merged")
-
 
 @pytest.mark.parametrize("mode", ["commit", "inject"])
 @pytest.mark.parametrize("name", NAMES)
 def test_mutants(name, mode):
     ts, pair = targets(mode)
     target, seeds, allowed = ts[name]
-    known_hang(run, target, seeds(), allowed, QUICK, seed=len(name), what=name)
+    run(target, seeds(), allowed, QUICK, seed=len(name), what=name)
     if name in ("receiver", "receiver_failover"):  # the mutants were acted on, not only refused
         assert pair.b.channel.stats.datagrams_rx > QUICK // 10, pair.b.channel.stats
 
@@ -109,7 +90,7 @@ def test_mutants(name, mode):
 def test_a_million_mutants(name):
     ts, _ = targets()
     target, seeds, allowed = ts[name]
-    known_hang(run, target, seeds(), allowed, SLOW, seed=1, what=name)
+    run(target, seeds(), allowed, SLOW, seed=1, what=name)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -119,7 +100,6 @@ def test_random_bytes(data):
     run_one(ts["wire"][0], data, (WireError,))
 
 
-@needs_bounded_channel
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.binary(max_size=400))
 def test_random_bytes_signed(data):
@@ -127,7 +107,6 @@ def test_random_bytes_signed(data):
     run_one(ts["receiver"][0], data)  # signed: parsed as far as it goes
 
 
-@needs_bounded_channel
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(i=st.integers(0, 100),
        edits=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 1500), st.integers(0, 0xFFFF)), max_size=6))
