@@ -73,7 +73,6 @@ def targets(mode: str = "commit"):
 NAMES = list(targets()[0])
 
 
-
 @pytest.mark.parametrize("mode", ["commit", "inject"])
 @pytest.mark.parametrize("name", NAMES)
 def test_mutants(name, mode):
