@@ -82,6 +82,10 @@ class SyncGroupConfig:
 class VrrpdConfig:
     path: str
     control_socket: str = DEFAULT_CONTROL_SOCKET
+    # Members of this group may connect to the control socket and change things
+    # (hold transitions, demote); others who can connect only read. None: root only.
+    control_group: str | None = None
+    control_gid: int | None = None
     instances: dict[str, InstanceConfig] = field(default_factory=dict)
     sync_groups: dict[str, SyncGroupConfig] = field(default_factory=dict)
     # How long a transition to master waits for subscribers (ctsync) before adding
@@ -108,8 +112,8 @@ _INSTANCE_KEYS = {
     "use_vmac", "auth", "track_interfaces", "strict", "notify", "garp_count", "garp_interval",
     "garp_repeat_delay", "track_probes",
 }
-_TOP_KEYS = {"control_socket", "instance", "sync_group", "transition_hold_timeout", "preempt_prepare_timeout", "probe",
-             "uplinks", "metrics_listen"}
+_TOP_KEYS = {"control_socket", "control_group", "instance", "sync_group", "transition_hold_timeout", "preempt_prepare_timeout",
+             "probe", "uplinks", "metrics_listen"}
 
 
 def _instance(c: Checker, name: str, t: Any) -> InstanceConfig | None:
@@ -203,8 +207,12 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
     top = data.get("vrrpd")
     if not isinstance(top, dict):
         raise ConfigError([f"{c.file}: vrrpd: missing table [vrrpd]"])
+    c.refuse_nul(top, "vrrpd")
+    if c.problems:  # names and strings the rest may pass on (argv, paths, logs)
+        raise ConfigError(c.problems)
     c.unknown(top, _TOP_KEYS, "vrrpd")
     sock = c.string(top, "control_socket", "vrrpd", DEFAULT_CONTROL_SOCKET)
+    control_group, control_gid = c.group(top, "control_group", "vrrpd")
     hold = c.number(top, "transition_hold_timeout", "vrrpd", 0, 60, 2.0)
     prepare = c.number(top, "preempt_prepare_timeout", "vrrpd", 0, 600, 10.0)
     metrics = c.listen_address(top, "metrics_listen", "vrrpd")
@@ -255,7 +263,8 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
     probes, uplinks = _probes_and_uplinks(c, top, raw_inst)
     if c.problems:
         raise ConfigError(c.problems)
-    return VrrpdConfig(path=path, control_socket=sock, instances=instances, sync_groups=groups, transition_hold_timeout=hold,
+    return VrrpdConfig(path=path, control_socket=sock, control_group=control_group, control_gid=control_gid,
+                       instances=instances, sync_groups=groups, transition_hold_timeout=hold,
                        preempt_prepare_timeout=prepare, probes=probes, uplinks=uplinks, metrics_listen=metrics)
 
 

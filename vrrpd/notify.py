@@ -18,16 +18,25 @@ log = logging.getLogger("vrrpd")
 
 
 async def run_hook(cmd: tuple[str, ...], instance: str, group: str | None, state: str, extra_env: dict[str, str], timeout: float = 60.0) -> None:
-    argv = [*cmd, instance, group or "", state]
-    env = dict(os.environ, VRRP_INSTANCE=instance, VRRP_GROUP=group or "", VRRP_STATE=state, **extra_env)
+    """Run one hook; never raises (but trio's cancellation): a hook fails alone, logged."""
     try:
+        await _run_hook(cmd, instance, group, state, extra_env, timeout)
+    except Exception:  # noqa: BLE001 - hooks run in the daemon's task group: nothing may escape
+        log.exception("notify %r for %s %s: failed", cmd[:1], instance, state)
+
+
+async def _run_hook(cmd: tuple[str, ...], instance: str, group: str | None, state: str, extra_env: dict[str, str],
+                    timeout: float) -> None:
+    argv = [*cmd, instance, group or "", state]
+    try:
+        env = dict(os.environ, VRRP_INSTANCE=instance, VRRP_GROUP=group or "", VRRP_STATE=state, **extra_env)
         with trio.move_on_after(timeout) as scope:
             result = await trio.run_process(argv, env=env, check=False, capture_stdout=True, capture_stderr=True, stdin=subprocess.DEVNULL)
         if scope.cancelled_caught:
             log.warning("notify %s for %s %s: killed after %.0fs", cmd[0], instance, state, timeout)
             return
-    except OSError as e:
-        log.warning("notify %s for %s %s: cannot run: %s", cmd[0], instance, state, e.strerror or e)
+    except (OSError, ValueError) as e:  # ValueError: a NUL or '=' where exec cannot take it
+        log.warning("notify %r for %r %s: cannot run: %s", cmd[0], instance, state, getattr(e, "strerror", None) or e)
         return
     out = (result.stdout + result.stderr).decode(errors="replace").strip()
     if result.returncode != 0:
