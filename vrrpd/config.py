@@ -94,6 +94,8 @@ class VrrpdConfig:
     # How long a backup about to preempt a live lower-priority master waits for its
     # preparing subscribers (ctsync commits the master's table first); 0: preempt at once.
     preempt_prepare_timeout: float = 10.0
+    # A notify hook running longer than this is killed with its process group.
+    notify_timeout: float = 60.0
     # Probes pinned to one uplink, and uplink failover (vrrpd/uplink_config.py).
     probes: dict = field(default_factory=dict)
     uplinks: object | None = None
@@ -113,6 +115,7 @@ _INSTANCE_KEYS = {
     "garp_repeat_delay", "track_probes",
 }
 _TOP_KEYS = {"control_socket", "control_group", "instance", "sync_group", "transition_hold_timeout", "preempt_prepare_timeout",
+             "notify_timeout",
              "probe", "uplinks", "metrics_listen"}
 
 
@@ -215,6 +218,7 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
     control_group, control_gid = c.group(top, "control_group", "vrrpd")
     hold = c.number(top, "transition_hold_timeout", "vrrpd", 0, 60, 2.0)
     prepare = c.number(top, "preempt_prepare_timeout", "vrrpd", 0, 600, 10.0)
+    notify_timeout = c.number(top, "notify_timeout", "vrrpd", 1, 3600, 60.0)
     metrics = c.listen_address(top, "metrics_listen", "vrrpd")
     instances: dict[str, InstanceConfig] = {}
     raw_inst = top.get("instance", {})
@@ -265,7 +269,7 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
         raise ConfigError(c.problems)
     return VrrpdConfig(path=path, control_socket=sock, control_group=control_group, control_gid=control_gid,
                        instances=instances, sync_groups=groups, transition_hold_timeout=hold,
-                       preempt_prepare_timeout=prepare, probes=probes, uplinks=uplinks, metrics_listen=metrics)
+                       preempt_prepare_timeout=prepare, notify_timeout=notify_timeout, probes=probes, uplinks=uplinks, metrics_listen=metrics)
 
 
 def _probes_and_uplinks(c: Checker, top: dict, raw_inst: dict) -> tuple[dict, object | None]:

@@ -56,7 +56,7 @@ class Daemon:
         self.tx: dict[str, trio.socket.SocketType] = {}
         self.links: dict[str, nl.LinkInfo] = {}
         self.limiter = RateLimiter(10.0)
-        self.publisher = Publisher(self._deliver_group_command, self._spawn_hook)
+        self.publisher = Publisher(self._deliver_group_command, self._spawn_hook, self.instances.get)
         self.demotions = Demotions()  # asked for by subscribers (ctsync not ready)
         self._refresh = trio.Event()
         self.nursery: trio.Nursery | None = None
@@ -221,6 +221,7 @@ class Daemon:
         self._update_receivers()
 
     def _rebuild_groups(self) -> None:
+        self.publisher.notify_timeout = self.cfg.notify_timeout
         self.publisher.rebuild_groups(self.cfg.sync_groups.values(), set(self.instances))
         for inst in self.instances.values():
             inst.group = self.cfg.group_of(inst.name)
