@@ -2,8 +2,9 @@
 (``ctnetlink/_batch.c``) must agree with exactly, byte for byte and error for error.
 
 It is the existing codec composed per message, nothing more: :func:`~ctnetlink.decode.parse_message`,
-:func:`~ctnetlink.key.entry_key`, the filter of ``ctsync.replicator`` and
-``encode_new(entry, 0, NLM_F_CREATE | NLM_F_EXCL, True)``. Use :mod:`ctnetlink.batch`, which picks
+:func:`~ctnetlink.key.entry_key`, ctsync's filter (:class:`Filter`) and
+:func:`~ctnetlink.compact.compact_of` (the commit message's fields, packed for the sync link);
+:func:`expand` is :func:`ctnetlink.compact.expand`. Use :mod:`ctnetlink.batch`, which picks
 the C implementation when it is built; this module is what it falls back to and what the
 differential tests compare the C one with.
 """
@@ -14,18 +15,17 @@ import ipaddress
 import operator
 from typing import Iterable
 
-from .constants import CT_DELETE, CT_NEW, NLM_F_CREATE, NLM_F_EXCL
+from .compact import compact_of, expand
+from .constants import CT_DELETE, CT_NEW, NLM_F_CREATE
 from .decode import key_and_timeout, parse_message
-from .encode import encode_new
 from .key import entry_key
 from .layout import unpack_hdr
 from .model import CodecError, Entry
 
-__all__ = ["Filter", "events", "key_and_timeout", "KIND_NEW", "KIND_UPDATE", "KIND_DESTROY"]
+__all__ = ["Filter", "events", "expand", "key_and_timeout", "KIND_NEW", "KIND_UPDATE", "KIND_DESTROY"]
 
 #: record kinds, the values of :class:`ctnetlink.socket.EventKind`
 KIND_NEW, KIND_UPDATE, KIND_DESTROY = 1, 2, 3
-_COMMIT_FLAGS = NLM_F_CREATE | NLM_F_EXCL
 _NETWORKS = (ipaddress.IPv4Network, ipaddress.IPv6Network)
 
 
@@ -69,8 +69,9 @@ def events(buf, filt: Filter | None = None, skip_portids=None):
     - ``records``: ``(kind, portid, key, message)`` per event kept, in order; ``kind`` is
       :data:`KIND_NEW` (CT_NEW with NLM_F_CREATE), :data:`KIND_UPDATE` (CT_NEW without it:
       also every dump part) or :data:`KIND_DESTROY` (CT_DELETE); ``key`` is
-      :func:`ctnetlink.key.entry_key` of the entry; ``message`` is the commit form,
-      ``encode_new(entry, 0, NLM_F_CREATE | NLM_F_EXCL, True)``, None for a DESTROY.
+      :func:`ctnetlink.key.entry_key` of the entry; ``message`` is the compact form of
+      its commit message (:func:`ctnetlink.compact.compact_of`: what the sync link
+      carries, :func:`expand` turns it into the commit message), None for a DESTROY.
     - ``skipped``: ctnetlink messages whose portid is in ``skip_portids`` (not decoded).
     - ``filtered``: entries ``filt`` matched (not encoded).
     - ``errors``: the :class:`~ctnetlink.model.CodecError` reason of each message that could
@@ -103,7 +104,7 @@ def events(buf, filt: Filter | None = None, skip_portids=None):
                     elif kind == KIND_DESTROY:
                         records.append((kind, portid, entry_key(e), None))
                     else:
-                        records.append((kind, portid, entry_key(e), encode_new(e, 0, _COMMIT_FLAGS, True)))
+                        records.append((kind, portid, entry_key(e), compact_of(e)))
                 except CodecError as err:
                     errors.append(err.reason)
         else:
