@@ -10,8 +10,9 @@ import struct
 
 import pytest
 
-from ctnetlink.codec import Entry, Tuple, encode_new
-from ctnetlink.constants import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY, IPS_SRC_NAT, NLM_F_CREATE, NLM_F_EXCL
+from ctnetlink.codec import Entry, Tuple
+from ctnetlink.compact import compact_of
+from ctnetlink.constants import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY, IPS_SRC_NAT
 from ctnetlink.key import entry_key
 from ctsync.cli import ctsyncctl_main
 from ctsync.pcapdecode import PcapError, decode_lines, parse_datagram
@@ -29,7 +30,7 @@ def entry() -> Entry:
 
 def datagrams() -> list[bytes]:
     e = entry()
-    body = encode_new(e, 0, NLM_F_CREATE | NLM_F_EXCL, True)
+    body = compact_of(e)  # wire version 2: the compact form of the commit message
     return [
         encode(Datagram(1, 10, 1, 1, 0, messages=(Message(MsgType.ENTRY, body),
                                                   Message(MsgType.DESTROY, entry_key(e)))), KEY),
