@@ -8,6 +8,7 @@
  *
  *   events(buf, filt=None, skip_portids=None)
  *       -> (records, skipped, filtered, errors, other)    see batch_python.events
+ *   recv_events(sock, max_datagrams, filt, skip_portids)  see batch_python.recv_events
  *   expand(body) -> (key, timeout, message)              see compact.expand
  *   key_and_timeout(msg) -> (key, timeout)                see decode.key_and_timeout
  *   Filter(ignore_protocols=(), ignore_tcp_states=(), ignore_addresses=())
@@ -26,12 +27,15 @@
  * is the attribute-by-attribute layout, kept next to the comments that say where it comes from.
  */
 #define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE  /* recvmmsg */
 #include <Python.h>
+#include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
 
 /* Bumped when the functions' shapes change: ctnetlink/batch.py refuses a stale build. */
-#define API_VERSION 2
+#define API_VERSION 3
 
 /* ---- ABI numbers (ctnetlink/constants.py) --------------------------------------------- */
 #define AF_INET_ 2
@@ -1041,6 +1045,60 @@ static int one_event(const uint8_t *b, Py_ssize_t off, Py_ssize_t end, int kind,
     return append_new(records, record);
 }
 
+/* The walk of events(): every message of b[0..n), appended to records / errors / other
+ * (other may be NULL: then *n_other counts them). -1: Python exception. */
+static int walk(const uint8_t *b, Py_ssize_t n, const FilterObject *f, PyObject *skip, int use_skip,
+                PyObject *records, PyObject *errors, PyObject *other, Py_ssize_t *n_other,
+                Py_ssize_t *skipped, Py_ssize_t *filtered)
+{
+    Py_ssize_t off = 0;
+    while (off + 16 <= n) {
+        /* struct nlmsghdr: len u32, type u16, flags u16, seq u32, portid u32 (host order) */
+        uint32_t nlen = host32(b + off), seq = host32(b + off + 8), pid = host32(b + off + 12);
+        uint16_t type = host16(b + off + 4), flags = host16(b + off + 6);
+        if (nlen < 16 || (uint64_t)nlen > (uint64_t)(n - off))  /* no overflow with 32-bit sizes */
+            return append_reason(errors, "bad_msg_len");  /* nothing after it can be trusted */
+        if (type == CT_NEW || type == CT_DELETE) {
+            PyObject *portid = PyLong_FromUnsignedLong(pid);
+            if (!portid)
+                return -1;
+            int skip_it = use_skip ? PySequence_Contains(skip, portid) : 0;
+            int rc = skip_it;
+            if (skip_it > 0) {
+                (*skipped)++;
+            } else if (skip_it == 0) {
+                int kind = type == CT_DELETE ? KIND_DESTROY : (flags & NLM_F_CREATE) ? KIND_NEW : KIND_UPDATE;
+                rc = one_event(b, off, off + nlen, kind, portid, f, records, errors, filtered);
+            }
+            Py_DECREF(portid);
+            if (rc < 0)
+                return -1;
+        } else if (!other) {
+            (*n_other)++;
+        } else if (append_new(other, Py_BuildValue("(nIIkk)", off, (unsigned)type, (unsigned)flags,
+                                                   (unsigned long)seq, (unsigned long)pid)) < 0) {
+            return -1;
+        }
+        off += ((Py_ssize_t)nlen + 3) & ~(Py_ssize_t)3;
+    }
+    if (off < n && append_reason(errors, "truncated") < 0)
+        return -1;
+    return 0;
+}
+
+/* filt and skip_portids as events() takes them: *f (NULL for None) and *use_skip. */
+static int filter_and_skip(const char *fn, PyObject *filt, PyObject *skip, const FilterObject **f, int *use_skip)
+{
+    if (filt != Py_None && !PyObject_TypeCheck(filt, &FilterType)) {
+        PyErr_Format(PyExc_TypeError, "%s: filt must be a %s or None, not %.100s",
+                     fn, FilterType.tp_name, Py_TYPE(filt)->tp_name);
+        return -1;
+    }
+    *f = filt == Py_None ? NULL : (const FilterObject *)filt;
+    *use_skip = skip != Py_None && PyObject_IsTrue(skip);
+    return *use_skip < 0 ? -1 : 0;
+}
+
 PyDoc_STRVAR(events_doc,
 "events(buf, filt=None, skip_portids=None) -> (records, skipped, filtered, errors, other)\n\n"
 "Walk one netlink datagram of conntrack events or dump parts; see ctnetlink.batch_python.events.");
@@ -1051,58 +1109,18 @@ static PyObject *batch_events(PyObject *module, PyObject *args, PyObject *kwds)
     Py_buffer view;
     PyObject *filt = Py_None, *skip = Py_None;
     PyObject *records = NULL, *errors = NULL, *other = NULL, *result = NULL;
-    Py_ssize_t skipped = 0, filtered = 0, off = 0;
+    Py_ssize_t skipped = 0, filtered = 0, n_other = 0;
+    const FilterObject *f;
+    int use_skip;
     (void)module;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*|OO:events", kwlist, &view, &filt, &skip))
         return NULL;
-    if (filt != Py_None && !PyObject_TypeCheck(filt, &FilterType)) {
-        PyErr_Format(PyExc_TypeError, "events: filt must be a %s or None, not %.100s",
-                     FilterType.tp_name, Py_TYPE(filt)->tp_name);
-        goto out;
-    }
-    const FilterObject *f = filt == Py_None ? NULL : (const FilterObject *)filt;
-    int use_skip = skip != Py_None && PyObject_IsTrue(skip);
-    if (use_skip < 0)
+    if (filter_and_skip("events", filt, skip, &f, &use_skip) < 0)
         goto out;
     if (!(records = PyList_New(0)) || !(errors = PyList_New(0)) || !(other = PyList_New(0)))
         goto out;
-
-    const uint8_t *b = view.buf;
-    Py_ssize_t n = view.len;
-    int framing_ok = 1;
-    while (off + 16 <= n) {
-        /* struct nlmsghdr: len u32, type u16, flags u16, seq u32, portid u32 (host order) */
-        uint32_t nlen = host32(b + off), seq = host32(b + off + 8), pid = host32(b + off + 12);
-        uint16_t type = host16(b + off + 4), flags = host16(b + off + 6);
-        if (nlen < 16 || (uint64_t)nlen > (uint64_t)(n - off)) {  /* no overflow with 32-bit sizes */
-            if (append_reason(errors, "bad_msg_len") < 0)  /* nothing after it can be trusted */
-                goto out;
-            framing_ok = 0;
-            break;
-        }
-        if (type == CT_NEW || type == CT_DELETE) {
-            PyObject *portid = PyLong_FromUnsignedLong(pid);
-            if (!portid)
-                goto out;
-            int skip_it = use_skip ? PySequence_Contains(skip, portid) : 0;
-            int rc = skip_it;
-            if (skip_it > 0) {
-                skipped++;
-            } else if (skip_it == 0) {
-                int kind = type == CT_DELETE ? KIND_DESTROY : (flags & NLM_F_CREATE) ? KIND_NEW : KIND_UPDATE;
-                rc = one_event(b, off, off + nlen, kind, portid, f, records, errors, &filtered);
-            }
-            Py_DECREF(portid);
-            if (rc < 0)
-                goto out;
-        } else if (append_new(other, Py_BuildValue("(nIIkk)", off, (unsigned)type, (unsigned)flags,
-                                                   (unsigned long)seq, (unsigned long)pid)) < 0) {
-            goto out;
-        }
-        off += ((Py_ssize_t)nlen + 3) & ~(Py_ssize_t)3;
-    }
-    if (framing_ok && off < n && append_reason(errors, "truncated") < 0)
+    if (walk(view.buf, view.len, f, skip, use_skip, records, errors, other, &n_other, &skipped, &filtered) < 0)
         goto out;
     result = Py_BuildValue("(OnnOO)", records, skipped, filtered, errors, other);
 out:
@@ -1110,6 +1128,87 @@ out:
     Py_XDECREF(errors);
     Py_XDECREF(other);
     PyBuffer_Release(&view);
+    return result;
+}
+
+/* recv_events: datagrams per recvmmsg and the room for each (batch_python.RECV_SLOT). A
+ * conntrack event is one message of well under 1 KiB; a larger datagram is cut and
+ * reported as "truncated", as the reference does. */
+#define RECV_VLEN 64
+#define RECV_SLOT 16384
+static uint8_t recv_buf[RECV_VLEN][RECV_SLOT];
+
+PyDoc_STRVAR(recv_events_doc,
+"recv_events(sock, max_datagrams=256, filt=None, skip_portids=None)\n"
+"    -> (records, skipped, filtered, errors, other, datagrams, overrun, empty)\n\n"
+"Read the datagrams queued on sock without waiting (recvmmsg, up to max_datagrams) and walk\n"
+"each as events() does; see ctnetlink.batch_python.recv_events.");
+
+static PyObject *batch_recv_events(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"sock", "max_datagrams", "filt", "skip_portids", NULL};
+    PyObject *sock, *filt = Py_None, *skip = Py_None;
+    PyObject *records = NULL, *errors = NULL, *result = NULL;
+    Py_ssize_t max_dgrams = 256, skipped = 0, filtered = 0, n_other = 0, got = 0;
+    int overrun = 0, empty = 0, use_skip;
+    const FilterObject *f;
+    struct mmsghdr msgs[RECV_VLEN];
+    struct iovec iov[RECV_VLEN];
+    (void)module;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|nOO:recv_events", kwlist, &sock, &max_dgrams, &filt, &skip))
+        return NULL;
+    int fd = PyObject_AsFileDescriptor(sock);
+    if (fd < 0)
+        return NULL;
+    if (filter_and_skip("recv_events", filt, skip, &f, &use_skip) < 0)
+        return NULL;
+    if (!(records = PyList_New(0)) || !(errors = PyList_New(0)))
+        goto out;
+    while (got < max_dgrams) {
+        unsigned vlen = (unsigned)(max_dgrams - got < RECV_VLEN ? max_dgrams - got : RECV_VLEN);
+        memset(msgs, 0, sizeof msgs[0] * vlen);
+        for (unsigned i = 0; i < vlen; i++) {
+            iov[i].iov_base = recv_buf[i];
+            iov[i].iov_len = RECV_SLOT;
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        int r = recvmmsg(fd, msgs, vlen, MSG_DONTWAIT, NULL);
+        if (r < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                empty = 1;
+                break;
+            }
+            if (errno == ENOBUFS) {  /* events were lost; what is queued is still readable */
+                overrun = 1;
+                continue;
+            }
+            if (errno == EINTR) {
+                if (PyErr_CheckSignals() < 0)
+                    goto out;
+                continue;
+            }
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto out;
+        }
+        for (int i = 0; i < r; i++) {
+            if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+                if (append_reason(errors, "truncated") < 0)
+                    goto out;
+                continue;
+            }
+            if (walk(recv_buf[i], msgs[i].msg_len, f, skip, use_skip, records, errors, NULL, &n_other,
+                     &skipped, &filtered) < 0)
+                goto out;
+        }
+        got += r;
+    }
+    result = Py_BuildValue("(OnnOnnOO)", records, skipped, filtered, errors, n_other, got,
+                           overrun ? Py_True : Py_False, empty ? Py_True : Py_False);
+out:
+    Py_XDECREF(records);
+    Py_XDECREF(errors);
     return result;
 }
 
@@ -1237,6 +1336,7 @@ out:
 
 static PyMethodDef methods[] = {
     {"events", (PyCFunction)(void (*)(void))batch_events, METH_VARARGS | METH_KEYWORDS, events_doc},
+    {"recv_events", (PyCFunction)(void (*)(void))batch_recv_events, METH_VARARGS | METH_KEYWORDS, recv_events_doc},
     {"key_and_timeout", batch_key_and_timeout, METH_O, key_and_timeout_doc},
     {"expand", batch_expand, METH_O, expand_doc},
     {NULL, NULL, 0, NULL},

@@ -11,8 +11,10 @@ differential tests compare the C one with.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import operator
+import socket
 from typing import Iterable
 
 from .compact import compact_of, expand
@@ -22,11 +24,13 @@ from .key import entry_key
 from .layout import unpack_hdr
 from .model import CodecError, Entry
 
-__all__ = ["Filter", "events", "expand", "key_and_timeout", "KIND_NEW", "KIND_UPDATE", "KIND_DESTROY"]
+__all__ = ["Filter", "events", "recv_events", "expand", "key_and_timeout", "RECV_SLOT", "KIND_NEW", "KIND_UPDATE", "KIND_DESTROY"]
 
 #: record kinds, the values of :class:`ctnetlink.socket.EventKind`
 KIND_NEW, KIND_UPDATE, KIND_DESTROY = 1, 2, 3
 _NETWORKS = (ipaddress.IPv4Network, ipaddress.IPv6Network)
+#: the room for one datagram in recv_events: a conntrack event is well under 1 KiB
+RECV_SLOT = 16384
 
 
 class Filter:
@@ -113,3 +117,44 @@ def events(buf, filt: Filter | None = None, skip_portids=None):
     if off < n:
         errors.append("truncated")
     return records, skipped, filtered, errors, other
+
+
+def recv_events(sock, max_datagrams: int = 256, filt: Filter | None = None, skip_portids=None):
+    """Read the datagrams queued on ``sock`` (a socket: its ``recvmsg_into``) without
+    waiting, ``max_datagrams`` at most, and walk each as :func:`events` does; returns
+    ``(records, skipped, filtered, errors, other, datagrams, overrun, empty)``: the
+    records, counters and reasons of all of them (``other``: how many messages were not
+    ctnetlink NEW/DELETE), the datagrams read, whether an overrun (ENOBUFS: events were
+    lost; what is queued is still read) was met, and whether the queue was found empty.
+    A datagram longer than :data:`RECV_SLOT` is not walked: reason ``"truncated"``. The C
+    implementation reads many datagrams per system call (recvmmsg)."""
+    records: list = []
+    errors: list[str] = []
+    skipped = filtered = other = got = 0
+    overrun = empty = False
+    buf = bytearray(RECV_SLOT)
+    view = memoryview(buf)
+    while got < max_datagrams:
+        try:
+            n, _anc, flags, _addr = sock.recvmsg_into([buf], 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            empty = True
+            break
+        except InterruptedError:
+            continue
+        except OSError as e:
+            if e.errno != errno.ENOBUFS:
+                raise
+            overrun = True
+            continue
+        got += 1
+        if flags & socket.MSG_TRUNC:
+            errors.append("truncated")
+            continue
+        recs, sk, fi, errs, oth = events(view[:n], filt, skip_portids)
+        records += recs
+        skipped += sk
+        filtered += fi
+        errors += errs
+        other += len(oth)
+    return records, skipped, filtered, errors, other, got, overrun, empty

@@ -602,41 +602,23 @@ class CtSocket:
     def read_records(self, filt=None, skip_portids=None, max_datagrams: int = 256) -> EventRead:
         """The events already queued, read without waiting (``max_datagrams`` datagrams at
         most: the kernel sends one event per datagram) and run through the batch codec
-        (:func:`ctnetlink.batch.events`: decode, ``filt``, identity key, compact form;
-        events caused by ``skip_portids`` are counted, not decoded). One Python call per
-        datagram, no object per entry but the record. For a socket that only listens:
+        (:func:`ctnetlink.batch.recv_events`: many datagrams per system call, then decode,
+        ``filt``, identity key, compact form; events caused by ``skip_portids`` are counted,
+        not decoded). No object per entry but the record. For a socket that only listens:
         events parked while it waited for a request's answer (:meth:`next_event`'s
         backlog) are not in it.
 
         An overrun (ENOBUFS: events were lost) is counted in :attr:`overruns` and
         reported; the read goes on. After one, read until ``empty`` before dumping the
         table (see :meth:`read_queued`)."""
-        records: list = []
-        errors: list = []
-        skipped = filtered = 0
-        overrun = empty = False
-        recv_into, buf, view, events = self._raw.recv_into, self._buf, self._view, batch.events
-        for _ in range(max_datagrams):
-            try:
-                n = recv_into(buf)
-            except BlockingIOError:
-                empty = True
-                break
-            except OSError as e:
-                if e.errno != _errno.ENOBUFS:
-                    raise
-                self.overruns += 1
-                overrun = True
-                continue
-            recs, sk, fi, errs, other = events(view[:n], filt, skip_portids)
-            records += recs
-            skipped += sk
-            filtered += fi
-            if errs:
-                errors += errs
-                self.codec_errors += len(errs)
-            if other:
-                self.stray += len(other)
+        records, skipped, filtered, errors, other, _n, overrun, empty = batch.recv_events(
+            self._raw, max_datagrams, filt, skip_portids)
+        if overrun:
+            self.overruns += 1
+        if errors:
+            self.codec_errors += len(errors)
+        if other:
+            self.stray += other
         return EventRead(records, skipped, filtered, errors, overrun, empty)
 
     def _queue_datagram(self, data) -> None:

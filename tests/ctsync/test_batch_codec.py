@@ -330,6 +330,55 @@ def test_events_agree_on_kernel_datagrams(buf, fargs, skip):
             assert k == key and key_and_timeout_both(msg) == (key, timeout)
 
 
+def _queued(dgrams):
+    """A non-netlink datagram socket with ``dgrams`` queued on it (recvmmsg and recvmsg_into
+    read a unix socketpair as they read netlink: one datagram per message)."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    for d in dgrams:
+        a.send(d)
+    a.close()
+    return b
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(datagrams | st.binary(max_size=64), min_size=0, max_size=80), st.integers(1, 300),
+       st.none() | filters(), skips, st.booleans())
+def test_recv_events_agree_and_equal_events_per_datagram(dgrams, max_dgrams, fargs, skip, oversize):
+    """recv_events (recvmmsg in C, 64 per call) reads what events() reads datagram by
+    datagram, summed; stops at max_datagrams; says the queue was empty only when it was; a
+    datagram larger than RECV_SLOT is "truncated", not walked."""
+    if oversize and dgrams:
+        dgrams[len(dgrams) // 2] = dgrams[len(dgrams) // 2] + bytes(P.RECV_SLOT)
+    results = []
+    for impl in (P, CX) if CX is not None else (P,):
+        filt = None if fargs is None else impl.Filter(*fargs)
+        s = _queued(dgrams)
+        try:
+            results.append(impl.recv_events(s, max_dgrams, filt, skip))
+            rest = impl.recv_events(s, 1000)  # what is left
+        finally:
+            s.close()
+        assert rest[5] == max(0, len(dgrams) - max_dgrams) and rest[7] is True
+    if CX is not None:
+        assert results[1] == results[0]
+    records, skipped, filtered, errors, other, got, overrun, empty = results[0]
+    read = dgrams[:max_dgrams]
+    assert got == len(read) and overrun is False and empty == (len(dgrams) < max_dgrams)
+    want_r, want_e, want = [], [], [0, 0, 0]
+    fp = None if fargs is None else P.Filter(*fargs)
+    for d in read:
+        if len(d) > P.RECV_SLOT:
+            want_e.append("truncated")
+            continue
+        r, sk, fi, er, ot = P.events(d, fp, skip)
+        want_r += r
+        want_e += er
+        want = [want[0] + sk, want[1] + fi, want[2] + len(ot)]
+    assert (records, [skipped, filtered, other], errors) == (want_r, want, want_e)
+
+
 def _ct_messages(buf):
     off = 0
     while off + 16 <= len(buf):
@@ -542,6 +591,19 @@ def _leak_corpus() -> list[tuple]:
         calls.append((CX.key_and_timeout, (bad,)))
     for args in ((None,), (good, "filter"), (good, None, 5)):
         calls.append((CX.events, args))
+    # recv_events: a socket that is refilled on every call (records, truncated, other,
+    # skipped, empty), one left empty, and bad arguments
+    rx, tx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+
+    def refill_and_read(*args):
+        for d in (good, good[:-3], bytes(P.RECV_SLOT + 1), b""):
+            tx.send(d)
+        return CX.recv_events(rx, *args)
+
+    calls += [(refill_and_read, (256, fc, {4242})), (refill_and_read, (2, None, None)),
+              (CX.recv_events, (socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)[0],)),
+              (CX.recv_events, ("not a socket",)), (CX.recv_events, (rx, 4, "filter")), (CX.recv_events, (rx, "many"))]
     for fargs in (({1, 2}, [3], [ipaddress.ip_network("::/0")]), (["x"],), ((), (), ["10.0.0.0/8"])):
         calls.append((CX.Filter, fargs))
     return calls
