@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from ctnetlink import batch
-from ctnetlink.codec import CodecError, Tuple
+from ctnetlink.codec import CodecError, Tuple, check_commit_body
 from ctnetlink.key import tuple_from_key
 
 from .cache import ExternalCache
@@ -183,6 +183,22 @@ STRATEGIES = {Mode.COMMIT: CommitMode(), Mode.INJECT: InjectMode()}
 expand = batch.expand
 
 
+def accept_entry(body: bytes) -> tuple[bytes, int, bytes]:
+    """``(key, timeout, commit message)`` of an ENTRY body from the peer, or CodecError.
+
+    The body is the compact form (ctnetlink.compact), expanded once into the commit message
+    that is kept: the commit then only sends it, to the kernel, as it is. So whatever the
+    peer wrote, the message must be exactly one commit-form CT_NEW (check_commit_body: no
+    status the commit strips, no helper name the kernel refuses, ...), and the key it is
+    kept under must be the key of the entry it commits (a key with ports for a protocol
+    that has none would expand to another entry's message: kept twice, never destroyed)."""
+    key, timeout, message = expand(body)
+    check_commit_body(message)
+    if batch.key_and_timeout(message)[0] != key:
+        raise CodecError("bad_entry", "the key is not the key of the entry it expands to")
+    return key, timeout, message
+
+
 def _filter_of(cfg: CtsyncConfig):
     """The codec's filter of the ignore_* settings (built once per configuration)."""
     return batch.Filter(cfg.ignore_protocols, cfg.ignore_tcp_states, cfg.ignore_addresses)
@@ -218,6 +234,9 @@ class Counters:
     entries_rx: int = 0
     destroys_rx: int = 0
     bad_entries: int = 0
+    # ENTRY bodies that are not exactly one commit-form CT_NEW (ctnetlink.check): they
+    # would reach the kernel verbatim at failover (a second request, another attribute)
+    entries_refused: int = 0
     stale_dropped: int = 0
     aged_out_requests: int = 0
     pushes_superseded: int = 0  # table pushes abandoned for a newer one before their end
@@ -595,11 +614,9 @@ class Replicator:
         t = m.type
         if t == MsgType.ENTRY:
             try:
-                # The compact form, expanded once into the commit message that is kept
-                # (the commit then only sends it), its key and its timeout.
-                key, timeout, message = expand(m.body)
+                key, timeout, message = accept_entry(m.body)  # expanded and checked
             except CodecError:
-                self.counters.bad_entries += 1
+                self.counters.entries_refused += 1
                 return
             self.counters.entries_rx += 1
             self.cache.put(key, message, now + max(timeout, 1))
