@@ -713,12 +713,13 @@ def test_both_agree_on_a_real_kernels_events_and_dumps(lab):
         records, skipped, filtered, errors, other = events_both(d)
         assert errors == [] and skipped == filtered == 0
         events_both(d, fargs, {0})
-        for kind, portid, key, msg in records:
+        for kind, portid, key, body in records:
             kinds.add(kind)
             protos.add(key[:2])
             n_records += 1
-            if msg is not None:
-                assert key_and_timeout_both(msg)[0] == key
+            if body is not None:  # the compact form: it expands to the entry's commit message
+                k, timeout, msg = expand_both(body)
+                assert k == key and key_and_timeout_both(msg) == (key, timeout)
     assert kinds == {P.KIND_NEW, P.KIND_UPDATE, P.KIND_DESTROY}
     want = {bytes([V4, 1]), bytes([V4, 6]), bytes([V4, 17]), bytes([V6, 17]), bytes([V6, 58])}
     want |= {bytes([e.family, e.proto]) for e in committed}
