@@ -41,7 +41,7 @@ import traceback
 
 from halab import require_root_and_netns
 
-from . import cli, failover, idle, replication, takeover
+from . import cli, failover, idle, parking_race, replication, takeover
 from .report import MARK_BEGIN, MARK_END, render_markdown
 from .stacks import HA_STACKS, STACKS
 
@@ -64,6 +64,11 @@ class Plan:
         self.failover_conns = (10,) if quick else (1, 100, 1000)
         self.race_conns = 10 if quick else 50
         self.race_interval = 0.005
+        # figure 3b: the race with a slow commit (bench/parking_race.py), one run per cell
+        self.slow_race_entries = 10000 if quick else 100000
+        self.slow_race_rulesets = ("strict",) if quick else ("strict", "permissive")
+        self.slow_race_variants = (("keepalived + conntrackd", "vrrpd + ctsync, late commit, parking") if quick
+                                   else tuple(parking_race.VARIANTS))
         self.entries = (2000,) if quick else (10000, 50000, 100000)
         self.scale_counts = (20,) if quick else (1, 50, 200)
         self.window, self.settle = (3.0, 1.0) if quick else (15.0, 12.0)
@@ -120,6 +125,7 @@ def _meta(args, plan: Plan) -> dict:
         "failover_conns": list(plan.failover_conns),
         "race_conns": plan.race_conns,
         "race_interval_s": plan.race_interval,
+        "slow_race_entries": plan.slow_race_entries,
         "entries": list(plan.entries),
         "idle_instance_counts": list(plan.scale_counts),
         "window_s": plan.window,
@@ -232,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     t_begin = time.monotonic()
     res: dict = {"meta": _meta(args, plan), "figures": sorted(figs), "takeover": {}, "failover": {},
-                 "race": {}, "replication": {}, "ha_idle": {}, "idle": [], "cli": {}, "errors": []}
+                 "race": {}, "slow_race": {}, "replication": {}, "ha_idle": {}, "idle": [], "cli": {}, "errors": []}
 
     def remaining() -> float:
         return budget - (time.monotonic() - t_begin)
@@ -293,6 +299,12 @@ def main(argv: list[str] | None = None) -> int:
                             udp_interval=plan.race_interval, failback=False, phase=plan.phase, rng=rng)
                     for i in range(plan.runs)]
             res["race"][stack.name] = aggregate([r for r in runs if r])
+        for ruleset in plan.slow_race_rulesets:
+            res["slow_race"][ruleset] = {
+                v: attempt(f"fig 3b {v} slow-commit race ({ruleset}, {plan.slow_race_entries} entries)",
+                           parking_race.slow_race_run, v, ruleset, plan.slow_race_entries, plan.race_conns,
+                           run_budget(240), interval=plan.race_interval, rng=rng)
+                for v in plan.slow_race_variants}
 
     # --- 4, 5, 6: replication, commit, memory (one run measures all three)
     if figs & {4, 5, 6}:
@@ -328,11 +340,11 @@ def main(argv: list[str] | None = None) -> int:
 
     res["meta"]["duration_s"] = round(time.monotonic() - t_begin, 1)
     res["meta"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    md = render_markdown(res)
-    if args.out:
+    if args.out:  # the measurements first: a rendering bug must not lose a long run
         with open(args.out, "w") as f:
             json.dump(res, f, indent=1)
             f.write("\n")
+    md = render_markdown(res)
     if args.md:
         _write_md(args.md, md)
     sys.stdout.write(md)

@@ -269,6 +269,16 @@ def render_markdown(results: dict) -> str:
                 f"{m.get('race_conns', '?')} TCP connections and the UDP flow, each sending every "
                 f"{(m.get('race_interval_s') or 0) * 1000:.0f} ms, hard failure of the master:", "",
                 failover_table(results["race"], phases=("failover",), key_n=False)]
+    if results.get("slow_race"):
+        from .parking_race import slow_race_table
+        sizes = {r["entries"] for per in results["slow_race"].values() for r in per.values() if r}
+        out += ["", "### 3b. The race with a slow commit, and parking", "",
+                f"The same race with {'/'.join(f'{n:,}' for n in sorted(sizes)) or '?'} more entries replicated to the backup "
+                "before the failure, so its commit takes about a second; one run per row (bench/parking_race.py). "
+                "\"late commit\": `transition_hold_timeout` 0.05 s, so the VIPs move before the commit ends, "
+                "as with a commit longer than the hold; \"parking\": `[ctsync.parking]` on. "
+                "Strict ruleset: the forward chain drops INVALID; permissive: it forwards it.", "",
+                slow_race_table(results["slow_race"])]
     rep = results.get("replication") or {}
     if rep:
         out += ["", "### 4. Replication", "",

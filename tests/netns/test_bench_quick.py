@@ -116,6 +116,23 @@ def test_figures_2_and_3_failover(quick, figure):
     assert "| vrrpd + ctsync |" in text and "| keepalived + conntrackd |" in text
 
 
+def test_figure_3b_slow_commit_race(quick):
+    res, text = quick
+    runs = res["slow_race"]["strict"]
+    assert set(runs) == {"keepalived + conntrackd", "vrrpd + ctsync, late commit, parking"}
+    for variant, r in runs.items():
+        assert r, variant
+        assert r["replicated_before_failure"] >= r["entries"] + r["conns"], variant
+        f = r["failover"]
+        assert f["established"] == r["conns"] and 0 <= f["kept"] <= r["conns"], variant
+        assert all(v >= 0 for v in f["router"].values()), variant
+    park = runs["vrrpd + ctsync, late commit, parking"]["parking"]
+    assert park["working"] and park["takeovers"] == 1, park
+    # whatever was parked left the queue, one way or the other
+    assert park["parked"] == park["released_after_commit"] + park["released_on_timeout"]
+    assert "### 3b. The race with a slow commit, and parking" in text
+
+
 def test_figures_4_5_6_replication_commit_memory(quick):
     res, text = quick
     n_list = res["meta"]["entries"]
