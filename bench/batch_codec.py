@@ -7,11 +7,14 @@ Figures (one core, events or messages per second):
 
 - ``events``: kernel-shaped conntrack events (mixed IPv4/IPv6, TCP/UDP/ICMP, SNAT/DNAT;
   40 % NEW, 40 % UPDATE, 20 % DESTROY) through ``events(datagram, filter, own_portids)``:
-  decode, filter, identity key, commit form. Once with one event per datagram (how the
+  decode, filter, identity key, compact form. Once with one event per datagram (how the
   kernel sends events) and once in ~32 KiB dump datagrams (how it sends dumps).
-- ``key_and_timeout``: a backup's decode of each replicated commit message.
-- for scale, what ctsync does next with each entry today (not part of the codec): the sync
-  channel packing ENTRY messages into authenticated datagrams, and unpacking them.
+- ``expand``: a backup's turning each replicated compact form into (key, timeout, commit
+  message); ``key_and_timeout``: the same figure for a commit message (wire version 1's
+  backup, for comparison).
+- for scale, what ctsync does next with each entry (not part of the codec): the sync
+  channel packing ENTRY messages (compact forms) into authenticated datagrams, and
+  unpacking them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from bench.ctnetlink_codec import sample_entries  # noqa: E402
 from ctnetlink import batch, batch_python  # noqa: E402
 from ctnetlink import constants as C  # noqa: E402
 from ctnetlink.codec import encode_new  # noqa: E402
+from ctnetlink.compact import compact_of  # noqa: E402
 
 OWN_PORTID = 4242
 
@@ -78,18 +82,23 @@ def bench(n: int, min_time: float) -> dict:
     events = kernel_events(n)
     grams = dump_datagrams(events)
     per_gram = len(events) / len(grams)
-    commits = [encode_new(e, 0, C.NLM_F_CREATE | C.NLM_F_EXCL, True) for e in sample_entries(n)]
+    sample = sample_entries(n)
+    commits = [encode_new(e, 0, C.NLM_F_CREATE | C.NLM_F_EXCL, True) for e in sample]
+    bodies = [compact_of(e) for e in sample]
     res: dict = {"events": n, "events_per_dump_datagram": round(per_gram, 1)}
     for name, impl in impls.items():
         filt = impl.Filter({C.IPPROTO_SCTP}, {7}, ())  # a typical config: matches none of these
         own = {OWN_PORTID}
         res[f"{name}_events_per_s"] = rate(lambda d: impl.events(d, filt, own), events, 1, min_time)
         res[f"{name}_dump_entries_per_s"] = rate(lambda d: impl.events(d, filt, None), grams, per_gram, min_time)
+        res[f"{name}_expand_per_s"] = rate(impl.expand, bodies, 1, min_time)
         res[f"{name}_key_and_timeout_per_s"] = rate(impl.key_and_timeout, commits, 1, min_time)
     if "c" in impls:
-        for what in ("events", "dump_entries", "key_and_timeout"):
+        for what in ("events", "dump_entries", "expand", "key_and_timeout"):
             res[f"speedup_{what}"] = res[f"c_{what}_per_s"] / res[f"python_{what}_per_s"]
-    res.update(bench_channel(commits, min_time))
+    res["compact_bytes_per_entry"] = round(sum(map(len, bodies)) / len(bodies), 1)
+    res["commit_bytes_per_entry"] = round(sum(map(len, commits)) / len(commits), 1)
+    res.update(bench_channel(bodies, min_time))
     return res
 
 

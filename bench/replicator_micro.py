@@ -6,14 +6,16 @@
 
 No kernel, no sockets, no trio, no root: N kernel-shaped ctnetlink NEW events
 (the kernel's own layout, 184 bytes each: see ``kernel_events``) go into a master :class:`~ctsync.replicator.Replicator` the way
-``ctsync.daemon`` feeds it -- each event through ``CtSocket._queue_datagram`` (the
-netlink header check, ``iter_messages``/``parse_message``, an ``Event``), batches of
-``daemon.EVENT_BATCH``, one pump (``handle_timer``, ``not_ready``, ``poll``) per batch --
-and every datagram it sends goes into a backup Replicator the way ``_udp_receive`` does
-(source address check, ``datagram``, one pump per datagram), whose acks go back to the
-master.  What remains is the Python cost of ctsync itself; the system calls (one
-``recv`` per kernel event, one ``sendto``/``recvfrom`` per sync datagram) and trio's
-scheduling are not in it: bench/profile_replication.py measures those in the lab.
+``ctsync.daemon`` feeds it -- each event datagram through the batch codec
+(``ctnetlink.batch.events`` with the replicator's filter, as ``CtSocket.read_records``
+does), batches of ``daemon.EVENT_BATCH`` into ``kernel_records``, one pump
+(``handle_timer``, ``not_ready``, ``poll``) per batch -- and the datagrams it sends go into
+a backup Replicator the way ``_udp_receive`` does (every queued datagram: source check,
+``datagram``; then one pump for all of them), whose acks go back to the master.  What
+remains is the Python (and codec) cost of ctsync itself; the system calls (one ``recv``
+per kernel event, one ``sendto``/``recvfrom`` per sync datagram) and trio's scheduling
+are not in it: bench/profile_replication.py measures those in the lab.  The codec is the
+one ``ctnetlink.batch`` picks (``HAPAIR_CODEC=python`` for the reference).
 
 Two tables, in microseconds per replicated entry:
 
@@ -37,21 +39,17 @@ import hmac
 import ipaddress
 import json
 import pstats
-import socket
 import statistics
 import struct
 import sys
 import time
-from collections import deque
 
+from ctnetlink import batch as codec
 from ctnetlink import constants as C
-from ctnetlink.codec import encode_new, key_and_timeout, parse_message
-from ctnetlink.encode import COMMIT_STATUS_STRIP
-from ctnetlink.key import entry_key
+from ctnetlink.codec import encode_new
 from ctnetlink.layout import HDR_NFGEN
-from ctnetlink.socket import ALL_GROUPS, CtSocket
 from ctsync.config import parse as parse_config
-from ctsync.daemon import _KINDS, EVENT_BATCH
+from ctsync.daemon import EVENT_BATCH, UDP_BATCH
 from ctsync.replicator import DumpKernel, Replicator, SendDatagrams
 from ctsync.wire import Datagram, Message, MsgType, ReplayWindow, decode, encode
 from halab.ctsync import ctsync_table
@@ -86,84 +84,11 @@ def kernel_events(entries) -> list[bytes]:
     return out
 
 
-# ---------------------------------------------------------------------------------------
-# What-if: the master's per-event work without objects.  A prototype for this measurement
-# only (not product code): the kernel's IPv4 port-tuple layout, SNAT, no DNAT, mark, zone,
-# TCP state or helper -- anything else returns None (the real code path would take it).
-
-_NLA = struct.Struct("=HH")
-_BE32 = struct.Struct(">I")
-_A_BE32 = struct.Struct("=HHI")
-_KEY_HEAD = struct.Struct("!BBH")
-_CT_ORIG_HDR = _NLA.pack(52, C.NLA_F_NESTED | C.CTA_TUPLE_ORIG)
-_CT_REPLY_HDR = _NLA.pack(52, C.NLA_F_NESTED | C.CTA_TUPLE_REPLY)
-_NAT_SRC_HDR = _NLA.pack(40, C.NLA_F_NESTED | C.CTA_NAT_SRC)
-
-
-def whatif_splice(buf, ignore: list[tuple[int, int]]):
-    """Kernel NEW event bytes -> (key, commit-form CT_NEW message) or None; the filter on
-    the original addresses is done on integers.  Same bytes as encode_new's commit form
-    (checked by the caller)."""
-    nlen = len(buf)
-    if buf[20:24] != _CT_ORIG_HDR or buf[72:76] != bytes(_NLA.pack(52, C.NLA_F_NESTED | C.CTA_TUPLE_REPLY)):
-        return None
-    o = bytes(buf[24:72])
-    r = bytes(buf[76:124])
-    status = timeout = None
-    off = 124
-    while off + 4 <= nlen:
-        alen, atype = _NLA.unpack_from(buf, off)
-        atype &= 0x3FFF
-        if atype == C.CTA_STATUS:
-            status = _BE32.unpack_from(buf, off + 4)[0]
-        elif atype == C.CTA_TIMEOUT:
-            timeout = _BE32.unpack_from(buf, off + 4)[0]
-        elif atype == C.CTA_MARK:
-            if _BE32.unpack_from(buf, off + 4)[0]:
-                return None
-        elif atype in (C.CTA_ZONE, C.CTA_PROTOINFO, C.CTA_HELP, C.CTA_NAT_DST):
-            return None
-        off += (alen + 3) & ~3
-    if status is None or status & C.IPS_DST_NAT or not status & C.IPS_SRC_NAT:
-        return None
-    src, dst = int.from_bytes(o[8:12], "big"), int.from_bytes(o[16:20], "big")
-    for net, mask in ignore:
-        if src & mask == net or dst & mask == net:
-            return None  # filtered
-    proto = o[28]
-    key = _KEY_HEAD.pack(C.AF_INET, proto, 0) + o[8:12] + o[16:20] + o[36:38] + o[44:46]
-    inv = (o[:8] + o[16:20] + o[12:16] + o[8:12] + o[20:36] + o[44:46] + o[38:44] + o[36:38] + o[46:48])
-    vip, port = r[16:20], r[44:46]
-    nat = (_NAT_SRC_HDR + _NLA.pack(8, C.CTA_NAT_V4_MINIP) + vip + _NLA.pack(8, C.CTA_NAT_V4_MAXIP) + vip
-           + _NLA.pack(20, C.NLA_F_NESTED | C.CTA_NAT_PROTO) + _NLA.pack(6, C.CTA_PROTONAT_PORT_MIN) + port + b"\0\0"
-           + _NLA.pack(6, C.CTA_PROTONAT_PORT_MAX) + port + b"\0\0")
-    body = (_CT_ORIG_HDR + o + _CT_REPLY_HDR + inv + nat
-            + _A_BE32.pack(8, C.CTA_STATUS, socket.htonl((status & ~COMMIT_STATUS_STRIP) | C.IPS_CONFIRMED))
-            + _A_BE32.pack(8, C.CTA_TIMEOUT, socket.htonl(timeout or 1)))
-    hdr = HDR_NFGEN.pack(20 + len(body), C.CT_NEW, C.NLM_F_CREATE | C.NLM_F_EXCL | C.NLM_F_REQUEST, 0, 0, C.AF_INET, 0, 0)
-    return key, hdr + body
-
-
-def _ignore_ints(cfg) -> list[tuple[int, int]]:
-    return [(int(n.network_address), int(n.netmask)) for n in cfg.ignore_addresses if n.version == 4]
-
-
 def configs():
     m = ctsync_table("r1", "/nonexistent/m.sock", None, group=None)
     b = ctsync_table("r2", "/nonexistent/b.sock", None, group=None)
-    return parse_config(m, "r1.toml"), parse_config(b, "r2.toml")
-
-
-def event_reader() -> CtSocket:
-    """A CtSocket without a socket: only its datagram -> Event path is used."""
-    s = CtSocket.__new__(CtSocket)
-    s._pending = deque()
-    s._backlog = deque()
-    s.skip_portids = set()
-    s.groups = ALL_GROUPS
-    s.codec_errors = 0
-    s.stray = 0
-    return s
+    # the lab's published key: accepted as a lab's (no daemon, no network here)
+    return parse_config(m, "r1.toml", lab=True), parse_config(b, "r2.toml", lab=True)
 
 
 class Pair:
@@ -205,13 +130,13 @@ def pipeline(events: list[bytes], batch: int = EVENT_BATCH) -> dict:
     """Run the events through a master and a backup as the daemons do; seconds per step."""
     p = Pair()
     m, b = p.master, p.backup
-    reader = event_reader()
     buf = bytearray(1 << 16)
     view = memoryview(buf)
     peer_addr = ("172.16.0.1", 3780)  # what recvfrom returns on the backup
-    peer = p.peer_of_backup
+    peer_str = str(p.peer_of_backup)
+    events_fn, filt, own = codec.events, m.filter, m.own_portids
     pc = time.perf_counter
-    t = dict.fromkeys(("recv_copy", "decode", "kernel_event", "master_pump", "master_acks",
+    t = dict.fromkeys(("recv_copy", "decode", "kernel_records", "master_pump", "master_acks",
                        "backup_src_check", "backup_datagram", "backup_pump"), 0.0)
     n_dgrams = n_acks = 0
     to_backup: list[bytes] = []
@@ -220,23 +145,25 @@ def pipeline(events: list[bytes], batch: int = EVENT_BATCH) -> dict:
     gc.freeze()  # the prepared events are not the daemon's garbage
     t_all = pc()
     for i in range(0, n, batch):
-        evs = []
+        records: list = []
+        skipped = filtered = bad = 0
         for d in events[i:i + batch]:
             t0 = pc()
             k = len(d)
             buf[:k] = d  # stands in for recv_into's copy
             mv = view[:k]
             t1 = pc()
-            reader._queue_datagram(mv)
-            evs.extend(reader._pending)
-            reader._pending.clear()
+            recs, sk, fi, errs, _other = events_fn(mv, filt, own)
+            records += recs
+            skipped += sk
+            filtered += fi
+            bad += len(errs)
             t2 = pc()
             t["recv_copy"] += t1 - t0
             t["decode"] += t2 - t1
         now = time.monotonic()
         t0 = pc()
-        for ev in evs:
-            m.kernel_event(_KINDS[ev.kind], ev.entry, ev.portid, now)
+        m.kernel_records(records, now, skipped, filtered, bad)
         t1 = pc()
         m.handle_timer(now)
         m.not_ready(now)
@@ -244,28 +171,27 @@ def pipeline(events: list[bytes], batch: int = EVENT_BATCH) -> dict:
             if isinstance(act, SendDatagrams):
                 to_backup += act.datagrams
         t2 = pc()
-        t["kernel_event"] += t1 - t0
+        t["kernel_records"] += t1 - t0
         t["master_pump"] += t2 - t1
-        # the backup takes what the master sent, one datagram at a time
+        # the backup takes what the master sent, UDP_BATCH datagrams per wake-up, one pump each
         acks: list[bytes] = []
-        for d in to_backup:
+        for j in range(0, len(to_backup), UDP_BATCH):
             now = time.monotonic()
-            t0 = pc()
-            src = ipaddress.ip_address(peer_addr[0].split("%", 1)[0])
-            ok = src == peer
-            t1 = pc()
-            if ok:
-                b.datagram(d, now)
+            for d in to_backup[j:j + UDP_BATCH]:
+                t0 = pc()
+                ok = peer_addr[0] == peer_str
+                t1 = pc()
+                if ok:
+                    b.datagram(d, now)
+                t["backup_src_check"] += t1 - t0
+                t["backup_datagram"] += pc() - t1
             t2 = pc()
             b.handle_timer(now)
             b.not_ready(now)
             for act in b.poll(now):
                 if isinstance(act, SendDatagrams):
                     acks += act.datagrams
-            t3 = pc()
-            t["backup_src_check"] += t1 - t0
-            t["backup_datagram"] += t2 - t1
-            t["backup_pump"] += t3 - t2
+            t["backup_pump"] += pc() - t2
         n_dgrams += len(to_backup)
         to_backup = []
         now = time.monotonic()
@@ -309,30 +235,15 @@ def isolated(events: list[bytes]) -> dict:
     cm, cb = configs()
     key = cm.key
     out: dict[str, float] = {}
-    parsed = [parse_message(e) for e in events]
-    entries = [p[4] for p in parsed]
-    out["parse_message (event -> Entry)"] = _time(parse_message, events)
-    reader = event_reader()
-
-    def q(d):
-        reader._queue_datagram(d)
-        reader._pending.clear()
-    out["_queue_datagram (header check + iter_messages + parse + Event)"] = _time(q, events)
     rep = Replicator(cm, epoch=1)
-    out["filter (Replicator._filtered, 5 ignore networks)"] = _time(rep._filtered, entries)
-    out["key (entry_key)"] = _time(entry_key, entries)
-    keys = [entry_key(e) for e in entries]
+    filt, own = rep.filter, {4242}
+    out[f"batch codec: events() per event datagram: decode, filter, key, compact form ({codec.IMPLEMENTATION})"] = _time(
+        lambda d: codec.events(d, filt, own), events)
+    records = [r for d in events for r in codec.events(d, filt, own)[0]]
+    keys = [r[2] for r in records]
+    bodies = [r[3] for r in records]
     s: set[bytes] = set()
     out["internal set add"] = _time(s.add, keys)
-    flags = C.NLM_F_CREATE | C.NLM_F_EXCL
-    out["encode_new (commit form)"] = _time(lambda e: encode_new(e, 0, flags, True), entries)
-    bodies = [encode_new(e, 0, flags, True) for e in entries]
-    ign = _ignore_ints(cm)
-    spliced = [whatif_splice(ev, ign) for ev in events]
-    if [x[1] if x else None for x in spliced] != bodies or [x[0] if x else None for x in spliced] != keys:
-        raise RuntimeError("micro: whatif_splice does not give encode_new's bytes and entry_key's keys")
-    out["what-if: event bytes -> filter, key, commit message by splicing (no objects; prototype)"] = _time(
-        lambda ev: whatif_splice(ev, ign), events)
     out["Message(ENTRY, body)"] = _time(lambda bd: Message(MsgType.ENTRY, bd), bodies)
     msgs = [Message(MsgType.ENTRY, bd) for bd in bodies]
     rep2 = Replicator(cm, epoch=1)
@@ -361,26 +272,25 @@ def isolated(events: list[bytes]) -> dict:
     out["  of which HMAC-SHA256 (hmac.new().digest())"] = _time(
         lambda r: hmac.new(key, r, hashlib.sha256).digest(), raws)
     # backup side
-    out["backup: source check (ipaddress.ip_address per datagram)"] = _time(
-        lambda _: ipaddress.ip_address("172.16.0.1") == cb.peer_address, dgrams)
+    peer_str = str(cb.peer_address)
+    out["backup: source check (string compare per datagram)"] = _time(lambda _: "172.16.0.1" == peer_str, dgrams)
     out["backup: wire.decode (HMAC verify + parse)"] = _time(lambda d: decode(d, key), dgrams)
     out["  of which HMAC verify (hmac.new + compare_digest)"] = _time(
         lambda d: hmac.compare_digest(d[-32:], hmac.new(key, d[:-32], hashlib.sha256).digest()), dgrams)
     decoded = [decode(d, key) for d in dgrams]
     w = ReplayWindow()
-    out["backup: replay window check"] = _time(lambda d: w.check(d.epoch, d.seq), decoded)
-    out["backup: key_and_timeout"] = _time(key_and_timeout, bodies)
+    out["backup: replay window check"] = _time(lambda d: w.check(d.seq), decoded)
+    out[f"backup: expand (compact form -> key, timeout, commit message; {codec.IMPLEMENTATION})"] = _time(codec.expand, bodies)
     from ctsync.cache import ExternalCache
     cache = ExternalCache()
-    kt = [key_and_timeout(bd) for bd in bodies]
-    out["backup: cache.put"] = _time(lambda x: cache.put(x[0], x[2], x[1]), [(k, tt + now, bd) for (k, tt), bd in zip(kt, bodies)])
+    kt = [codec.expand(bd) for bd in bodies]
+    out["backup: cache.put"] = _time(lambda x: cache.put(x[0], x[2], x[1] + now), kt)
     # the backup's Channel + Replicator on the whole datagrams (decode, window, delivery, _message)
     p = Pair()
     ms = p.master
     ms.channel.resend_limit = 1 << 30
     now = time.monotonic()
-    for e in entries:
-        ms.kernel_event("new", e, 0, now)
+    ms.kernel_records(records, now)
     fresh = [d for a in ms.poll(now) if isinstance(a, SendDatagrams) for d in a.datagrams]
     bk = p.backup
     t0 = time.perf_counter()
@@ -390,7 +300,7 @@ def isolated(events: list[bytes]) -> dict:
     for dl in deliveries:
         for mm in dl.messages:
             bk._message(mm, now)
-    out["backup: Replicator._message (key_and_timeout + cache.put + bookkeeping)"] = time.perf_counter() - t0
+    out["backup: Replicator._message (expand + cache.put + bookkeeping)"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     bk.handle_timer(now)
     bk.not_ready(now)
@@ -409,16 +319,16 @@ def render(pipe: list[dict], iso: list[dict]) -> str:
     lines = [f"### Pipeline, µs per entry (N = {n:,}, {len(pipe)} runs: median (min-max)); "
              f"{pipe[0]['entries_per_datagram']:.2f} entries per sync datagram, {pipe[0]['acks']} acks", "",
              "| side | step | µs/entry |", "|---|---|---:|"]
-    side = {"recv_copy": "master", "decode": "master", "kernel_event": "master", "master_pump": "master",
+    side = {"recv_copy": "master", "decode": "master", "kernel_records": "master", "master_pump": "master",
             "master_acks": "master", "backup_src_check": "backup", "backup_datagram": "backup", "backup_pump": "backup"}
     what = {"recv_copy": "copy of the event into the receive buffer (stands in for recv_into's copy)",
-            "decode": "CtSocket._queue_datagram: header check, parse_message -> Entry, Event",
-            "kernel_event": "Replicator.kernel_event: own-port check, filter, key, encode_new (commit form), Channel.send",
+            "decode": f"batch codec ({codec.IMPLEMENTATION}), one call per event datagram: decode, filter, key, compact form",
+            "kernel_records": "Replicator.kernel_records: own-port check, internal set, Message, Channel.send",
             "master_pump": "pump per batch: handle_timer, not_ready, poll -> pack + wire.encode + HMAC",
             "master_acks": "acks from the backup: Replicator.datagram (decode + HMAC + _on_ack)",
-            "backup_src_check": "source address check (ipaddress.ip_address per datagram)",
-            "backup_datagram": "Replicator.datagram: wire.decode + HMAC verify, replay window, delivery, key_and_timeout, cache.put",
-            "backup_pump": "pump per datagram: handle_timer, not_ready, poll (ack generation + its HMAC)"}
+            "backup_src_check": "source address check (string compare per datagram)",
+            "backup_datagram": "Replicator.datagram: wire.decode + HMAC verify, replay window, delivery, expand, cache.put",
+            "backup_pump": f"pump per {UDP_BATCH} datagrams: handle_timer, not_ready, poll (ack generation + its HMAC)"}
     tot = {"master": [], "backup": []}
     for k in side:
         vals = [_us(r["seconds"][k], r["n"]) for r in pipe]
@@ -472,7 +382,7 @@ def main(argv=None) -> int:
     sys.stdout.write(md)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"pipeline": pipe, "isolated": iso, "event_bytes": len(events[0]),
+            json.dump({"pipeline": pipe, "isolated": iso, "event_bytes": len(events[0]), "codec": codec.IMPLEMENTATION,
                        "commit_message_bytes": len(encode_new(entries[0], 0, C.NLM_F_CREATE | C.NLM_F_EXCL, True))},
                       f, indent=1)
     return 0

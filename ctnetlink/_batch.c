@@ -8,6 +8,8 @@
  *
  *   events(buf, filt=None, skip_portids=None)
  *       -> (records, skipped, filtered, errors, other)    see batch_python.events
+ *   recv_events(sock, max_datagrams, filt, skip_portids)  see batch_python.recv_events
+ *   expand(body) -> (key, timeout, message)              see compact.expand
  *   key_and_timeout(msg) -> (key, timeout)                see decode.key_and_timeout
  *   Filter(ignore_protocols=(), ignore_tcp_states=(), ignore_addresses=())
  *
@@ -17,17 +19,23 @@
  * required) when reading. Every read below is bounds-checked against the end of the
  * enclosing message or attribute first; nothing is read through a cast pointer (memcpy).
  *
- * Why one file over 600 lines: it mirrors four Python modules (decode, encode, key and the
- * filter) that must stay in step with each other and with the reference; most of its length
+ * events() records carry the compact form of each entry's commit message (ctnetlink/compact.py:
+ * what the sync link carries); expand() turns one back into (key, timeout, commit message).
+ *
+ * Why one file over 600 lines: it mirrors five Python modules (decode, encode, compact, key and
+ * the filter) that must stay in step with each other and with the reference; most of its length
  * is the attribute-by-attribute layout, kept next to the comments that say where it comes from.
  */
 #define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE  /* recvmmsg */
 #include <Python.h>
+#include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
 
 /* Bumped when the functions' shapes change: ctnetlink/batch.py refuses a stale build. */
-#define API_VERSION 1
+#define API_VERSION 3
 
 /* ---- ABI numbers (ctnetlink/constants.py) --------------------------------------------- */
 #define AF_INET_ 2
@@ -408,7 +416,7 @@ static PyObject *make_key(const tuple_t *t, uint16_t zone)
     return PyBytes_FromStringAndSize((const char *)k, w - k);
 }
 
-/* ---- encoding the commit form (encode.encode_new(e, 0, CREATE | EXCL, True)) ----------- */
+/* ---- writing netlink attributes ----------------------------------------------------------- */
 
 static uint8_t *put_nla(uint8_t *w, unsigned len, unsigned type)
 {
@@ -522,64 +530,256 @@ static uint8_t *put_nat(uint8_t *w, unsigned nest_type, const tuple_t *o, const 
     return w;
 }
 
+/* ---- the commit fields (encode.CommitFields) ------------------------------------------- */
+
+/* What a commit message is made of, as it carries it (encode.commit_fields of an entry,
+ * compact.unpack of a compact form). */
+typedef struct {
+    tuple_t orig;
+    uint16_t zone;
+    uint32_t status, timeout, mark;   /* as sent */
+    int has_dnat, has_snat;
+    uint8_t dnat_addr[16], snat_addr[16];
+    uint16_t dnat_port, snat_port;
+    int has_tcp, has_ws;
+    uint8_t tcp_state, fo, fr, wo, wr; /* flags as sent: kept flags | BE_LIBERAL */
+    const uint8_t *helper;            /* not NUL-terminated; helper_len 0: none */
+    Py_ssize_t helper_len;
+} commit_t;
+
+/* compact.HELPER_MAX and the compact form's flags (ctnetlink/compact.py) */
+#define HELPER_MAX 32
+#define FLAG_MARK 1
+#define FLAG_TCP 2
+#define FLAG_WSCALE 4
+#define FLAG_HELPER 8
+
+/* encode.commit_fields: the commit recipe applied to a decoded entry. The helper name is
+ * checked as compact.pack checks it (ASCII, at most HELPER_MAX bytes): "bad_entry". */
+static reason_t commit_of(const entry_t *e, commit_t *c)
+{
+    const tuple_t *r = &e->reply;
+    memset(c, 0, sizeof *c);
+    c->orig = e->orig;
+    c->zone = e->zone;
+    c->status = (e->status & ~COMMIT_STATUS_STRIP) | IPS_CONFIRMED;
+    c->timeout = e->timeout ? e->timeout : 1;
+    c->mark = e->mark;
+    if (e->status & IPS_DST_NAT) {  /* the reply's source is where the destination goes */
+        c->has_dnat = 1;
+        memcpy(c->dnat_addr, r->src, 16);
+        c->dnat_port = is_icmp(r->proto) ? r->icmp_id : r->sport;
+    }
+    if (e->status & IPS_SRC_NAT) {  /* the reply's destination is where the source goes */
+        c->has_snat = 1;
+        memcpy(c->snat_addr, r->dst, 16);
+        c->snat_port = is_icmp(r->proto) ? r->icmp_id : r->dport;
+    }
+    if (e->orig.proto == IPPROTO_TCP_ && e->has_tcp[0]) {
+        c->has_tcp = 1;
+        c->tcp_state = e->tcp[0];
+        c->fo = (e->tcp[1] & COMMIT_TCP_FLAGS_KEEP) | TCP_FLAG_BE_LIBERAL;
+        c->fr = (e->tcp[2] & COMMIT_TCP_FLAGS_KEEP) | TCP_FLAG_BE_LIBERAL;
+        if (e->has_tcp[3] && e->has_tcp[4]) {  /* window scales only if both are known */
+            c->has_ws = 1;
+            c->wo = e->tcp[3];
+            c->wr = e->tcp[4];
+        }
+    }
+    if (e->helper && e->helper_len) {
+        if (e->helper_len > HELPER_MAX)
+            return "bad_entry";
+        for (Py_ssize_t i = 0; i < e->helper_len; i++)
+            if (e->helper[i] >= 0x80)  /* decoded as U+FFFD, which "ascii" cannot encode */
+                return "bad_entry";
+        c->helper = e->helper;
+        c->helper_len = e->helper_len;
+    }
+    return NULL;
+}
+
+/* ---- the compact form (compact.pack / compact.unpack) ----------------------------------- */
+
+static inline uint8_t *w16(uint8_t *w, uint16_t v) { w[0] = v >> 8; w[1] = v & 0xFF; return w + 2; }
+static inline uint8_t *w32(uint8_t *w, uint32_t v)
+{
+    w[0] = v >> 24; w[1] = (v >> 16) & 0xFF; w[2] = (v >> 8) & 0xFF; w[3] = v & 0xFF;
+    return w + 4;
+}
+
+/* key (40 max) + 9 + mark 4 + two NATs 2 * 18 + tcp 3 + wscale 2 + helper */
+#define COMPACT_MAX (40 + 9 + 4 + 36 + 5 + HELPER_MAX)
+
+static PyObject *make_compact(const commit_t *c)
+{
+    uint8_t buf[COMPACT_MAX], *w = buf;
+    const tuple_t *t = &c->orig;
+    int n = addr_len(t->family);
+    /* the key: family u8 | proto u8 | zone be16 | src | dst | l4 (make_key) */
+    *w++ = (uint8_t)t->family;
+    *w++ = (uint8_t)t->proto;
+    w = w16(w, c->zone);
+    memcpy(w, t->src, n); w += n;
+    memcpy(w, t->dst, n); w += n;
+    if (is_icmp(t->proto)) {
+        w = w16(w, t->icmp_id);
+        *w++ = t->icmp_type; *w++ = t->icmp_code;
+    } else {
+        w = w16(w, t->sport);
+        w = w16(w, t->dport);
+    }
+    w = w32(w, c->status);
+    w = w32(w, c->timeout);
+    *w++ = (c->mark ? FLAG_MARK : 0) | (c->has_tcp ? FLAG_TCP : 0) | (c->has_tcp && c->has_ws ? FLAG_WSCALE : 0)
+           | (c->helper_len ? FLAG_HELPER : 0);
+    if (c->mark)
+        w = w32(w, c->mark);
+    if (c->has_dnat) {
+        memcpy(w, c->dnat_addr, n); w += n;
+        w = w16(w, c->dnat_port);
+    }
+    if (c->has_snat) {
+        memcpy(w, c->snat_addr, n); w += n;
+        w = w16(w, c->snat_port);
+    }
+    if (c->has_tcp) {
+        *w++ = c->tcp_state; *w++ = c->fo; *w++ = c->fr;
+        if (c->has_ws) {
+            *w++ = c->wo; *w++ = c->wr;
+        }
+    }
+    memcpy(w, c->helper, c->helper_len);  /* at most HELPER_MAX (commit_of) */
+    w += c->helper_len;
+    return PyBytes_FromStringAndSize((const char *)buf, w - buf);
+}
+
+/* compact.unpack: b[0..n) into c (c->helper points into b); the key's length in *klen. */
+static reason_t parse_compact(const uint8_t *b, Py_ssize_t n, commit_t *c, Py_ssize_t *klen)
+{
+    memset(c, 0, sizeof *c);
+    if (n < 1)
+        return "truncated";
+    int family = b[0];
+    if (family != AF_INET_ && family != AF_INET6_)
+        return "bad_family";
+    int alen = addr_len(family);
+    Py_ssize_t off = 8 + 2 * alen;
+    *klen = off;
+    if (n < off + 9)
+        return "truncated";
+    tuple_t *t = &c->orig;
+    t->family = family;
+    t->proto = b[1];
+    c->zone = be16(b + 2);
+    memcpy(t->src, b + 4, alen);
+    memcpy(t->dst, b + 4 + alen, alen);
+    const uint8_t *l4 = b + 4 + 2 * alen;
+    if (is_icmp(t->proto)) {
+        t->icmp_id = be16(l4);
+        t->icmp_type = l4[2];
+        t->icmp_code = l4[3];
+    } else {
+        t->sport = be16(l4);
+        t->dport = be16(l4 + 2);
+    }
+    c->status = be32(b + off);
+    c->timeout = be32(b + off + 4);
+    unsigned flags = b[off + 8];
+    off += 9;
+    if ((flags & ~(unsigned)(FLAG_MARK | FLAG_TCP | FLAG_WSCALE | FLAG_HELPER))
+        || ((flags & FLAG_WSCALE) && !(flags & FLAG_TCP))
+        || ((flags & FLAG_TCP) && t->proto != IPPROTO_TCP_))
+        return "bad_flags";
+    if (flags & FLAG_MARK) {
+        if (off + 4 > n) return "truncated";
+        c->mark = be32(b + off);
+        off += 4;
+    }
+    if (c->status & IPS_DST_NAT) {
+        if (off + alen + 2 > n) return "truncated";
+        c->has_dnat = 1;
+        memcpy(c->dnat_addr, b + off, alen);
+        c->dnat_port = be16(b + off + alen);
+        off += alen + 2;
+    }
+    if (c->status & IPS_SRC_NAT) {
+        if (off + alen + 2 > n) return "truncated";
+        c->has_snat = 1;
+        memcpy(c->snat_addr, b + off, alen);
+        c->snat_port = be16(b + off + alen);
+        off += alen + 2;
+    }
+    if (flags & FLAG_TCP) {
+        if (off + 3 > n) return "truncated";
+        c->has_tcp = 1;
+        c->tcp_state = b[off]; c->fo = b[off + 1]; c->fr = b[off + 2];
+        off += 3;
+        if (flags & FLAG_WSCALE) {
+            if (off + 2 > n) return "truncated";
+            c->has_ws = 1;
+            c->wo = b[off]; c->wr = b[off + 1];
+            off += 2;
+        }
+    }
+    if (flags & FLAG_HELPER) {
+        Py_ssize_t h = n - off;
+        if (h < 1 || h > HELPER_MAX)
+            return "bad_entry";
+        for (Py_ssize_t i = off; i < n; i++)
+            if (b[i] >= 0x80)
+                return "bad_entry";
+        c->helper = b + off;
+        c->helper_len = h;
+        off = n;
+    }
+    if (off != n)
+        return "trailing_bytes";
+    return NULL;
+}
+
+/* ---- the commit message (encode.commit_message) ------------------------------------------ */
+
 /* Largest commit message without the helper: header 20, two IPv6 ICMP tuples 2 * 84, two
  * IPv6 NAT nests with ports 2 * 64, status, timeout, mark, zone 4 * 8, protoinfo 48 = 396. */
 #define COMMIT_FIXED_MAX 400
 
-/* The commit form of e: a new bytes object, or NULL with *why set ("bad_entry": a helper
- * name that is not ASCII or too long, as encode._help_attr fails) or with a Python
- * exception set (memory). */
-static PyObject *make_commit(const entry_t *e, reason_t *why)
+/* The commit message of c, fields written as they are: a new bytes object, or NULL with a
+ * Python exception set (memory). */
+static PyObject *make_commit(const commit_t *c)
 {
     uint8_t fixed[COMMIT_FIXED_MAX], *w = fixed + 20;
-    const tuple_t *o = &e->orig, *r = &e->reply;
+    const tuple_t *o = &c->orig;
     tuple_t inv;
-    Py_ssize_t help_len = 0, i;
-
-    if (e->helper && e->helper_len) {
-        for (i = 0; i < e->helper_len; i++) {
-            if (e->helper[i] >= 0x80) {  /* decoded as U+FFFD, which "ascii" cannot encode */
-                *why = "bad_entry";
-                return NULL;
-            }
-        }
-        /* CTA_HELP{CTA_HELP_NAME name NUL, padded}: its u16 length must hold it */
-        help_len = 8 + ((e->helper_len + 1 + 3) & ~(Py_ssize_t)3);
-        if (help_len > 0xFFFF) {
-            *why = "bad_entry";
-            return NULL;
-        }
-    }
+    /* CTA_HELP{CTA_HELP_NAME name NUL, padded}; the name is at most HELPER_MAX bytes */
+    Py_ssize_t help_len = c->helper_len ? 8 + ((c->helper_len + 1 + 3) & ~(Py_ssize_t)3) : 0;
 
     w = put_tuple(w, CTA_TUPLE_ORIG, o);
     invert(o, &inv);
     w = put_tuple(w, CTA_TUPLE_REPLY, &inv);  /* orig.inverse(), never the dumped reply */
-    if (e->status & IPS_DST_NAT)  /* the reply's source is where the destination goes */
-        w = put_nat(w, CTA_NAT_DST, o, r->src, is_icmp(r->proto) ? r->icmp_id : r->sport);
-    if (e->status & IPS_SRC_NAT)  /* the reply's destination is where the source goes */
-        w = put_nat(w, CTA_NAT_SRC, o, r->dst, is_icmp(r->proto) ? r->icmp_id : r->dport);
-    w = put_be32(w, CTA_STATUS, (e->status & ~COMMIT_STATUS_STRIP) | IPS_CONFIRMED);
-    w = put_be32(w, CTA_TIMEOUT, e->timeout ? e->timeout : 1);
-    if (e->mark)
-        w = put_be32(w, CTA_MARK, e->mark);
-    if (e->zone)
-        w = put_be16(w, CTA_ZONE, e->zone);
-    if (o->proto == IPPROTO_TCP_ && e->has_tcp[0]) {
+    if (c->has_dnat)
+        w = put_nat(w, CTA_NAT_DST, o, c->dnat_addr, c->dnat_port);
+    if (c->has_snat)
+        w = put_nat(w, CTA_NAT_SRC, o, c->snat_addr, c->snat_port);
+    w = put_be32(w, CTA_STATUS, c->status);
+    w = put_be32(w, CTA_TIMEOUT, c->timeout);
+    if (c->mark)
+        w = put_be32(w, CTA_MARK, c->mark);
+    if (c->zone)
+        w = put_be16(w, CTA_ZONE, c->zone);
+    if (c->has_tcp) {
         /* kept flags plus BE_LIBERAL, as value and mask; window scales only if both known */
-        uint8_t fo = (e->tcp[1] & COMMIT_TCP_FLAGS_KEEP) | TCP_FLAG_BE_LIBERAL;
-        uint8_t fr = (e->tcp[2] & COMMIT_TCP_FLAGS_KEEP) | TCP_FLAG_BE_LIBERAL;
-        int ws = e->has_tcp[3] && e->has_tcp[4];
+        int ws = c->has_ws;
         w = put_nla(w, ws ? 48 : 32, NLA_F_NESTED | CTA_PROTOINFO);
         w = put_nla(w, ws ? 44 : 28, NLA_F_NESTED | CTA_PROTOINFO_TCP);
-        w = put_u8(w, TCP_STATE, e->tcp[0]);
+        w = put_u8(w, TCP_STATE, c->tcp_state);
         if (ws) {
-            w = put_u8(w, TCP_WSCALE_ORIG, e->tcp[3]);
-            w = put_u8(w, TCP_WSCALE_REPLY, e->tcp[4]);
+            w = put_u8(w, TCP_WSCALE_ORIG, c->wo);
+            w = put_u8(w, TCP_WSCALE_REPLY, c->wr);
         }
         w = put_nla(w, 6, TCP_FLAGS_ORIG);  /* struct nf_ct_tcp_flags {flags, mask} */
-        w[0] = w[1] = fo; w[2] = w[3] = 0; w += 4;
+        w[0] = w[1] = c->fo; w[2] = w[3] = 0; w += 4;
         w = put_nla(w, 6, TCP_FLAGS_REPLY);
-        w[0] = w[1] = fr; w[2] = w[3] = 0; w += 4;
+        w[0] = w[1] = c->fr; w[2] = w[3] = 0; w += 4;
     }
 
     Py_ssize_t fixed_len = w - fixed, total = fixed_len + help_len;
@@ -602,9 +802,9 @@ static PyObject *make_commit(const entry_t *e, reason_t *why)
     if (help_len) {
         uint8_t *h = m + fixed_len;
         h = put_nla(h, (unsigned)help_len, NLA_F_NESTED | CTA_HELP);
-        h = put_nla(h, (unsigned)(4 + e->helper_len + 1), CTA_HELP_NAME);
-        memcpy(h, e->helper, e->helper_len);
-        memset(h + e->helper_len, 0, help_len - 8 - e->helper_len);  /* NUL and padding */
+        h = put_nla(h, (unsigned)(4 + c->helper_len + 1), CTA_HELP_NAME);
+        memcpy(h, c->helper, c->helper_len);
+        memset(h + c->helper_len, 0, help_len - 8 - c->helper_len);  /* NUL and padding */
     }
     return msg;
 }
@@ -829,17 +1029,74 @@ static int one_event(const uint8_t *b, Py_ssize_t off, Py_ssize_t end, int kind,
         msg = Py_None;
         Py_INCREF(msg);
     } else {
-        why = NULL;
-        msg = make_commit(&e, &why);
-        if (!msg) {
+        commit_t c;
+        if ((why = commit_of(&e, &c))) {
             Py_DECREF(key);
-            return why ? append_reason(errors, why) : -1;
+            return append_reason(errors, why);
+        }
+        if (!(msg = make_compact(&c))) {
+            Py_DECREF(key);
+            return -1;
         }
     }
     PyObject *record = PyTuple_Pack(4, kind_obj[kind], portid, key, msg);
     Py_DECREF(key);
     Py_DECREF(msg);
     return append_new(records, record);
+}
+
+/* The walk of events(): every message of b[0..n), appended to records / errors / other
+ * (other may be NULL: then *n_other counts them). -1: Python exception. */
+static int walk(const uint8_t *b, Py_ssize_t n, const FilterObject *f, PyObject *skip, int use_skip,
+                PyObject *records, PyObject *errors, PyObject *other, Py_ssize_t *n_other,
+                Py_ssize_t *skipped, Py_ssize_t *filtered)
+{
+    Py_ssize_t off = 0;
+    while (off + 16 <= n) {
+        /* struct nlmsghdr: len u32, type u16, flags u16, seq u32, portid u32 (host order) */
+        uint32_t nlen = host32(b + off), seq = host32(b + off + 8), pid = host32(b + off + 12);
+        uint16_t type = host16(b + off + 4), flags = host16(b + off + 6);
+        if (nlen < 16 || (uint64_t)nlen > (uint64_t)(n - off))  /* no overflow with 32-bit sizes */
+            return append_reason(errors, "bad_msg_len");  /* nothing after it can be trusted */
+        if (type == CT_NEW || type == CT_DELETE) {
+            PyObject *portid = PyLong_FromUnsignedLong(pid);
+            if (!portid)
+                return -1;
+            int skip_it = use_skip ? PySequence_Contains(skip, portid) : 0;
+            int rc = skip_it;
+            if (skip_it > 0) {
+                (*skipped)++;
+            } else if (skip_it == 0) {
+                int kind = type == CT_DELETE ? KIND_DESTROY : (flags & NLM_F_CREATE) ? KIND_NEW : KIND_UPDATE;
+                rc = one_event(b, off, off + nlen, kind, portid, f, records, errors, filtered);
+            }
+            Py_DECREF(portid);
+            if (rc < 0)
+                return -1;
+        } else if (!other) {
+            (*n_other)++;
+        } else if (append_new(other, Py_BuildValue("(nIIkk)", off, (unsigned)type, (unsigned)flags,
+                                                   (unsigned long)seq, (unsigned long)pid)) < 0) {
+            return -1;
+        }
+        off += ((Py_ssize_t)nlen + 3) & ~(Py_ssize_t)3;
+    }
+    if (off < n && append_reason(errors, "truncated") < 0)
+        return -1;
+    return 0;
+}
+
+/* filt and skip_portids as events() takes them: *f (NULL for None) and *use_skip. */
+static int filter_and_skip(const char *fn, PyObject *filt, PyObject *skip, const FilterObject **f, int *use_skip)
+{
+    if (filt != Py_None && !PyObject_TypeCheck(filt, &FilterType)) {
+        PyErr_Format(PyExc_TypeError, "%s: filt must be a %s or None, not %.100s",
+                     fn, FilterType.tp_name, Py_TYPE(filt)->tp_name);
+        return -1;
+    }
+    *f = filt == Py_None ? NULL : (const FilterObject *)filt;
+    *use_skip = skip != Py_None && PyObject_IsTrue(skip);
+    return *use_skip < 0 ? -1 : 0;
 }
 
 PyDoc_STRVAR(events_doc,
@@ -852,58 +1109,18 @@ static PyObject *batch_events(PyObject *module, PyObject *args, PyObject *kwds)
     Py_buffer view;
     PyObject *filt = Py_None, *skip = Py_None;
     PyObject *records = NULL, *errors = NULL, *other = NULL, *result = NULL;
-    Py_ssize_t skipped = 0, filtered = 0, off = 0;
+    Py_ssize_t skipped = 0, filtered = 0, n_other = 0;
+    const FilterObject *f;
+    int use_skip;
     (void)module;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*|OO:events", kwlist, &view, &filt, &skip))
         return NULL;
-    if (filt != Py_None && !PyObject_TypeCheck(filt, &FilterType)) {
-        PyErr_Format(PyExc_TypeError, "events: filt must be a %s or None, not %.100s",
-                     FilterType.tp_name, Py_TYPE(filt)->tp_name);
-        goto out;
-    }
-    const FilterObject *f = filt == Py_None ? NULL : (const FilterObject *)filt;
-    int use_skip = skip != Py_None && PyObject_IsTrue(skip);
-    if (use_skip < 0)
+    if (filter_and_skip("events", filt, skip, &f, &use_skip) < 0)
         goto out;
     if (!(records = PyList_New(0)) || !(errors = PyList_New(0)) || !(other = PyList_New(0)))
         goto out;
-
-    const uint8_t *b = view.buf;
-    Py_ssize_t n = view.len;
-    int framing_ok = 1;
-    while (off + 16 <= n) {
-        /* struct nlmsghdr: len u32, type u16, flags u16, seq u32, portid u32 (host order) */
-        uint32_t nlen = host32(b + off), seq = host32(b + off + 8), pid = host32(b + off + 12);
-        uint16_t type = host16(b + off + 4), flags = host16(b + off + 6);
-        if (nlen < 16 || (uint64_t)nlen > (uint64_t)(n - off)) {  /* no overflow with 32-bit sizes */
-            if (append_reason(errors, "bad_msg_len") < 0)  /* nothing after it can be trusted */
-                goto out;
-            framing_ok = 0;
-            break;
-        }
-        if (type == CT_NEW || type == CT_DELETE) {
-            PyObject *portid = PyLong_FromUnsignedLong(pid);
-            if (!portid)
-                goto out;
-            int skip_it = use_skip ? PySequence_Contains(skip, portid) : 0;
-            int rc = skip_it;
-            if (skip_it > 0) {
-                skipped++;
-            } else if (skip_it == 0) {
-                int kind = type == CT_DELETE ? KIND_DESTROY : (flags & NLM_F_CREATE) ? KIND_NEW : KIND_UPDATE;
-                rc = one_event(b, off, off + nlen, kind, portid, f, records, errors, &filtered);
-            }
-            Py_DECREF(portid);
-            if (rc < 0)
-                goto out;
-        } else if (append_new(other, Py_BuildValue("(nIIkk)", off, (unsigned)type, (unsigned)flags,
-                                                   (unsigned long)seq, (unsigned long)pid)) < 0) {
-            goto out;
-        }
-        off += ((Py_ssize_t)nlen + 3) & ~(Py_ssize_t)3;
-    }
-    if (framing_ok && off < n && append_reason(errors, "truncated") < 0)
+    if (walk(view.buf, view.len, f, skip, use_skip, records, errors, other, &n_other, &skipped, &filtered) < 0)
         goto out;
     result = Py_BuildValue("(OnnOO)", records, skipped, filtered, errors, other);
 out:
@@ -911,6 +1128,87 @@ out:
     Py_XDECREF(errors);
     Py_XDECREF(other);
     PyBuffer_Release(&view);
+    return result;
+}
+
+/* recv_events: datagrams per recvmmsg and the room for each (batch_python.RECV_SLOT). A
+ * conntrack event is one message of well under 1 KiB; a larger datagram is cut and
+ * reported as "truncated", as the reference does. */
+#define RECV_VLEN 64
+#define RECV_SLOT 16384
+static uint8_t recv_buf[RECV_VLEN][RECV_SLOT];
+
+PyDoc_STRVAR(recv_events_doc,
+"recv_events(sock, max_datagrams=256, filt=None, skip_portids=None)\n"
+"    -> (records, skipped, filtered, errors, other, datagrams, overrun, empty)\n\n"
+"Read the datagrams queued on sock without waiting (recvmmsg, up to max_datagrams) and walk\n"
+"each as events() does; see ctnetlink.batch_python.recv_events.");
+
+static PyObject *batch_recv_events(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"sock", "max_datagrams", "filt", "skip_portids", NULL};
+    PyObject *sock, *filt = Py_None, *skip = Py_None;
+    PyObject *records = NULL, *errors = NULL, *result = NULL;
+    Py_ssize_t max_dgrams = 256, skipped = 0, filtered = 0, n_other = 0, got = 0;
+    int overrun = 0, empty = 0, use_skip;
+    const FilterObject *f;
+    struct mmsghdr msgs[RECV_VLEN];
+    struct iovec iov[RECV_VLEN];
+    (void)module;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|nOO:recv_events", kwlist, &sock, &max_dgrams, &filt, &skip))
+        return NULL;
+    int fd = PyObject_AsFileDescriptor(sock);
+    if (fd < 0)
+        return NULL;
+    if (filter_and_skip("recv_events", filt, skip, &f, &use_skip) < 0)
+        return NULL;
+    if (!(records = PyList_New(0)) || !(errors = PyList_New(0)))
+        goto out;
+    while (got < max_dgrams) {
+        unsigned vlen = (unsigned)(max_dgrams - got < RECV_VLEN ? max_dgrams - got : RECV_VLEN);
+        memset(msgs, 0, sizeof msgs[0] * vlen);
+        for (unsigned i = 0; i < vlen; i++) {
+            iov[i].iov_base = recv_buf[i];
+            iov[i].iov_len = RECV_SLOT;
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        int r = recvmmsg(fd, msgs, vlen, MSG_DONTWAIT, NULL);
+        if (r < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                empty = 1;
+                break;
+            }
+            if (errno == ENOBUFS) {  /* events were lost; what is queued is still readable */
+                overrun = 1;
+                continue;
+            }
+            if (errno == EINTR) {
+                if (PyErr_CheckSignals() < 0)
+                    goto out;
+                continue;
+            }
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto out;
+        }
+        for (int i = 0; i < r; i++) {
+            if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+                if (append_reason(errors, "truncated") < 0)
+                    goto out;
+                continue;
+            }
+            if (walk(recv_buf[i], msgs[i].msg_len, f, skip, use_skip, records, errors, NULL, &n_other,
+                     &skipped, &filtered) < 0)
+                goto out;
+        }
+        got += r;
+    }
+    result = Py_BuildValue("(OnnOnnOO)", records, skipped, filtered, errors, n_other, got,
+                           overrun ? Py_True : Py_False, empty ? Py_True : Py_False);
+out:
+    Py_XDECREF(records);
+    Py_XDECREF(errors);
     return result;
 }
 
@@ -1005,9 +1303,42 @@ out:
     return result;
 }
 
+PyDoc_STRVAR(expand_doc,
+"expand(body) -> (key, timeout, message)\n\n"
+"The identity key, the timeout and the commit message of a compact form (an events()\n"
+"record's message); CodecError on malformed input (see ctnetlink.compact.expand).");
+
+static PyObject *batch_expand(PyObject *module, PyObject *arg)
+{
+    Py_buffer view;
+    PyObject *key, *msg, *result = NULL;
+    commit_t c;
+    Py_ssize_t klen = 0;
+    reason_t why;
+    (void)module;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;  /* TypeError, as len() or slicing of a non-buffer in the reference */
+    if ((why = parse_compact(view.buf, view.len, &c, &klen))) {
+        codec_error(why, "compact form");
+        goto out;
+    }
+    if (!(key = PyBytes_FromStringAndSize(view.buf, klen)))
+        goto out;
+    if (!(msg = make_commit(&c))) {
+        Py_DECREF(key);
+        goto out;
+    }
+    result = Py_BuildValue("(NkN)", key, (unsigned long)c.timeout, msg);
+out:
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"events", (PyCFunction)(void (*)(void))batch_events, METH_VARARGS | METH_KEYWORDS, events_doc},
+    {"recv_events", (PyCFunction)(void (*)(void))batch_recv_events, METH_VARARGS | METH_KEYWORDS, recv_events_doc},
     {"key_and_timeout", batch_key_and_timeout, METH_O, key_and_timeout_doc},
+    {"expand", batch_expand, METH_O, expand_doc},
     {NULL, NULL, 0, NULL},
 };
 

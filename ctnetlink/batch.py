@@ -2,8 +2,10 @@
 
     filt = Filter(ignore_protocols, ignore_tcp_states, ignore_addresses)   # once, from config
     records, skipped, filtered, errors, other = events(datagram, filt, own_portids)
-    for kind, portid, key, message in records: ...   # message: ready to send and to commit
-    key, timeout = key_and_timeout(message)           # a backup, per replicated entry
+    # or straight from a socket, every datagram queued (recvmmsg in C):
+    records, skipped, filtered, errors, n_other, datagrams, overrun, empty = recv_events(sock, 256, filt, own_portids)
+    for kind, portid, key, body in records: ...   # body: the compact form, what the sync link carries
+    key, timeout, message = expand(body)          # a backup, per replicated entry: message commits it
 
 Two implementations with the same functions and the same results: the C extension
 ``ctnetlink._batch`` (``ctnetlink/_batch.c``, built by the package's own build) and the
@@ -25,12 +27,12 @@ import os
 
 from . import batch_python
 
-__all__ = ["IMPLEMENTATION", "C_UNAVAILABLE", "Filter", "events", "key_and_timeout",
+__all__ = ["IMPLEMENTATION", "C_UNAVAILABLE", "Filter", "events", "recv_events", "expand", "key_and_timeout",
            "KIND_NEW", "KIND_UPDATE", "KIND_DESTROY", "ENV", "load_c"]
 
 ENV = "HAPAIR_CODEC"
 #: the API of ctnetlink/_batch.c this module was written for (its API_VERSION)
-C_API_VERSION = 1
+C_API_VERSION = 3
 
 KIND_NEW, KIND_UPDATE, KIND_DESTROY = batch_python.KIND_NEW, batch_python.KIND_UPDATE, batch_python.KIND_DESTROY
 
@@ -67,4 +69,6 @@ IMPLEMENTATION = "python" if _impl is batch_python else "c"
 
 Filter = _impl.Filter
 events = _impl.events
+recv_events = _impl.recv_events
 key_and_timeout = _impl.key_and_timeout
+expand = _impl.expand

@@ -2,31 +2,35 @@
 (``ctnetlink/_batch.c``) must agree with exactly, byte for byte and error for error.
 
 It is the existing codec composed per message, nothing more: :func:`~ctnetlink.decode.parse_message`,
-:func:`~ctnetlink.key.entry_key`, the filter of ``ctsync.replicator`` and
-``encode_new(entry, 0, NLM_F_CREATE | NLM_F_EXCL, True)``. Use :mod:`ctnetlink.batch`, which picks
+:func:`~ctnetlink.key.entry_key`, ctsync's filter (:class:`Filter`) and
+:func:`~ctnetlink.compact.compact_of` (the commit message's fields, packed for the sync link);
+:func:`expand` is :func:`ctnetlink.compact.expand`. Use :mod:`ctnetlink.batch`, which picks
 the C implementation when it is built; this module is what it falls back to and what the
 differential tests compare the C one with.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import operator
+import socket
 from typing import Iterable
 
-from .constants import CT_DELETE, CT_NEW, NLM_F_CREATE, NLM_F_EXCL
+from .compact import compact_of, expand
+from .constants import CT_DELETE, CT_NEW, NLM_F_CREATE
 from .decode import key_and_timeout, parse_message
-from .encode import encode_new
 from .key import entry_key
 from .layout import unpack_hdr
 from .model import CodecError, Entry
 
-__all__ = ["Filter", "events", "key_and_timeout", "KIND_NEW", "KIND_UPDATE", "KIND_DESTROY"]
+__all__ = ["Filter", "events", "recv_events", "expand", "key_and_timeout", "RECV_SLOT", "KIND_NEW", "KIND_UPDATE", "KIND_DESTROY"]
 
 #: record kinds, the values of :class:`ctnetlink.socket.EventKind`
 KIND_NEW, KIND_UPDATE, KIND_DESTROY = 1, 2, 3
-_COMMIT_FLAGS = NLM_F_CREATE | NLM_F_EXCL
 _NETWORKS = (ipaddress.IPv4Network, ipaddress.IPv6Network)
+#: the room for one datagram in recv_events: a conntrack event is well under 1 KiB
+RECV_SLOT = 16384
 
 
 class Filter:
@@ -69,8 +73,9 @@ def events(buf, filt: Filter | None = None, skip_portids=None):
     - ``records``: ``(kind, portid, key, message)`` per event kept, in order; ``kind`` is
       :data:`KIND_NEW` (CT_NEW with NLM_F_CREATE), :data:`KIND_UPDATE` (CT_NEW without it:
       also every dump part) or :data:`KIND_DESTROY` (CT_DELETE); ``key`` is
-      :func:`ctnetlink.key.entry_key` of the entry; ``message`` is the commit form,
-      ``encode_new(entry, 0, NLM_F_CREATE | NLM_F_EXCL, True)``, None for a DESTROY.
+      :func:`ctnetlink.key.entry_key` of the entry; ``message`` is the compact form of
+      its commit message (:func:`ctnetlink.compact.compact_of`: what the sync link
+      carries, :func:`expand` turns it into the commit message), None for a DESTROY.
     - ``skipped``: ctnetlink messages whose portid is in ``skip_portids`` (not decoded).
     - ``filtered``: entries ``filt`` matched (not encoded).
     - ``errors``: the :class:`~ctnetlink.model.CodecError` reason of each message that could
@@ -103,7 +108,7 @@ def events(buf, filt: Filter | None = None, skip_portids=None):
                     elif kind == KIND_DESTROY:
                         records.append((kind, portid, entry_key(e), None))
                     else:
-                        records.append((kind, portid, entry_key(e), encode_new(e, 0, _COMMIT_FLAGS, True)))
+                        records.append((kind, portid, entry_key(e), compact_of(e)))
                 except CodecError as err:
                     errors.append(err.reason)
         else:
@@ -112,3 +117,44 @@ def events(buf, filt: Filter | None = None, skip_portids=None):
     if off < n:
         errors.append("truncated")
     return records, skipped, filtered, errors, other
+
+
+def recv_events(sock, max_datagrams: int = 256, filt: Filter | None = None, skip_portids=None):
+    """Read the datagrams queued on ``sock`` (a socket: its ``recvmsg_into``) without
+    waiting, ``max_datagrams`` at most, and walk each as :func:`events` does; returns
+    ``(records, skipped, filtered, errors, other, datagrams, overrun, empty)``: the
+    records, counters and reasons of all of them (``other``: how many messages were not
+    ctnetlink NEW/DELETE), the datagrams read, whether an overrun (ENOBUFS: events were
+    lost; what is queued is still read) was met, and whether the queue was found empty.
+    A datagram longer than :data:`RECV_SLOT` is not walked: reason ``"truncated"``. The C
+    implementation reads many datagrams per system call (recvmmsg)."""
+    records: list = []
+    errors: list[str] = []
+    skipped = filtered = other = got = 0
+    overrun = empty = False
+    buf = bytearray(RECV_SLOT)
+    view = memoryview(buf)
+    while got < max_datagrams:
+        try:
+            n, _anc, flags, _addr = sock.recvmsg_into([buf], 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            empty = True
+            break
+        except InterruptedError:
+            continue
+        except OSError as e:
+            if e.errno != errno.ENOBUFS:
+                raise
+            overrun = True
+            continue
+        got += 1
+        if flags & socket.MSG_TRUNC:
+            errors.append("truncated")
+            continue
+        recs, sk, fi, errs, oth = events(view[:n], filt, skip_portids)
+        records += recs
+        skipped += sk
+        filtered += fi
+        errors += errs
+        other += len(oth)
+    return records, skipped, filtered, errors, other, got, overrun, empty

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import struct
 from socket import htonl, htons
+from typing import NamedTuple
 
 from .constants import (
     AF_UNSPEC,
@@ -82,9 +83,9 @@ from .layout import (
     PR_NUM,
     PR_PORTS,
 )
-from .model import CodecError, Entry, Tuple
+from .model import CodecError, Entry, IPAddress, Tuple
 
-__all__ = ["encode_new", "encode_update", "encode_timeout", "encode_delete", "encode_get", "encode_dump",
+__all__ = ["encode_new", "commit_fields", "commit_message", "CommitFields", "encode_update", "encode_timeout", "encode_delete", "encode_get", "encode_dump",
            "encode_flush", "COMMIT_STATUS_STRIP", "COMMIT_TCP_FLAGS_KEEP"]
 
 #: status bits never sent when committing: the kernel answers EBUSY for
@@ -186,6 +187,67 @@ def _commit_status(status: int) -> bytes:
     return A_BE32.pack(8, CTA_STATUS, htonl((status & ~COMMIT_STATUS_STRIP) | IPS_CONFIRMED))
 
 
+class CommitFields(NamedTuple):
+    """Everything a commit message is made of, as the message carries it: the inputs of
+    :func:`commit_message`. :func:`commit_fields` derives them from an entry (the commit
+    recipe); :mod:`ctnetlink.compact` packs them for the sync link and back."""
+
+    orig: Tuple
+    zone: int
+    status: int  # as sent: (status & ~COMMIT_STATUS_STRIP) | IPS_CONFIRMED
+    timeout: int  # as sent: the entry's, or 1 for 0
+    mark: int
+    dnat: tuple[IPAddress, int] | None  # where the destination goes: (reply.src, reply sport or ICMP id)
+    snat: tuple[IPAddress, int] | None  # where the source goes: (reply.dst, reply dport or ICMP id)
+    tcp: tuple[int, int, int] | None  # state, flags original, flags reply: the kept flags | BE_LIBERAL
+    wscale: tuple[int, int] | None  # window scales, original and reply (only with tcp)
+    helper: str | None
+
+
+def commit_fields(entry: Entry) -> CommitFields:
+    """The commit recipe (module docstring of :mod:`ctnetlink.codec`) applied to ``entry``."""
+    o, r, status = entry.orig, entry.reply, entry.status
+    dnat = (r.src, r.icmp_id if r.is_icmp else r.sport) if status & IPS_DST_NAT else None
+    snat = (r.dst, r.icmp_id if r.is_icmp else r.dport) if status & IPS_SRC_NAT else None
+    tcp = wscale = None
+    if o.proto == IPPROTO_TCP and entry.tcp_state is not None:
+        tcp = (entry.tcp_state, ((entry.tcp_flags_orig or 0) & COMMIT_TCP_FLAGS_KEEP) | IP_CT_TCP_FLAG_BE_LIBERAL,
+               ((entry.tcp_flags_reply or 0) & COMMIT_TCP_FLAGS_KEEP) | IP_CT_TCP_FLAG_BE_LIBERAL)
+        if entry.tcp_wscale_orig is not None and entry.tcp_wscale_reply is not None:
+            wscale = (entry.tcp_wscale_orig, entry.tcp_wscale_reply)
+    return CommitFields(o, entry.zone, (status & ~COMMIT_STATUS_STRIP) | IPS_CONFIRMED, entry.timeout or 1,
+                        entry.mark, dnat, snat, tcp, wscale, entry.helper or None)
+
+
+def commit_message(f: CommitFields, seq: int = 0, flags: int = NLM_F_CREATE | NLM_F_EXCL) -> bytes:
+    """IPCTNL_MSG_CT_NEW of the commit form from its fields, written as they are
+    (NLM_F_REQUEST is always added). CodecError if they cannot be encoded."""
+    o = f.orig
+    try:
+        body = _tuple_attr(o, CTA_TUPLE_ORIG) + _tuple_attr(o.inverse(), CTA_TUPLE_REPLY)  # never the dumped reply
+        if f.dnat is not None:
+            body += _nat_attr(CTA_NAT_DST, o, *f.dnat)
+        if f.snat is not None:
+            body += _nat_attr(CTA_NAT_SRC, o, *f.snat)
+        body += A_BE32.pack(8, CTA_STATUS, htonl(f.status))
+        body += A_BE32.pack(8, CTA_TIMEOUT, htonl(f.timeout))
+        if f.mark:
+            body += A_BE32.pack(8, CTA_MARK, htonl(f.mark))
+        if f.zone:
+            body += A_BE16.pack(6, CTA_ZONE, htons(f.zone))
+        if f.tcp is not None:
+            state, fo, fr = f.tcp
+            wo, wr = f.wscale or (None, None)
+            body += _tcp_protoinfo(state, fo, fr, fo, fr, wo, wr)
+        if f.helper:
+            body += _help_attr(f.helper)
+        return HDR_NFGEN.pack(20 + len(body), CT_NEW, flags | NLM_F_REQUEST, seq, 0, o.family, NFNETLINK_V0, 0) + body
+    except CodecError:
+        raise
+    except (struct.error, OverflowError, TypeError, AttributeError, UnicodeError) as e:
+        raise CodecError("bad_entry", f"{e}") from None
+
+
 def encode_new(entry: Entry, seq: int, flags: int = NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
                for_commit: bool = True) -> bytes:
     """IPCTNL_MSG_CT_NEW for ``entry`` (NLM_F_REQUEST is always added).
@@ -193,46 +255,36 @@ def encode_new(entry: Entry, seq: int, flags: int = NLM_F_CREATE | NLM_F_EXCL | 
     ``for_commit=True`` (default) builds what makes the kernel *create a
     working* entry (see :mod:`ctnetlink.codec`: reply tuple = inverse of the
     original, NAT as CTA_NAT_SRC/CTA_NAT_DST, CONFIRMED status, TCP
-    BE_LIBERAL).  ``for_commit=False`` is the verbatim wire form of the entry
-    as a dump shows it (reply tuple as is, status as is, id): what the kernel
-    would send; parse_message() of it returns an equal Entry.
+    BE_LIBERAL): ``commit_message(commit_fields(entry))``.  ``for_commit=False``
+    is the verbatim wire form of the entry as a dump shows it (reply tuple as
+    is, status as is, id): what the kernel would send; parse_message() of it
+    returns an equal Entry.
 
     The commit form only *creates*: on an existing entry the kernel answers
     EOPNOTSUPP to NAT attributes even without NLM_F_EXCL; use
     :func:`encode_update` to change an existing entry.
     """
+    if for_commit:
+        try:
+            f = commit_fields(entry)
+        except (TypeError, AttributeError) as e:
+            raise CodecError("bad_entry", f"{e}") from None
+        return commit_message(f, seq, flags)
     o = entry.orig
     try:
         mark = entry.mark
-        status = entry.status
-        if for_commit:
-            r = entry.reply
-            body = _tuple_attr(o, CTA_TUPLE_ORIG) + _tuple_attr(o.inverse(), CTA_TUPLE_REPLY)
-            if status & IPS_DST_NAT:
-                body += _nat_attr(CTA_NAT_DST, o, r.src, r.icmp_id if r.is_icmp else r.sport)
-            if status & IPS_SRC_NAT:
-                body += _nat_attr(CTA_NAT_SRC, o, r.dst, r.icmp_id if r.is_icmp else r.dport)
-            body += _commit_status(status)
-            body += A_BE32.pack(8, CTA_TIMEOUT, htonl(entry.timeout or 1))
-            if mark:
-                body += A_BE32.pack(8, CTA_MARK, htonl(mark))
-            if entry.zone:
-                body += A_BE16.pack(6, CTA_ZONE, htons(entry.zone))
-            if o.proto == IPPROTO_TCP and entry.tcp_state is not None:
-                body += _commit_tcp_protoinfo(entry, with_wscale=True)
-        else:
-            body = _tuple_attr(o, CTA_TUPLE_ORIG) + _tuple_attr(entry.reply, CTA_TUPLE_REPLY)
-            body += A_BE32.pack(8, CTA_STATUS, htonl(status))
-            body += A_BE32.pack(8, CTA_TIMEOUT, htonl(entry.timeout))
-            if mark:
-                body += A_BE32.pack(8, CTA_MARK, htonl(mark))
-            if entry.zone:
-                body += A_BE16.pack(6, CTA_ZONE, htons(entry.zone))
-            if entry.id is not None:
-                body += A_BE32.pack(8, CTA_ID, htonl(entry.id))
-            if entry.tcp_state is not None:
-                body += _tcp_protoinfo(entry.tcp_state, entry.tcp_flags_orig or 0, entry.tcp_flags_reply or 0, 0, 0,
-                                       entry.tcp_wscale_orig, entry.tcp_wscale_reply)
+        body = _tuple_attr(o, CTA_TUPLE_ORIG) + _tuple_attr(entry.reply, CTA_TUPLE_REPLY)
+        body += A_BE32.pack(8, CTA_STATUS, htonl(entry.status))
+        body += A_BE32.pack(8, CTA_TIMEOUT, htonl(entry.timeout))
+        if mark:
+            body += A_BE32.pack(8, CTA_MARK, htonl(mark))
+        if entry.zone:
+            body += A_BE16.pack(6, CTA_ZONE, htons(entry.zone))
+        if entry.id is not None:
+            body += A_BE32.pack(8, CTA_ID, htonl(entry.id))
+        if entry.tcp_state is not None:
+            body += _tcp_protoinfo(entry.tcp_state, entry.tcp_flags_orig or 0, entry.tcp_flags_reply or 0, 0, 0,
+                                   entry.tcp_wscale_orig, entry.tcp_wscale_reply)
         if entry.helper:
             body += _help_attr(entry.helper)
     except CodecError:

@@ -36,6 +36,7 @@ import trio
 
 _NLMSGHDR = struct.Struct("=IHHII")
 
+from . import batch
 from .codec import (
     CodecError,
     Entry,
@@ -48,6 +49,7 @@ from .codec import (
     encode_new,
     encode_update,
     iter_messages,
+    parse_message,
 )
 from .constants import (
     AF_NETLINK,
@@ -75,7 +77,7 @@ from .constants import (
 )
 from .netns import run_in_netns
 
-__all__ = ["CtSocket", "Event", "EventKind", "ALL_GROUPS", "CommitResult"]
+__all__ = ["CtSocket", "Event", "EventKind", "ALL_GROUPS", "CommitResult", "EventRead"]
 
 ALL_GROUPS = (NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, NFNLGRP_CONNTRACK_DESTROY)
 
@@ -104,6 +106,20 @@ class Event(NamedTuple):
     kind: EventKind
     entry: Entry | None
     portid: int
+
+
+class EventRead(NamedTuple):
+    """What one :meth:`CtSocket.read_records` call read: the batch codec's records
+    ``(kind, portid, key, compact form)`` (:mod:`ctnetlink.batch`), the events of
+    ``skip_portids`` (not decoded) and of the filter, the codec's error reasons, whether
+    an overrun was met (events were lost), and whether the queue was found empty."""
+
+    records: list
+    skipped: int
+    filtered: int
+    errors: list
+    overrun: bool
+    empty: bool
 
 
 class CommitResult(NamedTuple):
@@ -343,6 +359,38 @@ class CtSocket:
                 if done:
                     return
 
+    async def dump_records(self, filt=None, family: int = AF_UNSPEC, idle_timeout: float | None = 30.0):
+        """Every entry of the table (of ``family``) that ``filt`` lets through, as
+        ``(key, compact form)`` pairs (:func:`ctnetlink.batch.events`), one received
+        datagram's worth at a time: an async generator like :meth:`dump_batches`, without
+        an object per entry. Entries the codec cannot read are counted in
+        :attr:`codec_errors`, filtered ones are left out."""
+        seq = self.next_seq()
+        async with self._lock:
+            await self._sock.send(encode_dump(family, seq))
+            while True:
+                with _deadline(idle_timeout):
+                    data = await self._recv_reply()
+                records, _skipped, _filtered, errors, other = batch.events(data, filt)
+                if errors:
+                    self.codec_errors += len(errors)
+                done = False
+                for off, mtype, flags, mseq, _portid in other:
+                    if mseq != seq:
+                        self.stray += 1
+                    elif mtype == NLMSG_DONE:
+                        if flags & NLM_F_DUMP_INTR:
+                            self.dump_interrupted += 1
+                        done = True
+                    elif mtype == NLMSG_ERROR:
+                        m = Message(*parse_message(data, off))
+                        if isinstance(m.payload, NlError) and m.payload.errno:
+                            raise OSError(m.payload.errno, _errno_name(m.payload.errno))
+                if records:
+                    yield [(key, body) for _kind, _portid, key, body in records]
+                if done:
+                    return
+
     async def flush(self, family: int = AF_UNSPEC) -> int:
         """Delete every entry (of ``family``); 0 or errno."""
         return await self.request(encode_flush(family))
@@ -545,6 +593,33 @@ class CtSocket:
         out.extend(self._pending)
         self._pending.clear()
         return out, False
+
+    async def wait_readable(self) -> None:
+        """Until the kernel has queued something for us (then read it with
+        :meth:`read_records`)."""
+        await trio.lowlevel.wait_readable(self._raw)
+
+    def read_records(self, filt=None, skip_portids=None, max_datagrams: int = 256) -> EventRead:
+        """The events already queued, read without waiting (``max_datagrams`` datagrams at
+        most: the kernel sends one event per datagram) and run through the batch codec
+        (:func:`ctnetlink.batch.recv_events`: many datagrams per system call, then decode,
+        ``filt``, identity key, compact form; events caused by ``skip_portids`` are counted,
+        not decoded). No object per entry but the record. For a socket that only listens:
+        events parked while it waited for a request's answer (:meth:`next_event`'s
+        backlog) are not in it.
+
+        An overrun (ENOBUFS: events were lost) is counted in :attr:`overruns` and
+        reported; the read goes on. After one, read until ``empty`` before dumping the
+        table (see :meth:`read_queued`)."""
+        records, skipped, filtered, errors, other, _n, overrun, empty = batch.recv_events(
+            self._raw, max_datagrams, filt, skip_portids)
+        if overrun:
+            self.overruns += 1
+        if errors:
+            self.codec_errors += len(errors)
+        if other:
+            self.stray += other
+        return EventRead(records, skipped, filtered, errors, overrun, empty)
 
     def _queue_datagram(self, data) -> None:
         skip = self.skip_portids

@@ -51,6 +51,7 @@ SKIP = 8  # channel-internal: body u64 first, u64 last = rseqs the sender can no
 #: NACK ranges we send at most per datagram, and read at most from one
 MAX_NACK_RANGES = 32
 _U64 = struct.Struct("!Q")
+_EMPTY_DATAGRAM = overhead(0) + 3  # header, MAC and one message's type and length
 _U64x2 = struct.Struct("!QQ")
 _U64x3 = struct.Struct("!QQQ")
 
@@ -176,10 +177,11 @@ class Channel:
     # ---- sending ----------------------------------------------------------------------
 
     def send(self, msg: Message, now: float) -> None:
-        if msg.size > self.mtu - overhead(0):
+        if len(msg.body) > self.mtu - _EMPTY_DATAGRAM:
             raise ValueError(f"message of {msg.size} bytes does not fit a {self.mtu}-byte datagram")
-        self._queue.append(msg)
-        if len(self._queue) > self.queue_limit:
+        q = self._queue
+        q.append(msg)
+        if len(q) > self.queue_limit:
             # Nothing numbered is lost (the peer sees no gap), so the caller must make up
             # for the dropped messages: it pushes its whole table (see queue_overflowed).
             self._queue.clear()

@@ -40,8 +40,11 @@ def _text_status(s: dict) -> str:
         f"peer            {'alive' if s['peer_alive'] else 'NOT HEARD'}  role {s['peer_role'] or '?'}  ready {s['peer_ready']}",
         f"in sync         {s['in_sync']}  (ready: {s['ready']})"
         + (f"  NOT READY: vrrpd asked to lower {s['failover_group']} by {s['demoting_vrrpd']}" if s.get("demoting_vrrpd") else ""),
+        f"codec           {s.get('codec', '?')}" + (f"  (the compiled one is not used: {s['codec_c_unavailable']})"
+                                                   if s.get("codec_c_unavailable") else ""),
         f"caches          internal {s['internal_entries']}  external {s['external_entries']} ({s['external_bytes_per_entry']} bytes/entry)",
-        f"kernel events   {c['events_rx']} (own ignored {c['events_ignored_own']}, filtered {c['events_filtered']})  overruns {c['overruns']}",
+        f"kernel events   {c['events_rx']} (own ignored {c['events_ignored_own']}, filtered {c['events_filtered']}"
+        f", unreadable {c.get('events_bad', 0)})  overruns {c['overruns']}",
         f"resyncs         requested {c['resyncs_requested']}  sent {c['resyncs_sent']}  received {c['resyncs_received']}  stale dropped {c['stale_dropped']}",
         *([_push_line(s["table_push"])] if s.get("table_push") else []),
         f"sync link       {s.get('transport', 'unicast')}  datagrams tx {ch['datagrams_tx']} rx {ch['datagrams_rx']}  messages tx {ch['messages_tx']} rx {ch['messages_rx']}",

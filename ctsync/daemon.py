@@ -24,6 +24,7 @@ from dataclasses import asdict
 
 import trio
 
+from ctnetlink import batch
 from ctnetlink.codec import (
     CodecError,
     Entry,
@@ -38,7 +39,7 @@ from ctnetlink.constants import (
     NFNLGRP_CONNTRACK_UPDATE,
 )
 from ctnetlink.key import entry_key
-from ctnetlink.socket import CtSocket, EventKind
+from ctnetlink.socket import CtSocket
 from ctnetlink.sysctl import get_sysctl, set_sysctl
 from hacommon import sdnotify
 from hacommon.config import ConfigError
@@ -49,9 +50,6 @@ from .config import CtsyncConfig, load_checked, reload_plan
 from .follower import VrrpdFollower
 from .nfqueue import Parking
 from .replicator import (
-    KIND_DESTROY,
-    KIND_NEW,
-    KIND_UPDATE,
     AgeOut,
     Commit,
     DumpKernel,
@@ -67,10 +65,11 @@ log = logging.getLogger("ctsync")
 #: table dump of a million entries takes seconds, not this.
 WATCHDOG_STALL = 30.0
 #: Kernel events handled per wake-up at most (netlink datagrams read without waiting).
-EVENT_BATCH = 256
+EVENT_BATCH = 1024
+#: Sync datagrams handled per wake-up at most (read without waiting).
+UDP_BATCH = 256
 #: A table dump is given up when the kernel sends nothing for this long.
 DUMP_IDLE_TIMEOUT = 30.0
-_KINDS = {EventKind.NEW: KIND_NEW, EventKind.UPDATE: KIND_UPDATE, EventKind.DESTROY: KIND_DESTROY}
 
 
 class Daemon:
@@ -156,15 +155,19 @@ class Daemon:
                     if self.parking is not None:
                         await self.parking.start(n)
                     n.start_soon(self._kernel_events)
-                    n.start_soon(self._udp_receive, self.udp)
+                    n.start_soon(self._udp_receive, self._udp_raw)
                     if self.mcast_rx is not None:
-                        n.start_soon(self._udp_receive, self.mcast_rx)
+                        n.start_soon(self._udp_receive, self._mcast_raw)
                     n.start_soon(self._pump)
                     if self.follower is not None:
                         n.start_soon(self.follower.run)
                     via = f" via multicast {self.cfg.multicast_group}" if self.cfg.multicast_group else ""
-                    log.info("ctsync started: mode %s, sync %s -> %s:%d%s on %s, node %d", self.cfg.mode, self.cfg.local_address,
-                             self.cfg.peer_address, self.cfg.port, via, self.cfg.sync_interface, self.cfg.node_id)
+                    log.info("ctsync started: mode %s, sync %s -> %s:%d%s on %s, node %d, codec %s", self.cfg.mode,
+                             self.cfg.local_address, self.cfg.peer_address, self.cfg.port, via, self.cfg.sync_interface,
+                             self.cfg.node_id, batch.IMPLEMENTATION)
+                    if batch.C_UNAVAILABLE:
+                        log.warning("the compiled codec is not used (%s): running the pure-Python one, "
+                                    "much slower per replicated entry", batch.C_UNAVAILABLE)
                     self.notifier.ready(self.status_line())
                     n.start_soon(sdnotify.run, self.notifier, self.status_line, self.unhealthy)
                     task_status.started()
@@ -194,7 +197,8 @@ class Daemon:
         fam = socket.AF_INET if self.cfg.local_address.version == 4 else socket.AF_INET6
         raw = socket.socket(fam, socket.SOCK_DGRAM)
         raw.setblocking(False)
-        # Kept for sending without a trio checkpoint per datagram (see _send_datagrams).
+        # Kept for sending without a trio checkpoint per datagram (see _send_datagrams), and
+        # for reading every queued datagram per wake-up (_udp_receive).
         self._udp_raw = raw
         s = trio.socket.from_stdlib_socket(raw)
         s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.cfg.sync_interface.encode())
@@ -224,7 +228,10 @@ class Daemon:
         group = self.cfg.multicast_group
         ifindex = socket.if_nametoindex(self.cfg.sync_interface)
         fam = socket.AF_INET if group.version == 4 else socket.AF_INET6
-        s = trio.socket.socket(fam, socket.SOCK_DGRAM)
+        raw = socket.socket(fam, socket.SOCK_DGRAM)
+        raw.setblocking(False)
+        self._mcast_raw = raw  # read directly, every queued datagram per wake-up (_udp_receive)
+        s = trio.socket.from_stdlib_socket(raw)
         s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.cfg.sync_interface.encode())
         self._set_rcvbuf(s)
         if fam == socket.AF_INET:
@@ -259,50 +266,56 @@ class Daemon:
     async def _kernel_events(self) -> None:
         sock, rep = self.events_sock, self.rep
         while True:
-            # Wait for one event, then take what else is queued without waiting: one trio
-            # wake-up per batch, not per event (each event is its own netlink datagram).
-            batch = [await sock.next_event()]
-            more, _ = sock.read_queued(EVENT_BATCH)
-            batch += more
-            now = trio.current_time()
-            overrun = False
-            for ev in batch:
-                if ev.kind == EventKind.OVERRUN:
-                    overrun = True
-                else:
-                    rep.kernel_event(_KINDS[ev.kind], ev.entry, ev.portid, now)
-            if overrun:
+            # Wait for the kernel, then take what is queued without waiting: one trio
+            # wake-up per batch, not per event (each event is its own netlink datagram),
+            # each datagram through the batch codec (ctnetlink.batch) in one call.
+            await sock.wait_readable()
+            r = sock.read_records(rep.filter, rep.own_portids, EVENT_BATCH)
+            rep.kernel_records(r.records, trio.current_time(), r.skipped, r.filtered, len(r.errors))
+            if r.overrun:
                 log.warning("conntrack event overrun (receive buffer full): events lost; pushing the whole table to the peer")
                 # Read the queue empty before the dump: until then the kernel drops
                 # events without reporting it again (see CtSocket.read_queued).
-                while True:
-                    evs, empty = sock.read_queued()
-                    for e in evs:
-                        if e.kind != EventKind.OVERRUN:
-                            rep.kernel_event(_KINDS[e.kind], e.entry, e.portid, trio.current_time())
-                    if empty:
-                        break
+                while not r.empty:
                     await trio.lowlevel.checkpoint()
+                    r = sock.read_records(rep.filter, rep.own_portids, EVENT_BATCH)
+                    rep.kernel_records(r.records, trio.current_time(), r.skipped, r.filtered, len(r.errors))
                 rep.overrun(trio.current_time())
             self.poke()
             await trio.lowlevel.checkpoint()  # let the pump send what this batch queued
 
-    async def _udp_receive(self, sock: trio.socket.SocketType) -> None:
+    async def _udp_receive(self, raw: socket.socket) -> None:
+        """Datagrams of the sync link (``raw``: the non-blocking socket under trio's):
+        every one queued is read at each wake-up (a burst brings thousands), then the
+        pump runs once for all of them (acks, replies)."""
         peer, local = self.cfg.peer_address, self.cfg.local_address
+        peer_str = str(peer)  # the usual source, compared as the string recvfrom gives
+        recvfrom, rep, channel = raw.recvfrom, self.rep, self.rep.channel
         while True:
-            data, addr = await sock.recvfrom(65535)
-            try:
-                src = ipaddress.ip_address(addr[0].split("%", 1)[0])
-            except ValueError:
-                src = None
-            if src != peer:
-                if src == local:
-                    self.own_datagrams += 1  # our own, sent to the group: not looped back normally
-                else:
-                    self.rep.channel.stats.malformed += 1  # not from our peer: ignored, counted
-                continue
-            self.rep.datagram(data, trio.current_time())
+            await trio.lowlevel.wait_readable(raw)
+            now = trio.current_time()
+            for _ in range(UDP_BATCH):
+                try:
+                    data, addr = recvfrom(65535)
+                except BlockingIOError:
+                    break
+                except OSError as e:
+                    log.debug("sync receive failed: %s", e)
+                    break
+                if addr[0] != peer_str:
+                    try:
+                        src = ipaddress.ip_address(addr[0].split("%", 1)[0])
+                    except ValueError:
+                        src = None
+                    if src != peer:
+                        if src == local:
+                            self.own_datagrams += 1  # our own, sent to the group: not looped back normally
+                        else:
+                            channel.stats.malformed += 1  # not from our peer: ignored, counted
+                        continue
+                rep.datagram(data, now)
             self.poke()
+            await trio.lowlevel.checkpoint()
 
     async def _pump(self) -> None:
         dest = self._destination()
@@ -347,7 +360,8 @@ class Daemon:
         n = 0
         try:
             with CtSocket.open(rcvbuf=4 << 20) as sock:
-                async with contextlib.aclosing(sock.dump_batches(idle_timeout=DUMP_IDLE_TIMEOUT)) as batches:
+                dump = sock.dump_records(self.rep.filter, idle_timeout=DUMP_IDLE_TIMEOUT)
+                async with contextlib.aclosing(dump) as batches:
                     async for batch in batches:
                         n += len(batch)
                         if not self.rep.table_entries(rid, batch, trio.current_time()):
@@ -648,6 +662,8 @@ class Daemon:
             "role": self.rep.role,
             "preparation": self.rep.preparation,
             "mode": self.cfg.mode,
+            "codec": batch.IMPLEMENTATION,  # "c" (ctnetlink/_batch.c) or "python" (the reference)
+            "codec_c_unavailable": batch.C_UNAVAILABLE,  # why not "c", or None
             "peer_alive": ch.peer_alive(now),
             "peer_role": self.rep.peer_role,
             "peer_ready": self.rep.peer_ready,

@@ -36,6 +36,7 @@ REPLICATOR_COUNTERS = {
     "events_rx": ("ctsync_kernel_events", "Conntrack events read from the kernel"),
     "events_ignored_own": ("ctsync_kernel_events_own", "Conntrack events of our own commits and injections (not replicated)"),
     "events_filtered": ("ctsync_kernel_events_filtered", "Conntrack events left out by ignore_* filters"),
+    "events_bad": ("ctsync_kernel_events_unreadable", "Conntrack events the codec could not read (not replicated)"),
     "overruns": ("ctsync_event_overruns", "Conntrack event socket overruns (events lost; table pushed instead)"),
     "entries_rx": ("ctsync_entries_received", "Entries received from the peer"),
     "destroys_rx": ("ctsync_destroys_received", "Entry removals received from the peer"),
@@ -64,6 +65,10 @@ def ctsync_metrics(s: dict) -> Iterable[Metric]:
         ("ctsync_key_rotation", "1 while the previous key is still accepted after a reload", s.get("key_rotation", False)),
     ):
         yield GaugeMetricFamily(name, doc, value=int(v))
+    codec = GaugeMetricFamily("ctsync_codec_info", "The per-entry codec that runs: c (compiled) or python",
+                              labels=["implementation"])
+    codec.add_metric([s.get("codec", "python")], 1)
+    yield codec
     cache = GaugeMetricFamily("ctsync_cache_entries", "Entries in each cache: internal (our kernel's, replicated to the "
                               "peer) and external (the peer's, committed on becoming master)", labels=["cache"])
     cache.add_metric(["internal"], s["internal_entries"])

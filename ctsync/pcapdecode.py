@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Iterator
 
 from ctnetlink.codec import CodecError, Entry, parse_message
+from ctnetlink.compact import expand
 
 from .channel import PROBE
-from .wire import _HDR, _RANGE, _TLV, HEADER_LEN, MAC_LEN, MAGIC, MsgType
+from .wire import _HDR, _RANGE, _TLV, HEADER_LEN, MAC_LEN, MAGIC, VERSION, MsgType
 
 _PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 132: "sctp", 47: "gre", 136: "udplite", 33: "dccp"}
 _TCP_STATES = {0: "NONE", 1: "SYN_SENT", 2: "SYN_RECV", 3: "ESTABLISHED", 4: "FIN_WAIT", 5: "CLOSE_WAIT",
@@ -185,8 +186,8 @@ def parse_datagram(data: bytes, key: bytes | None = None) -> Decoded:
     d = Decoded(flags, node, epoch, echo, seq, rseq, ack, [], [])
     if key is not None:
         d.mac_ok = hmac.compare_digest(data[-MAC_LEN:], hmac.new(key, raw, hashlib.sha256).digest())
-    if version != 1:
-        d.problem = f"version {version}"
+    if version != VERSION:
+        d.problem = f"version {version}" + (" (ctsync before the compact entries)" if version == 1 else "")
         return d
     off = HEADER_LEN
     for _ in range(n_nack):
@@ -235,10 +236,11 @@ def describe_message(mtype: int, body: bytes) -> str:
         return f"HEARTBEAT role {'master' if role else 'backup'} ready {bool(ready)} cache {size}"
     if mtype == MsgType.ENTRY:
         try:
-            msgtype, _, _, _, e = parse_message(body)
+            # the compact form, as the backup reads it: the commit message it stands for
+            msgtype, _, _, _, e = parse_message(expand(body)[2])
         except CodecError as exc:
-            return f"ENTRY (undecodable ctnetlink message: {exc})"
-        if not isinstance(e, Entry):  # an error, an ACK or another netlink message
+            return f"ENTRY (undecodable compact entry, {len(body)} bytes: {exc})"
+        if not isinstance(e, Entry):  # cannot come out of expand(); an undecodable entry all the same
             return f"ENTRY (not a conntrack entry: netlink message type {msgtype}, {len(body)} bytes)"
         text = f"ENTRY {_tuple_text(e.orig)} reply {_tuple_text(e.reply).split(' ', 1)[1]}"
         if e.tcp_state is not None:

@@ -2,10 +2,13 @@
 kernel; failover -> commit. Time is an argument; the driver (daemon.py) does the I/O.
 
 Inputs (read the actions with `poll(now)`):
-    kernel_event(kind, entry, portid, now)   an event of our own kernel
+    kernel_records(records, now, ...)        events of our own kernel, as the batch codec
+                                             reads them (ctnetlink.batch.events with
+                                             self.filter): (kind, portid, key, compact form)
     overrun(now)                             the event socket lost events (ENOBUFS)
     begin_table(now, reason) -> push id      on DumpKernel, before the dump is read
-    table_entries(rid, entries, now) -> bool part of the dump, as read (False: superseded, stop)
+    table_entries(rid, entries, now) -> bool part of the dump, as read: (key, compact form)
+                                             pairs (False: superseded, stop reading)
     table_done(rid, now)                     the dump is complete
     send_table(entries, now, reason)         the three at once (a dump read whole)
     table_failed(rid, now)                   the dump could not be read
@@ -23,6 +26,10 @@ Actions (all of them through ``poll(now)``):
     Inject(messages) / Remove(tuples)        write peer entries into our kernel (inject mode)
     AgeOut(keys, timeout)                    a new backup: shorten our kernel entries that the
                                              new master's table holds (commit mode)
+
+The core sees bytes and keys, never a decoded entry: the master sends each entry's compact
+form (ctnetlink.compact) as it came out of the codec, the backup expands it once into the
+commit message it keeps (ctnetlink.batch.expand).
 
 Commit and inject mode differ only in what the replica does on arrival and on becoming
 master: one strategy object each (CommitMode, InjectMode), chosen once from the config.
@@ -50,9 +57,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ctnetlink.codec import CodecError, Entry, Tuple, check_commit_body, encode_new, key_and_timeout
-from ctnetlink.constants import NLM_F_CREATE, NLM_F_EXCL
-from ctnetlink.key import entry_key, tuple_from_key
+from ctnetlink import batch
+from ctnetlink.codec import CodecError, Tuple, check_commit_body
+from ctnetlink.key import tuple_from_key
 
 from .cache import ExternalCache
 from .channel import Channel
@@ -62,7 +69,7 @@ from .wire import Message, MsgType
 _HB = struct.Struct("!BBI")  # role (0 backup, 1 master), ready, external cache size
 _RID = struct.Struct("!I")
 _END = struct.Struct("!II")
-KIND_NEW, KIND_UPDATE, KIND_DESTROY = "new", "update", "destroy"
+KIND_NEW, KIND_UPDATE, KIND_DESTROY = batch.KIND_NEW, batch.KIND_UPDATE, batch.KIND_DESTROY
 #: A gap in the peer's reliable stream open this long makes a backup not ready (NACKs
 #: repair an ordinary loss within a few round trips; this is a link that keeps dropping).
 STALL_GRACE = 1.0
@@ -173,6 +180,28 @@ class InjectMode:
 
 
 STRATEGIES = {Mode.COMMIT: CommitMode(), Mode.INJECT: InjectMode()}
+expand = batch.expand
+
+
+def accept_entry(body: bytes) -> tuple[bytes, int, bytes]:
+    """``(key, timeout, commit message)`` of an ENTRY body from the peer, or CodecError.
+
+    The body is the compact form (ctnetlink.compact), expanded once into the commit message
+    that is kept: the commit then only sends it, to the kernel, as it is. So whatever the
+    peer wrote, the message must be exactly one commit-form CT_NEW (check_commit_body: no
+    status the commit strips, no helper name the kernel refuses, ...), and the key it is
+    kept under must be the key of the entry it commits (a key with ports for a protocol
+    that has none would expand to another entry's message: kept twice, never destroyed)."""
+    key, timeout, message = expand(body)
+    check_commit_body(message)
+    if batch.key_and_timeout(message)[0] != key:
+        raise CodecError("bad_entry", "the key is not the key of the entry it expands to")
+    return key, timeout, message
+
+
+def _filter_of(cfg: CtsyncConfig):
+    """The codec's filter of the ignore_* settings (built once per configuration)."""
+    return batch.Filter(cfg.ignore_protocols, cfg.ignore_tcp_states, cfg.ignore_addresses)
 _INJECT = STRATEGIES[Mode.INJECT]
 
 
@@ -186,7 +215,7 @@ class _Push:
     floor: int  # ... and its next rseq then: BEGIN's rseq is at least this
     reason: str = ""
     touched: set[bytes] = field(default_factory=set)  # keys with events since BEGIN: newer than the dump
-    pending: deque[Entry] = field(default_factory=deque)  # read, not sent yet
+    pending: deque[tuple[bytes, bytes]] = field(default_factory=deque)  # (key, compact form) read, not sent yet
     dumped: int = 0  # entries read so far
     complete: bool = False  # the dump is read to its end
     keys: set[bytes] = field(default_factory=set)  # keys of the entries sent
@@ -197,6 +226,7 @@ class Counters:
     events_rx: int = 0
     events_ignored_own: int = 0
     events_filtered: int = 0
+    events_bad: int = 0  # events the codec could not read (counted, not replicated)
     overruns: int = 0
     resyncs_requested: int = 0
     resyncs_sent: int = 0
@@ -228,6 +258,7 @@ class Replicator:
                                peer_timeout=self.cfg.peer_timeout)
         self.cache = ExternalCache()
         self.strategy = STRATEGIES[Mode(self.cfg.mode)]
+        self.filter = _filter_of(self.cfg)  # what the codec leaves out of our events and dumps
         self.preparation: Preparation | None = None
         self._arrived_while_preparing: set[bytes] = set()
         self.internal: set[bytes] = set()  # keys of our own kernel's replicated entries
@@ -288,23 +319,30 @@ class Replicator:
         self._refresh_at = now + self.refresh_interval
         self.request_resync(now, "start")
 
-    def kernel_event(self, kind: str, entry: Entry | None, portid: int, now: float) -> None:
-        self.counters.events_rx += 1
-        if portid and portid in self.own_portids:
-            self.counters.events_ignored_own += 1  # caused by our own commit or injection
-            return
-        if entry is None or self._filtered(entry):
-            self.counters.events_filtered += 1
-            return
-        key = entry_key(entry)
-        if self._push is not None:
-            self._push.touched.add(key)  # newer than (or as new as) what the dump may hold
-        if kind == KIND_DESTROY:
-            self.internal.discard(key)
-            self.channel.send(Message(MsgType.DESTROY, key), now)
-        else:
-            self.internal.add(key)
-            self._send_entry(entry, now)
+    def kernel_records(self, records: list, now: float, skipped: int = 0, filtered: int = 0, bad: int = 0) -> None:
+        """Events of our kernel as the batch codec gives them, ``(kind, portid, key,
+        compact form)`` (ctnetlink.batch.events, with :attr:`filter` and our own portids
+        as the ones to skip), and the codec's counts: events of our own commits
+        (``skipped``), left out by the filter, unreadable (``bad``)."""
+        c = self.counters
+        c.events_rx += len(records) + skipped + filtered + bad
+        c.events_ignored_own += skipped
+        c.events_filtered += filtered
+        c.events_bad += bad
+        own, internal, push, send = self.own_portids, self.internal, self._push, self.channel.send
+        touched = push.touched if push is not None else None
+        for kind, portid, key, body in records:
+            if portid and portid in own:
+                c.events_ignored_own += 1  # caused by our own commit or injection
+                continue
+            if touched is not None:
+                touched.add(key)  # newer than (or as new as) what the dump may hold
+            if kind == KIND_DESTROY:
+                internal.discard(key)
+                send(Message(MsgType.DESTROY, key), now)
+            else:
+                internal.add(key)
+                send(Message(MsgType.ENTRY, body), now)
 
     def overrun(self, now: float) -> None:
         """Events were lost: our peer's copy may miss some; push the whole table."""
@@ -328,8 +366,9 @@ class Replicator:
         self.channel.send(Message(MsgType.RESYNC_BEGIN, _RID.pack(self._resync_id)), now)
         return self._resync_id
 
-    def table_entries(self, rid: int, entries: list[Entry], now: float) -> bool:
-        """Entries of push ``rid``'s dump, as they are read; they stream from the next
+    def table_entries(self, rid: int, entries: list[tuple[bytes, bytes]], now: float) -> bool:
+        """Entries of push ``rid``'s dump, as they are read, ``(key, compact form)``
+        (ctnetlink.CtSocket.dump_records with :attr:`filter`); they stream from the next
         poll on. False if a newer push began meanwhile: stop reading that dump."""
         p = self._push
         if p is None or p.rid != rid or p.complete:
@@ -345,7 +384,7 @@ class Replicator:
             p.complete = True
             self._feed(now)
 
-    def send_table(self, entries: list[Entry], now: float, reason: str) -> None:
+    def send_table(self, entries: list[tuple[bytes, bytes]], now: float, reason: str) -> None:
         """A push of a dump read whole, begun now (no events in between: it is exact)."""
         rid = self.begin_table(now, reason)
         self.table_entries(rid, entries, now)
@@ -454,6 +493,7 @@ class Replicator:
         table is pushed so the peer's replica follows them at once (its end marker drops
         what is now filtered); a new key starts a rotation (Channel.rotate_key)."""
         old, self.cfg = self.cfg, cfg
+        self.filter = _filter_of(cfg)
         self.channel.peer_timeout = cfg.peer_timeout
         if cfg.key != old.key:
             self.channel.rotate_key(cfg.key, now, cfg.key_rotation_grace)
@@ -537,16 +577,13 @@ class Replicator:
         if p is None:
             return
         room = self._push_queue() - self.channel.pending
-        pending = p.pending
+        pending, touched, keys, send = p.pending, p.touched, p.keys, self.channel.send
         while room > 0 and pending:
-            e = pending.popleft()
-            if self._filtered(e):
-                continue
-            k = entry_key(e)
-            if k in p.touched:
+            k, body = pending.popleft()
+            if k in touched:
                 continue  # its event, already in the stream after BEGIN, is newer
-            p.keys.add(k)
-            self._send_entry(e, now)
+            keys.add(k)
+            send(Message(MsgType.ENTRY, body), now)
             room -= 1
         if p.complete and not pending:
             self.channel.send(Message(MsgType.RESYNC_END, _END.pack(p.rid, len(p.keys))), now)
@@ -573,52 +610,22 @@ class Replicator:
             return _INJECT.on_removed(keys)
         return self.strategy.on_removed(keys)
 
-    def _filtered(self, e: Entry) -> bool:
-        c = self.cfg
-        if e.proto in c.ignore_protocols:
-            return True
-        if e.tcp_state is not None and e.tcp_state in c.ignore_tcp_states:
-            return True
-        if c.ignore_addresses:
-            o = e.orig
-            for net in c.ignore_addresses:
-                if o.src in net or o.dst in net:
-                    return True
-        return False
-
-    def _send_entry(self, e: Entry, now: float) -> None:
-        try:
-            body = encode_new(e, 0, NLM_F_CREATE | NLM_F_EXCL, True)
-        except CodecError:
-            self.counters.bad_entries += 1
-            return
-        self.channel.send(Message(MsgType.ENTRY, body), now)
-
     def _message(self, m: Message, now: float) -> None:
         t = m.type
         if t == MsgType.ENTRY:
             try:
-                # The body is stored as it came and goes to the kernel as it is: it must
-                # be one commit-form CT_NEW and nothing else.
-                check_commit_body(m.body)
+                key, timeout, message = accept_entry(m.body)  # expanded and checked
             except CodecError:
                 self.counters.entries_refused += 1
                 return
-            try:
-                # Only the key and the timeout: decoding the body whole was most of a
-                # backup's work in a burst.
-                key, timeout = key_and_timeout(m.body)
-            except CodecError:
-                self.counters.bad_entries += 1
-                return
             self.counters.entries_rx += 1
-            self.cache.put(key, m.body, now + max(timeout, 1))
+            self.cache.put(key, message, now + max(timeout, 1))
             if self._incoming:
                 for seen in self._incoming.values():
                     seen.add(key)
                 if self._resync_asked_at is not None:
                     self._resync_asked_at = now  # the push we asked for is coming
-            self._actions += self._on_entry(key, m.body)
+            self._actions += self._on_entry(key, message)
         elif t == MsgType.DESTROY:
             self.counters.destroys_rx += 1
             if self.cache.delete(m.body):

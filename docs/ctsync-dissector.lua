@@ -1,4 +1,4 @@
--- Wireshark/tshark dissector for ctsync's sync protocol v1 (ctsync/wire.py, docs/ctsync.md).
+-- Wireshark/tshark dissector for ctsync's sync protocol v2 (ctsync/wire.py, docs/ctsync.md).
 --
 --   wireshark -X lua_script:docs/ctsync-dissector.lua sync.pcap
 --   tshark -X lua_script:docs/ctsync-dissector.lua -r sync.pcap -V
@@ -7,10 +7,10 @@
 -- Decodes UDP port 3780 (ctsync's default) and, heuristically, any UDP payload that
 -- starts with "CTS1": the header (node, epoch, echo, seq, rseq, ack), the NACK ranges,
 -- every message (type, length) and the message bodies: heartbeats, resync markers,
--- probes, destroys (the original tuple) and entries (ctnetlink CT_NEW messages: original
--- and reply tuples, status, timeout, TCP state, NAT). The HMAC-SHA256 trailer is shown,
--- not checked (the dissector has no key). The netlink headers inside entries are in the
--- sender's byte order (little-endian on x86; the dissector detects either).
+-- probes, destroys (the original tuple) and entries (the compact form of a commit
+-- message: original tuple, status, timeout, NAT, TCP state, mark, helper). The
+-- HMAC-SHA256 trailer is shown, not checked (the dissector has no key). A version 1
+-- datagram (ctsync before the compact form) is flagged and its messages are not decoded.
 
 local ctsync = Proto("ctsync", "ctsync conntrack sync protocol")
 
@@ -63,10 +63,10 @@ f.ct_timeout = ProtoField.uint32("ctsync.ct.timeout", "Timeout (s)")
 f.ct_mark = ProtoField.uint32("ctsync.ct.mark", "Mark", base.HEX)
 f.ct_tcp_state = ProtoField.uint8("ctsync.ct.tcp_state", "TCP state", base.DEC, TCP_STATES)
 f.ct_nat_ip = ProtoField.ipv4("ctsync.ct.nat_ip", "NAT address")
+f.ct_nat_ip6 = ProtoField.ipv6("ctsync.ct.nat_ip6", "NAT address")
 f.ct_nat_port = ProtoField.uint16("ctsync.ct.nat_port", "NAT port")
-f.nl_len = ProtoField.uint32("ctsync.nl.len", "Netlink length")
-f.nl_type = ProtoField.uint16("ctsync.nl.type", "Netlink type", base.HEX)
-f.nl_family = ProtoField.uint8("ctsync.nl.family", "Family")
+f.ct_flags = ProtoField.uint8("ctsync.ct.flags", "Entry flags (1 mark, 2 TCP, 4 window scales, 8 helper)", base.HEX)
+f.ct_helper = ProtoField.string("ctsync.ct.helper", "Helper")
 f.hmac = ProtoField.bytes("ctsync.hmac", "HMAC-SHA256")
 
 local e_malformed = ProtoExpert.new("ctsync.malformed", "Malformed ctsync datagram",
@@ -76,128 +76,17 @@ ctsync.experts = { e_malformed }
 local HEADER_LEN = 52 -- magic 4, version, flags, node 2, epoch, echo, seq, rseq, ack (u64 each), 2 counts
 local MAC_LEN = 32
 
--- Netlink attributes: {type=, nested=, range=(payload)} from range r, in byte order le.
-local function attrs(r, le)
-  local out, off, n = {}, 0, r:len()
-  while off + 4 <= n do
-    local alen = le and r(off, 2):le_uint() or r(off, 2):uint()
-    local atype = le and r(off + 2, 2):le_uint() or r(off + 2, 2):uint()
-    if alen < 4 or off + alen > n then break end
-    local item = { type = bit.band(atype, 0x3FFF), nested = bit.band(atype, 0x8000) ~= 0,
-                   whole = r(off, alen) }
-    if alen > 4 then item.range = r(off + 4, alen - 4) end
-    out[#out + 1] = item
-    off = off + bit.band(alen + 3, bit.bnot(3))
-  end
-  return out
-end
+local IPS_SRC_NAT, IPS_DST_NAT = 0x10, 0x20
+local FLAG_MARK, FLAG_TCP, FLAG_WSCALE, FLAG_HELPER = 1, 2, 4, 8
 
-local function find(list, t)
-  for _, a in ipairs(list) do if a.type == t then return a end end
-  return nil
-end
-
--- A CTA_TUPLE_* nest: adds its fields, returns "proto src:sport -> dst:dport".
-local function tuple(tree, r, le, label)
-  local st = tree:add(ctsync, r, label)
-  local parts, proto, src, dst, sport, dport = {}, nil, "?", "?", nil, nil
-  for _, a in ipairs(attrs(r, le)) do
-    if a.type == 1 and a.range then -- CTA_TUPLE_IP
-      for _, ip in ipairs(attrs(a.range, le)) do
-        if ip.range then
-          if ip.type == 1 and ip.range:len() == 4 then st:add(f.ct_src, ip.range); src = tostring(ip.range:ipv4())
-          elseif ip.type == 2 and ip.range:len() == 4 then st:add(f.ct_dst, ip.range); dst = tostring(ip.range:ipv4())
-          elseif ip.type == 3 and ip.range:len() == 16 then st:add(f.ct_src6, ip.range); src = "[" .. tostring(ip.range:ipv6()) .. "]"
-          elseif ip.type == 4 and ip.range:len() == 16 then st:add(f.ct_dst6, ip.range); dst = "[" .. tostring(ip.range:ipv6()) .. "]"
-          end
-        end
-      end
-    elseif a.type == 2 and a.range then -- CTA_TUPLE_PROTO
-      for _, p in ipairs(attrs(a.range, le)) do
-        if p.range then
-          if p.type == 1 then st:add(f.ct_proto, p.range(0, 1)); proto = p.range(0, 1):uint()
-          elseif p.type == 2 and p.range:len() >= 2 then st:add(f.ct_sport, p.range(0, 2)); sport = p.range(0, 2):uint()
-          elseif p.type == 3 and p.range:len() >= 2 then st:add(f.ct_dport, p.range(0, 2)); dport = p.range(0, 2):uint()
-          elseif p.type == 4 and p.range:len() >= 2 then st:add(f.ct_icmp_id, p.range(0, 2))
-          elseif p.type == 5 then st:add(f.ct_icmp_type, p.range(0, 1))
-          end
-        end
-      end
-    end
-  end
-  local text = (PROTOS[proto] or tostring(proto)) .. " " .. src .. (sport and (":" .. sport) or "")
-               .. " -> " .. dst .. (dport and (":" .. dport) or "")
-  st:append_text(": " .. text)
-  return text
-end
-
-local function nat(tree, r, le, label)
-  local st = tree:add(ctsync, r, label)
-  for _, a in ipairs(attrs(r, le)) do
-    if a.range then
-      if a.type == 1 and a.range:len() == 4 then st:add(f.ct_nat_ip, a.range)
-      elseif a.type == 3 then
-        for _, p in ipairs(attrs(a.range, le)) do
-          if p.type == 1 and p.range and p.range:len() >= 2 then st:add(f.ct_nat_port, p.range(0, 2)) end
-        end
-      end
-    end
-  end
-end
-
--- An ENTRY body: nlmsghdr(16) + nfgenmsg(4) + attributes. Returns a one-line summary.
-local function entry(tree, r)
-  if r:len() < 20 then
-    tree:add_proto_expert_info(e_malformed, "entry shorter than netlink + nfgen headers")
-    return "ENTRY (truncated)"
-  end
-  local le = r(0, 4):le_uint() == r:len()
-  if not le and r(0, 4):uint() ~= r:len() then
-    tree:add_proto_expert_info(e_malformed, "netlink length does not match the message")
-    return "ENTRY (bad netlink length)"
-  end
-  if le then tree:add_le(f.nl_len, r(0, 4)); tree:add_le(f.nl_type, r(4, 2))
-  else tree:add(f.nl_len, r(0, 4)); tree:add(f.nl_type, r(4, 2)) end
-  tree:add(f.nl_family, r(16, 1))
-  local summary, reply = "ENTRY", nil
-  if r:len() > 20 then
-    for _, a in ipairs(attrs(r(20), le)) do
-      if a.range then
-        if a.type == 1 then summary = "ENTRY " .. tuple(tree, a.range, le, "Original tuple")
-        elseif a.type == 2 then reply = tuple(tree, a.range, le, "Reply tuple")
-        elseif a.type == 3 and a.range:len() == 4 then tree:add(f.ct_status, a.range)
-        elseif a.type == 7 and a.range:len() == 4 then tree:add(f.ct_timeout, a.range)
-        elseif a.type == 8 and a.range:len() == 4 then tree:add(f.ct_mark, a.range)
-        elseif a.type == 18 and a.range:len() >= 2 then tree:add(f.ct_zone, a.range(0, 2))
-        elseif a.type == 6 then nat(tree, a.range, le, "Source NAT")
-        elseif a.type == 13 then nat(tree, a.range, le, "Destination NAT")
-        elseif a.type == 4 then -- CTA_PROTOINFO
-          for _, pi in ipairs(attrs(a.range, le)) do
-            if pi.type == 1 and pi.range then
-              local st = find(attrs(pi.range, le), 1)
-              if st and st.range then tree:add(f.ct_tcp_state, st.range(0, 1))
-                summary = summary .. " " .. (TCP_STATES[st.range(0, 1):uint()] or "?") end
-            end
-          end
-        end
-      end
-    end
-  end
-  return summary
-end
-
--- A DESTROY body: family u8, proto u8, zone u16, src, dst, ports (or ICMP id/type/code).
-local function destroy(tree, r)
-  if r:len() < 4 then
-    tree:add_proto_expert_info(e_malformed, "destroy key too short")
-    return "DESTROY (truncated)"
-  end
+-- The identity key at r(0): family u8, proto u8, zone u16, src, dst, then ports (or ICMP
+-- id, type, code). Adds its fields to tree; returns "proto src:sport -> dst:dport" and the
+-- address length, or nil when r is too short for the key its family says.
+local function key(tree, r)
+  if r:len() < 1 then return nil end
   local fam, n = r(0, 1):uint(), 4
-  if fam == 10 then n = 16 end
-  if r:len() ~= 4 + 2 * n + 4 then
-    tree:add_proto_expert_info(e_malformed, "destroy key of unexpected length")
-    return "DESTROY (bad length)"
-  end
+  if fam == 10 then n = 16 elseif fam ~= 2 then return nil end
+  if r:len() < 4 + 2 * n + 4 then return nil end
   tree:add(f.ct_proto, r(1, 1))
   tree:add(f.ct_zone, r(2, 2))
   local src, dst
@@ -206,16 +95,90 @@ local function destroy(tree, r)
     src, dst = tostring(r(4, 4):ipv4()), tostring(r(8, 4):ipv4())
   else
     tree:add(f.ct_src6, r(4, 16)); tree:add(f.ct_dst6, r(20, 16))
-    src, dst = tostring(r(4, 16):ipv6()), tostring(r(20, 16):ipv6())
+    src, dst = "[" .. tostring(r(4, 16):ipv6()) .. "]", "[" .. tostring(r(20, 16):ipv6()) .. "]"
   end
   local proto, p = r(1, 1):uint(), 4 + 2 * n
+  local name = PROTOS[proto] or tostring(proto)
   if proto == 1 or proto == 58 then
     tree:add(f.ct_icmp_id, r(p, 2)); tree:add(f.ct_icmp_type, r(p + 2, 1))
-    return "DESTROY " .. (PROTOS[proto] or proto) .. " " .. src .. " -> " .. dst
+    return name .. " " .. src .. " -> " .. dst .. " id " .. r(p, 2):uint(), n
   end
   tree:add(f.ct_sport, r(p, 2)); tree:add(f.ct_dport, r(p + 2, 2))
-  return "DESTROY " .. (PROTOS[proto] or tostring(proto)) .. " " .. src .. ":" .. r(p, 2):uint()
-         .. " -> " .. dst .. ":" .. r(p + 2, 2):uint()
+  return name .. " " .. src .. ":" .. r(p, 2):uint() .. " -> " .. dst .. ":" .. r(p + 2, 2):uint(), n
+end
+
+-- An ENTRY body (version 2): the compact form of the entry's commit message
+-- (ctnetlink/compact.py): key | status u32 | timeout u32 | flags u8 | [mark u32]
+-- | [DNAT address, port] | [SNAT address, port] | [TCP state, flags orig, flags reply]
+-- | [window scales] | [helper name]. Returns a one-line summary.
+local function entry(tree, r)
+  local kt = tree:add(ctsync, r, "Original tuple")
+  local text, n = key(kt, r)
+  if not text then
+    tree:add_proto_expert_info(e_malformed, "entry shorter than its key")
+    return "ENTRY (truncated)"
+  end
+  kt:append_text(": " .. text)
+  local off = 4 + 2 * n + 4
+  if r:len() < off + 9 then
+    tree:add_proto_expert_info(e_malformed, "entry shorter than status, timeout and flags")
+    return "ENTRY (truncated)"
+  end
+  local status, flags = r(off, 4):uint(), r(off + 8, 1):uint()
+  tree:add(f.ct_status, r(off, 4)); tree:add(f.ct_timeout, r(off + 4, 4)); tree:add(f.ct_flags, r(off + 8, 1))
+  off = off + 9
+  local summary = "ENTRY " .. text
+  local function need(k, what)
+    if r:len() < off + k then
+      tree:add_proto_expert_info(e_malformed, "entry truncated in " .. what)
+      return false
+    end
+    return true
+  end
+  if bit.band(flags, FLAG_MARK) ~= 0 then
+    if not need(4, "mark") then return summary end
+    tree:add(f.ct_mark, r(off, 4)); off = off + 4
+  end
+  for _, nat in ipairs({ { IPS_DST_NAT, "Destination NAT" }, { IPS_SRC_NAT, "Source NAT" } }) do
+    if bit.band(status, nat[1]) ~= 0 then
+      if not need(n + 2, nat[2]) then return summary end
+      local nt = tree:add(ctsync, r(off, n + 2), nat[2])
+      local addr
+      if n == 4 then nt:add(f.ct_nat_ip, r(off, 4)); addr = tostring(r(off, 4):ipv4())
+      else nt:add(f.ct_nat_ip6, r(off, 16)); addr = "[" .. tostring(r(off, 16):ipv6()) .. "]" end
+      nt:add(f.ct_nat_port, r(off + n, 2))
+      nt:append_text(": " .. addr .. ":" .. r(off + n, 2):uint())
+      summary = summary .. (nat[1] == IPS_SRC_NAT and " snat " or " dnat ") .. addr .. ":" .. r(off + n, 2):uint()
+      off = off + n + 2
+    end
+  end
+  if bit.band(flags, FLAG_TCP) ~= 0 then
+    if not need(3, "TCP state") then return summary end
+    tree:add(f.ct_tcp_state, r(off, 1))
+    summary = summary .. " " .. (TCP_STATES[r(off, 1):uint()] or "?")
+    off = off + 3
+    if bit.band(flags, FLAG_WSCALE) ~= 0 then
+      if not need(2, "window scales") then return summary end
+      off = off + 2
+    end
+  end
+  if bit.band(flags, FLAG_HELPER) ~= 0 and off < r:len() then
+    tree:add(f.ct_helper, r(off)); off = r:len()
+  end
+  if off ~= r:len() then
+    tree:add_proto_expert_info(e_malformed, (r:len() - off) .. " trailing bytes in the entry")
+  end
+  return summary
+end
+
+-- A DESTROY body: the identity key of the entry.
+local function destroy(tree, r)
+  local text, n = key(tree, r)
+  if not text or r:len() ~= 4 + 2 * n + 4 then
+    tree:add_proto_expert_info(e_malformed, "destroy key of unexpected length")
+    return "DESTROY (bad length)"
+  end
+  return "DESTROY " .. text
 end
 
 local function message(tree, mtype, r)
@@ -251,6 +214,12 @@ function ctsync.dissector(tvb, pinfo, root)
   tree:add(f.node, tvb(6, 2)); tree:add(f.epoch, tvb(8, 8)); tree:add(f.echo, tvb(16, 8))
   tree:add(f.seq, tvb(24, 8)); tree:add(f.rseq, tvb(32, 8)); tree:add(f.ack, tvb(40, 8))
   tree:add(f.nack_count, tvb(48, 2)); tree:add(f.msg_count, tvb(50, 2))
+  local version = tvb(4, 1):uint()
+  if version ~= 2 then
+    tree:add_proto_expert_info(e_malformed, "protocol version " .. version .. ", this dissector reads 2")
+    pinfo.cols.info = "ctsync version " .. version .. " (not decoded)"
+    return len
+  end
   local n_nack, n_msg = tvb(48, 2):uint(), tvb(50, 2):uint()
   local body_end = len - MAC_LEN
   local off = HEADER_LEN

@@ -1,7 +1,8 @@
 """The batch codec (ctnetlink.batch): the C extension against the pure-Python reference.
 
 Both run on the same bytes and must agree exactly: the same records (kind, portid, key,
-commit message), the same counters, the same CodecError reasons, never a crash. The inputs
+compact form), the same counters, the same CodecError reasons, never a crash; and so must
+their expand() of a compact form into (key, timeout, commit message). The inputs
 are kernel-shaped datagrams of random entries of every protocol the codec knows (IPv4 and
 IPv6, NAT, zones, marks, helpers, TCP protoinfo), the same with bytes changed or cut, random
 bytes, and (marked netns) event and dump datagrams of a real kernel in a lab namespace.
@@ -49,6 +50,7 @@ from ctnetlink import batch
 from ctnetlink import batch_python as P
 from ctnetlink import constants as C
 from ctnetlink.codec import CodecError, Entry, Tuple, encode_new, parse_message
+from ctnetlink.compact import HELPER_MAX, compact_of
 from ctnetlink.encode import _tuple_attr
 from ctnetlink.key import entry_key
 
@@ -104,6 +106,13 @@ def key_and_timeout_both(buf):
     return want
 
 
+def expand_both(body):
+    want = outcome(P, "expand", body)
+    if CX is not None:
+        assert outcome(CX, "expand", body) == want
+    return want
+
+
 # --------------------------------------------------------------------------
 # random entries of every protocol the codec knows
 
@@ -153,7 +162,7 @@ def entries(draw):
                    tcp_wscale_orig=draw(st.integers(0, 14)) if ws else None,
                    tcp_wscale_reply=draw(st.integers(0, 14)) if ws else None)
     helper = draw(st.none() | st.sampled_from(["ftp", "sip", "h323", "", "tftp", "pptp"])
-                  | st.text(st.characters(max_codepoint=127, blacklist_characters="\0"), max_size=40))
+                  | st.text(st.characters(max_codepoint=127, blacklist_characters="\0"), max_size=HELPER_MAX))
     return Entry(o, r, status=status, timeout=draw(_u32), mark=draw(st.just(0) | _u32),
                  zone=draw(st.just(0) | _u16), id=draw(st.none() | _u32), helper=helper, **tcp)
 
@@ -191,6 +200,7 @@ def filters(draw):
             draw(st.frozensets(st.integers(0, 10), max_size=3)), nets)
 
 
+_flips = st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=6)
 skips = st.none() | st.frozensets(st.sampled_from([4242, 777, 0xFFFFFFFF, 1]), max_size=2)
 
 
@@ -244,8 +254,12 @@ def test_reference_records_are_the_codec_composed():
            + kernel_msg(e6, NEW, portid=4242) + done())
     records, skipped, filtered, errors, other = events_both(buf, None, {4242})
     commit4, commit6 = encode_new(e4, 0, COMMIT, True), encode_new(e6, 0, COMMIT, True)
-    assert records == [(P.KIND_NEW, 0, entry_key(e4), commit4), (P.KIND_UPDATE, 5, entry_key(e6), commit6),
+    assert records == [(P.KIND_NEW, 0, entry_key(e4), compact_of(e4)), (P.KIND_UPDATE, 5, entry_key(e6), compact_of(e6)),
                        (P.KIND_DESTROY, 6, entry_key(e4), None)]
+    # the backup's view of what the master sends: the commit message, its key and timeout
+    assert expand_both(records[0][3]) == (entry_key(e4), 100, commit4)
+    assert expand_both(records[1][3]) == (entry_key(e6), 30, commit6)
+    assert (len(records[0][3]), len(commit4)) == (43, 256)
     assert (skipped, filtered, errors) == (1, 0, [])
     assert other == [(len(buf) - 20, C.NLMSG_DONE, C.NLM_F_MULTI, 1, 0)]
     assert parse_message(buf, other[0][0])[0] == C.NLMSG_DONE
@@ -310,9 +324,59 @@ def test_events_agree_on_kernel_datagrams(buf, fargs, skip):
     assert errors == []  # all of it was valid: the records path really ran
     n_ct = sum(1 for _ in _ct_messages(buf))
     assert len(records) + skipped + filtered == n_ct
-    for kind, _portid, key, msg in records:
+    for kind, _portid, key, body in records:
         if kind != P.KIND_DESTROY:
-            assert key_and_timeout_both(msg)[0] == key
+            k, timeout, msg = expand_both(body)
+            assert k == key and key_and_timeout_both(msg) == (key, timeout)
+
+
+def _queued(dgrams):
+    """A non-netlink datagram socket with ``dgrams`` queued on it (recvmmsg and recvmsg_into
+    read a unix socketpair as they read netlink: one datagram per message)."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    for d in dgrams:
+        a.send(d)
+    a.close()
+    return b
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(datagrams | st.binary(max_size=64), min_size=0, max_size=80), st.integers(1, 300),
+       st.none() | filters(), skips, st.booleans())
+def test_recv_events_agree_and_equal_events_per_datagram(dgrams, max_dgrams, fargs, skip, oversize):
+    """recv_events (recvmmsg in C, 64 per call) reads what events() reads datagram by
+    datagram, summed; stops at max_datagrams; says the queue was empty only when it was; a
+    datagram larger than RECV_SLOT is "truncated", not walked."""
+    if oversize and dgrams:
+        dgrams[len(dgrams) // 2] = dgrams[len(dgrams) // 2] + bytes(P.RECV_SLOT)
+    results = []
+    for impl in (P, CX) if CX is not None else (P,):
+        filt = None if fargs is None else impl.Filter(*fargs)
+        s = _queued(dgrams)
+        try:
+            results.append(impl.recv_events(s, max_dgrams, filt, skip))
+            rest = impl.recv_events(s, 1000)  # what is left
+        finally:
+            s.close()
+        assert rest[5] == max(0, len(dgrams) - max_dgrams) and rest[7] is True
+    if CX is not None:
+        assert results[1] == results[0]
+    records, skipped, filtered, errors, other, got, overrun, empty = results[0]
+    read = dgrams[:max_dgrams]
+    assert got == len(read) and overrun is False and empty == (len(dgrams) < max_dgrams)
+    want_r, want_e, want = [], [], [0, 0, 0]
+    fp = None if fargs is None else P.Filter(*fargs)
+    for d in read:
+        if len(d) > P.RECV_SLOT:
+            want_e.append("truncated")
+            continue
+        r, sk, fi, er, ot = P.events(d, fp, skip)
+        want_r += r
+        want_e += er
+        want = [want[0] + sk, want[1] + fi, want[2] + len(ot)]
+    assert (records, [skipped, filtered, other], errors) == (want_r, want, want_e)
 
 
 def _ct_messages(buf):
@@ -322,6 +386,39 @@ def _ct_messages(buf):
         if mtype in (C.CT_NEW, C.CT_DELETE):
             yield off
         off += (nlen + 3) & ~3
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(entries())
+def test_the_compact_form_expands_to_the_commit_message(e):
+    """What the sync link carries turns back into exactly the commit message of the entry,
+    its key and its timeout; and an event's record carries exactly that compact form."""
+    body = compact_of(e)
+    assert expand_both(body) == (entry_key(e), e.timeout or 1, encode_new(e, 0, COMMIT, True))
+    for variant in (bytearray(body), memoryview(body), memoryview(body + b"pad")[:len(body)]):
+        assert expand_both(variant) == expand_both(body)
+    assert events_both(kernel_msg(e, NEW))[0][0][3] == compact_of(parse_message(kernel_msg(e, NEW))[4])
+    assert len(body) < len(encode_new(e, 0, COMMIT, True)) / 2
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(entries(), _flips, st.integers(0, 120), st.booleans())
+def test_expand_agrees_on_mutated_compact_forms(e, flips, cut, extend):
+    """Compact forms with bytes changed, cut short or lengthened: every reason of the
+    reference (truncated, bad_family, bad_flags, bad_entry, trailing_bytes) the same in C."""
+    raw = bytearray(compact_of(e))
+    for pos, val in flips:
+        raw[pos % len(raw)] = val
+    body = bytes(raw[:cut]) if cut < len(raw) else bytes(raw) + (b"\x07" * (cut - len(raw)) if extend else b"")
+    expand_both(body)
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=120))
+def test_expand_agrees_on_arbitrary_bytes(body):
+    expand_both(body)
+    expand_both(bytes([C.AF_INET]) + body)  # past the family check more often
+    expand_both(bytes([C.AF_INET, 6]) + body)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -346,15 +443,21 @@ def test_input_types():
         CX.events("not bytes")
     with pytest.raises(TypeError):
         P.events(None)
+    for bad in ("x" * 40, None, 5, [2] * 30):
+        for impl in (CX, P):
+            with pytest.raises(TypeError):
+                impl.expand(bad)
 
 
 def test_helper_names_that_cannot_be_committed():
-    """A helper the Python encoder cannot encode (not ASCII, or too long for its u16
-    length): the message is counted with reason bad_entry; a DESTROY needs no encoding."""
+    """A helper the compact form cannot carry (not ASCII, or longer than HELPER_MAX: the
+    kernel's are at most 15 characters): the message is counted with reason bad_entry; a
+    DESTROY needs no encoding."""
     e = Entry(Tuple(V4, 6, A("10.0.0.1"), A("10.0.0.2"), 1, 2), Tuple(V4, 6, A("10.0.0.2"), A("10.0.0.1"), 2, 1),
               C.IPS_CONFIRMED, 5)
     for name, ok in ((b"ftp\0\xff", True), (b"caf\xc3\xa9", False), (b"\x80", False), (b"\0\x80", True),
-                     (b"a" * 65000, True), (b"a" * 65523, True), (b"a" * 65524, False)):
+                     (b"a" * HELPER_MAX, True), (b"a" * HELPER_MAX + b"\0xyz", True), (b"a" * (HELPER_MAX + 1), False),
+                     (b"a" * 65000, False)):
         inner = struct.pack("=HH", 4 + len(name), C.CTA_HELP_NAME) + name + b"\0" * (-len(name) % 4)
         for kind in (NEW, DESTROY):
             msg = with_attr(kernel_msg(e, kind), C.NLA_F_NESTED | C.CTA_HELP, inner)
@@ -400,7 +503,6 @@ def test_events_agree_on_arbitrary_bytes(buf, skip):
     key_and_timeout_both(buf)
 
 
-_flips = st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=6)
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -473,7 +575,13 @@ def _leak_corpus() -> list[tuple]:
     non_ascii = with_attr(kernel_msg(e6, NEW), C.NLA_F_NESTED | C.CTA_HELP, struct.pack("=HH", 6, 1) + b"\xff\0\0\0")
     fc = CX.Filter({132}, {7}, [ipaddress.ip_network("10.9.0.0/16"), ipaddress.ip_network("fd02::/16")])
     commit = encode_new(e4, 0)
-    calls = [(CX.events, (good, fc, {4242})), (CX.events, (good, None, None)), (CX.events, (good[:-3], fc, None)),
+    compact4, compact6 = compact_of(e4), compact_of(e6)
+    calls = [(CX.expand, (compact4,)), (CX.expand, (memoryview(compact6),)), (CX.expand, (compact4 + b"x",)),
+             (CX.expand, (b"\x09" + compact4[1:],)), (CX.expand, (compact4[:20] + b"\xff" + compact4[21:],)),
+             (CX.expand, (None,)), (CX.expand, ("str",))]
+    for cut in range(0, len(compact6), 3):
+        calls.append((CX.expand, (compact6[:cut],)))
+    calls += [(CX.events, (good, fc, {4242})), (CX.events, (good, None, None)), (CX.events, (good[:-3], fc, None)),
              (CX.events, (good[:100] + good, fc, {9})), (CX.events, (non_ascii, None, None)),
              (CX.events, (bytearray(good), fc, frozenset())), (CX.key_and_timeout, (commit,)),
              (CX.key_and_timeout, (memoryview(commit),))]
@@ -483,6 +591,19 @@ def _leak_corpus() -> list[tuple]:
         calls.append((CX.key_and_timeout, (bad,)))
     for args in ((None,), (good, "filter"), (good, None, 5)):
         calls.append((CX.events, args))
+    # recv_events: a socket that is refilled on every call (records, truncated, other,
+    # skipped, empty), one left empty, and bad arguments
+    rx, tx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+
+    def refill_and_read(*args):
+        for d in (good, good[:-3], bytes(P.RECV_SLOT + 1), b""):
+            tx.send(d)
+        return CX.recv_events(rx, *args)
+
+    calls += [(refill_and_read, (256, fc, {4242})), (refill_and_read, (2, None, None)),
+              (CX.recv_events, (socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)[0],)),
+              (CX.recv_events, ("not a socket",)), (CX.recv_events, (rx, 4, "filter")), (CX.recv_events, (rx, "many"))]
     for fargs in (({1, 2}, [3], [ipaddress.ip_network("::/0")]), (["x"],), ((), (), ["10.0.0.0/8"])):
         calls.append((CX.Filter, fargs))
     return calls
@@ -592,12 +713,13 @@ def test_both_agree_on_a_real_kernels_events_and_dumps(lab):
         records, skipped, filtered, errors, other = events_both(d)
         assert errors == [] and skipped == filtered == 0
         events_both(d, fargs, {0})
-        for kind, portid, key, msg in records:
+        for kind, portid, key, body in records:
             kinds.add(kind)
             protos.add(key[:2])
             n_records += 1
-            if msg is not None:
-                assert key_and_timeout_both(msg)[0] == key
+            if body is not None:  # the compact form: it expands to the entry's commit message
+                k, timeout, msg = expand_both(body)
+                assert k == key and key_and_timeout_both(msg) == (key, timeout)
     assert kinds == {P.KIND_NEW, P.KIND_UPDATE, P.KIND_DESTROY}
     want = {bytes([V4, 1]), bytes([V4, 6]), bytes([V4, 17]), bytes([V6, 17]), bytes([V6, 58])}
     want |= {bytes([e.family, e.proto]) for e in committed}

@@ -10,8 +10,9 @@ import struct
 
 import pytest
 
-from ctnetlink.codec import Entry, Tuple, encode_new
-from ctnetlink.constants import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY, IPS_SRC_NAT, NLM_F_CREATE, NLM_F_EXCL
+from ctnetlink.codec import Entry, Tuple
+from ctnetlink.compact import compact_of
+from ctnetlink.constants import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY, IPS_SRC_NAT
 from ctnetlink.key import entry_key
 from ctsync.cli import ctsyncctl_main
 from ctsync.pcapdecode import PcapError, decode_lines, parse_datagram
@@ -29,7 +30,7 @@ def entry() -> Entry:
 
 def datagrams() -> list[bytes]:
     e = entry()
-    body = encode_new(e, 0, NLM_F_CREATE | NLM_F_EXCL, True)
+    body = compact_of(e)  # wire version 2: the compact form of the commit message
     return [
         encode(Datagram(1, 10, 1, 1, 0, messages=(Message(MsgType.ENTRY, body),
                                                   Message(MsgType.DESTROY, entry_key(e)))), KEY),
@@ -207,11 +208,12 @@ def test_pcapng_option_longer_than_its_block(tmp_path):
 
 
 def test_entry_body_that_is_a_netlink_error_is_described_not_a_crash():
-    """An ENTRY whose body is an NLMSG_ERROR: once an AttributeError."""
+    """An ENTRY whose body is an NLMSG_ERROR: once an AttributeError. Since wire version 2
+    an ENTRY is a compact form: this one does not expand, and says so."""
     from ctsync.pcapdecode import describe_message
 
     body = bytes.fromhex("1400000002000000000000000000000000000000")
-    assert describe_message(MsgType.ENTRY, body) == "ENTRY (not a conntrack entry: netlink message type 2, 20 bytes)"
+    assert describe_message(MsgType.ENTRY, body) == "ENTRY (undecodable compact entry, 20 bytes: bad_family: 20)"
 
 
 def test_ctsyncctl_decode_of_a_capture_with_an_error_entry(tmp_path, capsys):
@@ -220,4 +222,4 @@ def test_ctsyncctl_decode_of_a_capture_with_an_error_entry(tmp_path, capsys):
     f = tmp_path / "err.pcap"
     f.write_bytes(pcap([ether(udp_ipv4(d))]))
     assert ctsyncctl_main(["decode", str(f)]) == 0
-    assert messages(capsys.readouterr().out.splitlines()) == ["ENTRY (not a conntrack entry: netlink message type 2, 20 bytes)"]
+    assert messages(capsys.readouterr().out.splitlines()) == ["ENTRY (undecodable compact entry, 20 bytes: bad_family: 20)"]

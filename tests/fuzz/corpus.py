@@ -11,6 +11,7 @@ import struct
 from functools import cache
 from pathlib import Path
 
+from ctnetlink import batch
 from ctnetlink import constants as C
 from ctnetlink.codec import Entry, Tuple, encode_delete, encode_dump, encode_flush, encode_get, encode_new, encode_update
 from ctnetlink.key import entry_key
@@ -95,6 +96,32 @@ def commit_bodies() -> tuple[bytes, ...]:
     return tuple(encode_new(e, 0, COMMIT, True) for e in entries())
 
 
+@cache
+def compact_bodies() -> tuple[bytes, ...]:
+    """What a peer sends as ENTRY bodies (wire version 2): the compact forms of the entries,
+    as the master's codec makes them from the kernel's events."""
+    return tuple(body for _, _, _, body in event_records("new", entries()))
+
+
+def event_records(kind: str, es, portid: int = 0) -> list:
+    """The batch codec's records of kernel events of ``es`` (what CtSocket.read_records
+    gives the replicator): NEW (CT_NEW with NLM_F_CREATE), UPDATE, DESTROY (CT_DELETE)."""
+    out = []
+    for e in es:
+        raw = bytearray(encode_new(e, 0, C.NLM_F_CREATE if kind == "new" else 0, False))
+        if kind == "destroy":
+            struct.pack_into("=H", raw, 4, C.CT_DELETE)
+        struct.pack_into("=I", raw, 12, portid)
+        out += batch.events(bytes(raw))[0]
+    return out
+
+
+def dump_records(es) -> list[tuple[bytes, bytes]]:
+    """A table dump of ``es`` as CtSocket.dump_records reads it: (key, compact form)."""
+    buf = b"".join(encode_new(e, 1, C.NLM_F_MULTI, False) for e in es)
+    return [(key, body) for _, _, key, body in batch.events(buf)[0]]
+
+
 def _nlerror(errno_: int, request: bytes) -> bytes:
     body = struct.pack("=i", -errno_) + request[:16]
     return struct.pack("=IHHII", 16 + len(body), C.NLMSG_ERROR, 0, 1, 0) + body
@@ -145,7 +172,7 @@ class SyncPair:
                                 capture.append(d)
                             dst.datagram(d, self.now)
                     elif act.__class__.__name__ == "DumpKernel":
-                        src.send_table(list(entries()) if src is self.a else [], self.now, act.reason)
+                        src.send_table(dump_records(entries()) if src is self.a else [], self.now, act.reason)
             self.now = round(self.now + 0.01, 6)
 
 
@@ -155,9 +182,8 @@ def sync_datagrams() -> tuple[bytes, ...]:
     markers, acks), plus the channel's own messages (NACK ranges, PROBE, SKIP)."""
     pair = SyncPair()
     out: list[bytes] = []
-    for e in entries():
-        pair.a.kernel_event("new", e, 0, pair.now)
-    pair.a.kernel_event("destroy", entries()[2], 0, pair.now)
+    pair.a.kernel_records(event_records("new", entries()), pair.now)
+    pair.a.kernel_records(event_records("destroy", entries()[2:3]), pair.now)
     pair.exchange(0.3, out)
     pair.a.become_backup(pair.now)
     pair.exchange(1.2, out)

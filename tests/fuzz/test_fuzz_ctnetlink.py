@@ -1,7 +1,9 @@
 """ctnetlink messages: events and dumps from the kernel, bodies from the peer. The
 decoders raise CodecError and nothing else; iter_messages yields a CodecError for a
 message it cannot read and goes on; check_commit_body either refuses (CodecError) or
-accepts a body that then decodes as the entry it is."""
+accepts a body that then decodes as the entry it is; a compact ENTRY body (wire version 2)
+either does not expand (CodecError, the same from the C and the Python codec) or expands
+to a message that is checked as the backup checks it."""
 
 from __future__ import annotations
 
@@ -9,7 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ctnetlink import batch, batch_python
 from ctnetlink.codec import CodecError, Entry, Message, NlError, check_commit_body, iter_messages, key_and_timeout, parse_message
+
+from ctsync.replicator import accept_entry
 
 from . import corpus
 from .mutate import QUICK, SLOW, apply_edits, run
@@ -44,8 +49,27 @@ def commit_body(data):
     check_commit_body(bytes(data))
 
 
+def compact(data):
+    """What a backup does with an ENTRY body (ctsync.replicator.accept_entry): it refuses
+    it (CodecError) or keeps a message that is one commit-form CT_NEW of the entry the key
+    names. expand() of the C codec (when built) and of the Python one agree, error for error."""
+    try:
+        want = batch_python.expand(data)
+    except CodecError as e:
+        if batch.IMPLEMENTATION == "c":
+            with pytest.raises(CodecError) as got:
+                batch.expand(data)
+            assert got.value.reason == e.reason
+    else:
+        assert batch.expand(data) == want
+    key_, timeout, message = accept_entry(data)
+    assert key_and_timeout(message) == (key_, timeout)
+    commit_body(message)
+
+
 TARGETS = {"parse_message": (parse, corpus.netlink_messages), "iter_messages": (walk, corpus.netlink_messages),
-           "key_and_timeout": (key, corpus.netlink_messages), "check_commit_body": (commit_body, corpus.commit_bodies)}
+           "key_and_timeout": (key, corpus.netlink_messages), "check_commit_body": (commit_body, corpus.commit_bodies),
+           "compact_entry": (compact, corpus.compact_bodies)}
 
 
 @pytest.mark.parametrize("name", TARGETS)

@@ -17,7 +17,7 @@ from hacommon.metrics_http import MetricsServer
 
 
 def ctsync_status(**kw) -> dict:
-    s = {"role": "backup", "peer_alive": True, "in_sync": True, "ready": True, "vrrpd_connected": True,
+    s = {"role": "backup", "codec": "c", "peer_alive": True, "in_sync": True, "ready": True, "vrrpd_connected": True,
          "demoting_vrrpd": 0, "unacked": 3, "internal_entries": 10, "external_entries": 12034,
          "counters": asdict(Counters(events_rx=50, overruns=1, resyncs_sent=2)),
          "channel": asdict(ChannelStats(datagrams_tx=7, datagrams_rx=9, retransmits=4, nacks_rx=2, auth_failures=5)),
@@ -53,6 +53,7 @@ def test_ctsync_collector_names_every_counter():
     assert one(fams, "ctsync_last_commit_duration_seconds") == 0.25 and one(fams, "ctsync_last_commit_entries") == 499
     assert one(fams, "ctsync_commit_errors", error="EEXIST") == 2
     assert one(fams, "ctsync_uplink_flushed_entries") == 6
+    assert one(fams, "ctsync_codec_info", implementation="c") == 1
     for _, (name, _) in {**CHANNEL_COUNTERS, **REPLICATOR_COUNTERS}.items():
         assert fams[name].type == "counter" and fams[name].documentation
     assert "process_resident_memory_bytes" in fams  # the daemon's own CPU and memory
