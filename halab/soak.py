@@ -278,7 +278,13 @@ class Soak:
                 if p is not None and not p.alive()]
         if gone:
             problems["traffic-dead"] = f"traffic programs exited: {gone}"
-        states = {r: self.pair.state(r) for r in ROUTERS}
+        states, errors = {}, {}
+        for r in ROUTERS:
+            states[r], err = self._states(r)
+            if err:
+                errors[r] = err
+        if errors:
+            problems["vrrpd-status"] = f"vrrpctl status fails: {errors}"
         for inst in INSTANCES:
             masters = [r for r in ROUTERS if states[r][inst] == "MASTER"]
             if len(masters) != 1:
@@ -316,6 +322,17 @@ class Soak:
         elif sip["last_reply_age"] > self.cfg.flow_stall:
             problems["sip-flowing"] = f"no SIP answer for {sip['last_reply_age']}s"
         return problems
+
+    def _states(self, router: str) -> tuple[dict[str, str | None], str | None]:
+        """{instance: state} of a box's vrrpd (None: no answer), and why it did not answer."""
+        slot = self.slots[(router, "vrrpd")]
+        if slot.killed:
+            return {i: None for i in INSTANCES}, None
+        try:
+            st = slot.handle.status()
+        except (OSError, ValueError, KeyError) as e:  # KeyError: a reply without instances
+            return {i: None for i in INSTANCES}, f"{type(e).__name__}: {e}"
+        return {i: (st.get(i, {}).get("state") or "").upper() or None for i in INSTANCES}, None
 
     def _vips_on(self, router: str) -> list[str]:
         host = self.pair.router(router)
