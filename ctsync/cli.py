@@ -47,13 +47,16 @@ def _text_status(s: dict) -> str:
         f"sync link       {s.get('transport', 'unicast')}  datagrams tx {ch['datagrams_tx']} rx {ch['datagrams_rx']}  messages tx {ch['messages_tx']} rx {ch['messages_rx']}",
         f"repairs         retransmits {ch['retransmits']}  nacks tx {ch['nacks_tx']} rx {ch['nacks_rx']}  lost {ch['lost']}  unacked {s['unacked']}",
         f"rejected        auth failures {ch['auth_failures']}  replayed {ch['replayed']}  unconfirmed {ch['unconfirmed']}  malformed {ch['malformed']}"
-        f"  (epoch renewals {ch.get('epoch_renewals', 0)})",
+        f"  (epoch renewals {ch.get('epoch_renewals', 0)})  entries refused {c.get('entries_refused', 0)}",
         *([f"uplink flushes  {s['uplink_flush']['requests']} requests, {s['uplink_flush']['deleted']} entries deleted"]
           if s.get("uplink_flush", {}).get("requests") else []),
         f"commits         {s['commits']}  NAT clashes {s['nat_clashes']}  NAT verify failures {s['nat_verify_failures']}",
         f"aged out        {s.get('aged_out', 0)} (as backup: entries the master holds, timeouts shortened)"
         + ("  errors " + "  ".join(f"{k} {v}" for k, v in sorted(s["age_out_errors"].items())) if s.get("age_out_errors") else ""),
         "commit errors   " + ("  ".join(f"{k} {v}" for k, v in sorted(s["commit_errors"].items())) or "none"),
+        *([f"control socket  refused {ctl['refused']}  bad requests {ctl['bad_requests']}  failed {ctl['errors']}"
+           + (f"  (last refused: {ctl['last_refused']})" if ctl.get("last_refused") else "")]
+          if (ctl := s.get("control")) else []),
     ]
     if lc:
         lines.append(f"last commit     {lc.get('committed', lc['count'])}/{lc['count']} entries in {lc['duration']:.3f}s ({lc['reason']})")

@@ -42,6 +42,7 @@ from ctnetlink.socket import CtSocket, EventKind
 from ctnetlink.sysctl import get_sysctl, set_sysctl
 from hacommon import sdnotify
 from hacommon.config import ConfigError
+from hacommon.log import first_error
 from hacommon.sockopts import SO_BINDTODEVICE, SO_RCVBUFFORCE
 
 from .config import CtsyncConfig, load_checked, reload_plan
@@ -127,56 +128,67 @@ class Daemon:
         finally:
             if self.parking is not None:
                 self.parking.close()  # no rule of ours outlives us, whatever ended the run
-        for s in (self.events_sock, self.cmd):
-            s.close()
-        self.udp.close()
-        if self.mcast_rx is not None:
-            self.mcast_rx.close()
+            for sock in (self.events_sock, self.cmd):
+                sock.close()
+            self.udp.close()
+            if self.mcast_rx is not None:
+                self.mcast_rx.close()
 
     async def _serve(self, task_status) -> None:
         from .control import ControlServer
 
         self.notifier = sdnotify.Notifier.from_env()
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async with trio.open_nursery() as n:
-                self.nursery = n
-                self.control = control = ControlServer(self, self.cfg.control_socket)
-                await control.start(n)
-                if self.cfg.metrics_listen is not None:
-                    from hacommon.metrics_http import MetricsServer
+        control = None
+        try:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+                async with trio.open_nursery() as n:
+                    self.nursery = n
+                    self.control = control = ControlServer(self, self.cfg.control_socket, self.cfg.control_group,
+                                                           self.cfg.control_gid)
+                    await control.start(n)
+                    if self.cfg.metrics_listen is not None:
+                        from hacommon.metrics_http import MetricsServer
 
-                    self.metrics = MetricsServer(self.metrics_registry(), self.cfg.metrics_listen, "ctsync")
-                    await self.metrics.start(n)
-                now = trio.current_time()
-                self.rep.start(now)
-                if self.parking is not None:
-                    await self.parking.start(n)
-                n.start_soon(self._kernel_events)
-                n.start_soon(self._udp_receive, self.udp)
-                if self.mcast_rx is not None:
-                    n.start_soon(self._udp_receive, self.mcast_rx)
-                n.start_soon(self._pump)
-                if self.follower is not None:
-                    n.start_soon(self.follower.run)
-                via = f" via multicast {self.cfg.multicast_group}" if self.cfg.multicast_group else ""
-                log.info("ctsync started: mode %s, sync %s -> %s:%d%s on %s, node %d", self.cfg.mode,
-                         self.cfg.local_address, self.cfg.peer_address, self.cfg.port, via, self.cfg.sync_interface, self.cfg.node_id)
-                self.notifier.ready(self.status_line())
-                n.start_soon(sdnotify.run, self.notifier, self.status_line, self.unhealthy)
-                task_status.started()
-                async for signum in signals:
-                    if signum == signal.SIGHUP:
-                        self.notifier.reloading()
-                        self.reload()
-                        self.notifier.ready(self.status_line())
-                        continue
-                    log.info("%s: leaving", signal.Signals(signum).name)
-                    self.notifier.stopping()
-                    break
-                n.cancel_scope.cancel()
+                        self.metrics = MetricsServer(self.metrics_registry(), self.cfg.metrics_listen, "ctsync")
+                        await self.metrics.start(n)
+                    now = trio.current_time()
+                    self.rep.start(now)
+                    if self.parking is not None:
+                        await self.parking.start(n)
+                    n.start_soon(self._kernel_events)
+                    n.start_soon(self._udp_receive, self.udp)
+                    if self.mcast_rx is not None:
+                        n.start_soon(self._udp_receive, self.mcast_rx)
+                    n.start_soon(self._pump)
+                    if self.follower is not None:
+                        n.start_soon(self.follower.run)
+                    via = f" via multicast {self.cfg.multicast_group}" if self.cfg.multicast_group else ""
+                    log.info("ctsync started: mode %s, sync %s -> %s:%d%s on %s, node %d", self.cfg.mode, self.cfg.local_address,
+                             self.cfg.peer_address, self.cfg.port, via, self.cfg.sync_interface, self.cfg.node_id)
+                    self.notifier.ready(self.status_line())
+                    n.start_soon(sdnotify.run, self.notifier, self.status_line, self.unhealthy)
+                    task_status.started()
+                    async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            self.notifier.reloading()
+                            self.reload()
+                            self.notifier.ready(self.status_line())
+                            continue
+                        log.info("%s: leaving", signal.Signals(signum).name)
+                        self.notifier.stopping()
+                        break
+                    n.cancel_scope.cancel()
+        except BaseException as e:
+            if not isinstance(e, (SystemExit, KeyboardInterrupt, trio.Cancelled)):
+                log.critical("ctsync is ending on an unexpected error (%s); closing its sockets", first_error(e), exc_info=e)
+            raise
+        finally:
+            # On every path: the control socket unlinked (no stale file for the next
+            # start to take over); run() closes the netlink and UDP sockets.
+            if control is not None:
                 control.close()
-                if self.metrics is not None:
-                    self.metrics.close()
+            if self.metrics is not None:
+                self.metrics.close()
 
     async def _open_udp(self) -> trio.socket.SocketType:
         fam = socket.AF_INET if self.cfg.local_address.version == 4 else socket.AF_INET6
@@ -584,6 +596,9 @@ class Daemon:
             new = load_checked(self.cfg.path)
         except ConfigError as e:
             log.error("SIGHUP: configuration not reloaded:\n%s", "\n".join(e.problems))
+            return
+        except Exception:  # a loader bug must not end the daemon: keep the running configuration
+            log.exception("SIGHUP: configuration not reloaded: unexpected error reading %s", self.cfg.path)
             return
         running, applied, refused = reload_plan(self.cfg, new)
         for line in refused:

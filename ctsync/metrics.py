@@ -40,6 +40,8 @@ REPLICATOR_COUNTERS = {
     "entries_rx": ("ctsync_entries_received", "Entries received from the peer"),
     "destroys_rx": ("ctsync_destroys_received", "Entry removals received from the peer"),
     "bad_entries": ("ctsync_bad_entries", "Entries that could not be encoded or decoded"),
+    "entries_refused": ("ctsync_entries_refused", "Entries from the peer that were not exactly one commit-form CT_NEW "
+                        "(dropped: they would have reached the kernel as they were)"),
     "stale_dropped": ("ctsync_stale_dropped", "Replica entries dropped by the end of a table push that lacked them"),
     "pushes_superseded": ("ctsync_pushes_superseded", "Table pushes abandoned for a newer one before their end"),
 }

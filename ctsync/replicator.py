@@ -50,7 +50,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ctnetlink.codec import CodecError, Entry, Tuple, encode_new, key_and_timeout
+from ctnetlink.codec import CodecError, Entry, Tuple, check_commit_body, encode_new, key_and_timeout
 from ctnetlink.constants import NLM_F_CREATE, NLM_F_EXCL
 from ctnetlink.key import entry_key, tuple_from_key
 
@@ -204,6 +204,9 @@ class Counters:
     entries_rx: int = 0
     destroys_rx: int = 0
     bad_entries: int = 0
+    # ENTRY bodies that are not exactly one commit-form CT_NEW (ctnetlink.check): they
+    # would reach the kernel verbatim at failover (a second request, another attribute)
+    entries_refused: int = 0
     stale_dropped: int = 0
     aged_out_requests: int = 0
     pushes_superseded: int = 0  # table pushes abandoned for a newer one before their end
@@ -595,8 +598,15 @@ class Replicator:
         t = m.type
         if t == MsgType.ENTRY:
             try:
-                # Only the key and the timeout: the body is stored as it came, ready to
-                # commit, and decoding it whole was most of a backup's work in a burst.
+                # The body is stored as it came and goes to the kernel as it is: it must
+                # be one commit-form CT_NEW and nothing else.
+                check_commit_body(m.body)
+            except CodecError:
+                self.counters.entries_refused += 1
+                return
+            try:
+                # Only the key and the timeout: decoding the body whole was most of a
+                # backup's work in a burst.
                 key, timeout = key_and_timeout(m.body)
             except CodecError:
                 self.counters.bad_entries += 1

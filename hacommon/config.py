@@ -12,10 +12,18 @@ see :class:`TableSpec`) and the names one table takes from another.
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def shown(name: str) -> str:
+    """A name as it can be printed: control characters (a NUL, a newline) escaped."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", name)
 
 
 class ConfigError(Exception):
@@ -32,7 +40,25 @@ class Checker:
         self.problems: list[str] = []
 
     def fail(self, key: str, msg: str) -> None:
-        self.problems.append(f"{self.file}: {key}: {msg}")
+        self.problems.append(f"{self.file}: {shown(key)}: {msg}")
+
+    def refuse_nul(self, value, key: str) -> None:
+        """Walk a table: a name (any key) with a control character, or a string with a
+        NUL, is a problem. A NUL cannot reach argv, the environment or a path (the
+        kernel takes it for the end of the string; Python refuses it with ValueError),
+        and a newline in a name would forge log lines."""
+        if isinstance(value, dict):
+            for k, v in value.items():
+                sub = f"{key}.{k}"
+                if _CONTROL.search(k):
+                    self.fail(sub, "names must not contain control characters")
+                else:
+                    self.refuse_nul(v, sub)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                self.refuse_nul(v, f"{key}[{i}]")
+        elif isinstance(value, str) and "\0" in value:
+            self.fail(key, "must not contain a NUL character")
 
     def unknown(self, table: dict, allowed: set[str], prefix: str) -> None:
         for k in table:
@@ -100,6 +126,26 @@ class Checker:
             return default
         return v
 
+    def group(self, table: dict, key: str, prefix: str) -> tuple[str | None, int | None]:
+        """A Unix group name (or number) that must exist here -> (name, gid)."""
+        v = table.get(key)
+        if v is None:
+            return None, None
+        import grp
+
+        g = None
+        try:
+            if isinstance(v, int) and not isinstance(v, bool):
+                g = grp.getgrgid(v)
+            elif isinstance(v, str) and v:
+                g = grp.getgrnam(v)
+        except (KeyError, OverflowError, ValueError):
+            pass
+        if g is None:
+            self.fail(f"{prefix}.{key}", f"must be the name of a group of this system (see /etc/group), got {v!r}")
+            return None, None
+        return g.gr_name, g.gr_gid
+
     def listen_address(self, table: dict, key: str, prefix: str) -> tuple[str, int] | None:
         """``"127.0.0.1:9650"`` or ``"[::1]:9650"`` -> (host, port); absent: None."""
         v = table.get(key)
@@ -140,13 +186,28 @@ def read_toml(path: str | Path) -> dict:
     """The file as TOML, or ConfigError naming the file and the problem."""
     p = Path(path)
     try:
-        text = p.read_text()
+        data = p.read_bytes()
     except OSError as e:
         raise ConfigError([f"{p}: cannot read: {e.strerror}"]) from None
+    return loads_toml(data, p.name)
+
+
+def loads_toml(data: bytes, name: str = "<config>") -> dict:
+    """``data`` as TOML, or ConfigError naming ``name`` and the problem; nothing else
+    comes out, whatever the bytes (not UTF-8, nested deeper than the parser recurses)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError([f"{name}: not UTF-8 text: byte {data[e.start]:#04x} at line {line}"]) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError([f"{p.name}: TOML syntax error: {e}"]) from None
+        raise ConfigError([f"{name}: TOML syntax error: {e}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{name}: TOML nested too deeply (arrays or inline tables)"]) from None
+    except ValueError as e:  # tomllib's own checks raise TOMLDecodeError; a value it builds may not
+        raise ConfigError([f"{name}: TOML value error: {e}"]) from None
 
 
 # ---- one check for the whole file --------------------------------------------------------

@@ -29,6 +29,9 @@ def daemon_main(argv: list[str] | None, *, prog: str, description: str, config_h
         for p in e.problems:
             print(f"{prog}: {p}", file=sys.stderr)
         return 1
+    except Exception as e:  # noqa: BLE001 - a loader bug: still say which file, not a traceback
+        print(f"{prog}: {args.config}: cannot load the configuration: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     if args.check:
         print(f"{args.config}: ok: {checked.summary()}")
         return 0

@@ -101,7 +101,11 @@ class MetricsServer:
                     head = await _read_head(stream)
                     if head is None:
                         return
-                    status, ctype, body = self.respond(head)
+                    try:
+                        status, ctype, body = self.respond(head)
+                    except Exception:  # a collector's bug: this scrape fails, the daemon serves on
+                        log.exception("%s: metrics: the scrape failed", self.prog)
+                        status, ctype, body = "500 Internal Server Error", "text/plain", b"internal error\n"
                     await stream.send_all(
                         f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
                         f"Connection: close\r\n\r\n".encode() + (b"" if head.startswith(b"HEAD ") else body))
@@ -129,7 +133,10 @@ class MetricsServer:
             name, _, value = h.partition(":")
             if name.strip().lower() == "accept":
                 accept = value.strip()
-        encoder, ctype = choose_encoder(accept)
+        try:
+            encoder, ctype = choose_encoder(accept)
+        except (TypeError, ValueError):  # e.g. "version=x.0.0": prometheus_client compares it as numbers
+            encoder, ctype = choose_encoder("")
         self.scrapes += 1
         return "200 OK", ctype, encoder(self.registry)
 

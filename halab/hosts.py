@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from hacommon.labenv import LAB_ENV
+
 from ._ns import run_cmd
 from .errors import LabCommandError, LabError, lab_cmd
 
@@ -68,7 +70,7 @@ class Host:
         argv = [str(a) for a in argv]
         cp = subprocess.run(["ip", "netns", "exec", self._netns, *argv],
                             capture_output=True, text=True, timeout=timeout,
-                            input=input, env=child_env(env),
+                            input=input, env=child_env({LAB_ENV: self._lab.id, **(env or {})}),
                             stdin=None if input is not None else subprocess.DEVNULL)
         if check and cp.returncode != 0:
             raise LabCommandError(cp.returncode, argv, cp.stdout, cp.stderr, netns=self._netns)

@@ -49,6 +49,8 @@ import threading
 import time
 from typing import Callable, Sequence
 
+from hacommon.labenv import LAB_ENV
+
 from . import _ns, lifecycle
 from ._ns import NetnsError, run_cmd
 from .errors import LabCommandError, LabError, lab_cmd
@@ -404,8 +406,9 @@ class Lab:
         """The single launcher for long-running processes (daemons, tcpdump)."""
         netns = self._check_target(host)
         full = ["ip", "netns", "exec", netns, *_pdeathsig_prefix(), *argv]
+        # HAPAIR_LAB: with the namespace, how a daemon knows it runs in this lab (hacommon.labenv)
         return subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                                start_new_session=True, close_fds=True, env=child_env(env))
+                                start_new_session=True, close_fds=True, env=child_env({LAB_ENV: self.id, **(env or {})}))
 
     def start(self, host: Host, argv: Sequence[str], name: str | None = None,
               log: str | None = None, env: dict[str, str] | None = None) -> Proc:

@@ -129,6 +129,10 @@ def vrrpctl_main(argv: list[str] | None = None) -> int:
         from .status_text import from_json, render_text, render_uplinks_text
 
         print(render_text(from_json(instances)), end="")
+        ctl = reply["daemon"].get("control") or {}
+        if (ctl.get("refused") or ctl.get("errors")) and not args.instance:
+            print(f"control socket: {ctl['refused']} request(s) refused (last: {ctl['last_refused']}), "
+                  f"{ctl['errors']} failed")
         if "uplinks" in reply and not args.instance:
             print(render_uplinks_text(from_json(reply["uplinks"])), end="")
     return 0

@@ -82,6 +82,10 @@ class SyncGroupConfig:
 class VrrpdConfig:
     path: str
     control_socket: str = DEFAULT_CONTROL_SOCKET
+    # Members of this group may connect to the control socket and change things
+    # (hold transitions, demote); others who can connect only read. None: root only.
+    control_group: str | None = None
+    control_gid: int | None = None
     instances: dict[str, InstanceConfig] = field(default_factory=dict)
     sync_groups: dict[str, SyncGroupConfig] = field(default_factory=dict)
     # How long a transition to master waits for subscribers (ctsync) before adding
@@ -90,6 +94,8 @@ class VrrpdConfig:
     # How long a backup about to preempt a live lower-priority master waits for its
     # preparing subscribers (ctsync commits the master's table first); 0: preempt at once.
     preempt_prepare_timeout: float = 10.0
+    # A notify hook running longer than this is killed with its process group.
+    notify_timeout: float = 60.0
     # Probes pinned to one uplink, and uplink failover (vrrpd/uplink_config.py).
     probes: dict = field(default_factory=dict)
     uplinks: object | None = None
@@ -108,8 +114,9 @@ _INSTANCE_KEYS = {
     "use_vmac", "auth", "track_interfaces", "strict", "notify", "garp_count", "garp_interval",
     "garp_repeat_delay", "track_probes",
 }
-_TOP_KEYS = {"control_socket", "instance", "sync_group", "transition_hold_timeout", "preempt_prepare_timeout", "probe",
-             "uplinks", "metrics_listen"}
+_TOP_KEYS = {"control_socket", "control_group", "instance", "sync_group", "transition_hold_timeout", "preempt_prepare_timeout",
+             "notify_timeout",
+             "probe", "uplinks", "metrics_listen"}
 
 
 def _instance(c: Checker, name: str, t: Any) -> InstanceConfig | None:
@@ -203,10 +210,15 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
     top = data.get("vrrpd")
     if not isinstance(top, dict):
         raise ConfigError([f"{c.file}: vrrpd: missing table [vrrpd]"])
+    c.refuse_nul(top, "vrrpd")
+    if c.problems:  # names and strings the rest may pass on (argv, paths, logs)
+        raise ConfigError(c.problems)
     c.unknown(top, _TOP_KEYS, "vrrpd")
     sock = c.string(top, "control_socket", "vrrpd", DEFAULT_CONTROL_SOCKET)
+    control_group, control_gid = c.group(top, "control_group", "vrrpd")
     hold = c.number(top, "transition_hold_timeout", "vrrpd", 0, 60, 2.0)
     prepare = c.number(top, "preempt_prepare_timeout", "vrrpd", 0, 600, 10.0)
+    notify_timeout = c.number(top, "notify_timeout", "vrrpd", 1, 3600, 60.0)
     metrics = c.listen_address(top, "metrics_listen", "vrrpd")
     instances: dict[str, InstanceConfig] = {}
     raw_inst = top.get("instance", {})
@@ -255,8 +267,9 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
     probes, uplinks = _probes_and_uplinks(c, top, raw_inst)
     if c.problems:
         raise ConfigError(c.problems)
-    return VrrpdConfig(path=path, control_socket=sock, instances=instances, sync_groups=groups, transition_hold_timeout=hold,
-                       preempt_prepare_timeout=prepare, probes=probes, uplinks=uplinks, metrics_listen=metrics)
+    return VrrpdConfig(path=path, control_socket=sock, control_group=control_group, control_gid=control_gid,
+                       instances=instances, sync_groups=groups, transition_hold_timeout=hold,
+                       preempt_prepare_timeout=prepare, notify_timeout=notify_timeout, probes=probes, uplinks=uplinks, metrics_listen=metrics)
 
 
 def _probes_and_uplinks(c: Checker, top: dict, raw_inst: dict) -> tuple[dict, object | None]:

@@ -19,7 +19,7 @@ import time
 import trio
 
 from hacommon import sdnotify
-from hacommon.log import RateLimiter
+from hacommon.log import RateLimiter, first_error
 
 from . import config as config_mod
 from .config import InstanceConfig, VrrpdConfig
@@ -56,7 +56,7 @@ class Daemon:
         self.tx: dict[str, trio.socket.SocketType] = {}
         self.links: dict[str, nl.LinkInfo] = {}
         self.limiter = RateLimiter(10.0)
-        self.publisher = Publisher(self._deliver_group_command, self._spawn_hook)
+        self.publisher = Publisher(self._deliver_group_command, self._spawn_hook, self.instances.get)
         self.demotions = Demotions()  # asked for by subscribers (ctsync not ready)
         self._refresh = trio.Event()
         self.nursery: trio.Nursery | None = None
@@ -70,58 +70,81 @@ class Daemon:
     # ---- lifecycle -------------------------------------------------------------------
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Run until SIGTERM/SIGINT, then leave (shutdown). If anything ends the daemon
+        otherwise (a bug: an exception out of one of its tasks), it leaves the same way
+        before the exception goes on: priority 0, VIPs and macvlans removed, stop hooks,
+        so the peer takes over at once and nothing of ours stays on the links."""
         self.notifier = sdnotify.Notifier.from_env()
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async with trio.open_nursery() as nursery:
-                self.nursery = nursery
-                nursery.start_soon(self.timers.run)
-                control = ControlServer(self, self.cfg.control_socket)
-                await control.start(nursery)
-                nursery.start_soon(watch_links, lambda: self._refresh.set())  # late-bound: the event is replaced after each refresh
-                await self._refresh_links()
-                for icfg in self.cfg.instances.values():
-                    await self._add_instance(icfg)
-                self._rebuild_groups()
-                for inst in self.instances.values():
-                    self._spawn(inst)
-                nursery.start_soon(self._refresher)
-                if self.cfg.probes or self.cfg.uplinks:
-                    from .uplinkd import UplinkDriver
+        control: ControlServer | None = None
+        left = False
+        try:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+                async with trio.open_nursery() as nursery:
+                    self.nursery = nursery
+                    nursery.start_soon(self.timers.run)
+                    control = ControlServer(self, self.cfg.control_socket, self.cfg.control_group, self.cfg.control_gid)
+                    await control.start(nursery)
+                    # late-bound: the event is replaced after each refresh
+                    nursery.start_soon(watch_links, lambda: self._refresh.set())
+                    await self._refresh_links()
+                    for icfg in self.cfg.instances.values():
+                        await self._add_instance(icfg)
+                    self._rebuild_groups()
+                    for inst in self.instances.values():
+                        self._spawn(inst)
+                    nursery.start_soon(self._refresher)
+                    if self.cfg.probes or self.cfg.uplinks:
+                        from .uplinkd import UplinkDriver
 
-                    self.uplinkd = UplinkDriver(self)
-                    await self.uplinkd.start(nursery)
-                if self.cfg.metrics_listen is not None:
-                    from hacommon.metrics_http import MetricsServer
+                        self.uplinkd = UplinkDriver(self)
+                        await self.uplinkd.start(nursery)
+                    if self.cfg.metrics_listen is not None:
+                        from hacommon.metrics_http import MetricsServer
 
-                    self.metrics = MetricsServer(self.metrics_registry(), self.cfg.metrics_listen, "vrrpd")
-                    await self.metrics.start(nursery)
-                log.info("vrrpd started: %d instance(s), control socket %s", len(self.instances), self.cfg.control_socket)
-                await self._initial_states_known()
-                self.notifier.ready(self.status_line())
-                nursery.start_soon(sdnotify.run, self.notifier, self.status_line, self.unhealthy)
-                task_status.started()
-                async for signum in signals:
-                    if signum == signal.SIGHUP:
-                        self.notifier.reloading()
-                        await self.reload()
-                        self.notifier.ready(self.status_line())
-                        continue
-                    log.info("%s: leaving (priority 0 for every master)", signal.Signals(signum).name)
-                    break
-                self.notifier.stopping("leaving: priority 0 for every master")
+                        self.metrics = MetricsServer(self.metrics_registry(), self.cfg.metrics_listen, "vrrpd")
+                        await self.metrics.start(nursery)
+                    log.info("vrrpd started: %d instance(s), control socket %s", len(self.instances), self.cfg.control_socket)
+                    await self._initial_states_known()
+                    self.notifier.ready(self.status_line())
+                    nursery.start_soon(sdnotify.run, self.notifier, self.status_line, self.unhealthy)
+                    task_status.started()
+                    async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            self.notifier.reloading()
+                            await self.reload()
+                            self.notifier.ready(self.status_line())
+                            continue
+                        log.info("%s: leaving (priority 0 for every master)", signal.Signals(signum).name)
+                        break
+                    self.notifier.stopping("leaving: priority 0 for every master")
+                    left = True
+                    await self.shutdown()
+                    nursery.cancel_scope.cancel()
+        except BaseException as e:
+            if not left:
+                if not isinstance(e, (SystemExit, KeyboardInterrupt, trio.Cancelled)):
+                    log.critical("vrrpd is ending on an unexpected error (%s); leaving as on SIGTERM first",
+                                 first_error(e), exc_info=e)
+                    self.notifier.stopping("crashed: leaving as on SIGTERM")
                 await self.shutdown()
-                nursery.cancel_scope.cancel()
+            raise
+        finally:
+            if control is not None:
                 control.close()
-                if self.metrics is not None:
-                    self.metrics.close()
-        self.nl.close()
+            if self.metrics is not None:
+                self.metrics.close()
+            self.nl.close()
 
     async def shutdown(self) -> None:
-        """Priority-0 adverts, VIPs and macvlans removed, stop hooks run (bounded)."""
+        """Priority-0 adverts, VIPs and macvlans removed, stop hooks run (bounded). Each
+        step fails alone (logged): leaving must get as far as it can."""
         with trio.CancelScope(shield=True):
             hooks = []
             for inst in list(self.instances.values()):
-                hooks += await inst.stop()
+                try:
+                    hooks += await inst.stop()
+                except Exception:
+                    log.exception("%s: leaving failed", inst.name)
             with trio.move_on_after(5):
                 async with trio.open_nursery() as n:
                     for h in hooks:
@@ -129,7 +152,10 @@ class Daemon:
             for sock in self.tx.values():
                 sock.close()
             if self.uplinkd is not None:
-                await self.uplinkd.stop()
+                try:
+                    await self.uplinkd.stop()
+                except Exception:
+                    log.exception("uplinks: leaving failed")
 
     async def reload(self) -> None:
         try:
@@ -137,11 +163,14 @@ class Daemon:
         except config_mod.ConfigError as e:
             log.error("SIGHUP: configuration not reloaded:\n%s", "\n".join(e.problems))
             return
+        except Exception:  # a loader bug must not end the daemon: keep the running configuration
+            log.exception("SIGHUP: configuration not reloaded: unexpected error reading %s", self.cfg.path)
+            return
         if (new.probes, new.uplinks) != (self.cfg.probes, self.cfg.uplinks):
             log.warning("SIGHUP: probe and uplink changes only take effect on restart")
             new = dataclasses.replace(new, probes=self.cfg.probes, uplinks=self.cfg.uplinks)
-        if new.control_socket != self.cfg.control_socket:
-            log.warning("SIGHUP: control_socket changes only take effect on restart")
+        if (new.control_socket, new.control_group) != (self.cfg.control_socket, self.cfg.control_group):
+            log.warning("SIGHUP: control_socket and control_group changes only take effect on restart")
         if new.metrics_listen != self.cfg.metrics_listen:
             log.warning("SIGHUP: metrics_listen changes only take effect on restart")
             new = dataclasses.replace(new, metrics_listen=self.cfg.metrics_listen)
@@ -192,6 +221,7 @@ class Daemon:
         self._update_receivers()
 
     def _rebuild_groups(self) -> None:
+        self.publisher.notify_timeout = self.cfg.notify_timeout
         self.publisher.rebuild_groups(self.cfg.sync_groups.values(), set(self.instances))
         for inst in self.instances.values():
             inst.group = self.cfg.group_of(inst.name)

@@ -214,7 +214,8 @@ class InstanceDriver:
         if self.cfg.notify:
             from .notify import run_hook
 
-            hooks.append(lambda: run_hook(self.cfg.notify, self.name, self.group, "stop", self.hook_env("stopped")))
+            timeout = self.daemon.cfg.notify_timeout
+            hooks.append(lambda: run_hook(self.cfg.notify, self.name, self.group, "stop", self.hook_env("stopped"), timeout))
         return hooks
 
     # ---- actions ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import halab
+from bench.__main__ import FIGURES
 
 pytestmark = [
     pytest.mark.netns,
@@ -73,7 +74,7 @@ def test_quick_run_is_complete_and_bounded(quick):
     assert meta["duration_s"] < 420, f"--quick took {meta['duration_s']} s"
     for key in ("date", "kernel", "cpus", "keepalived", "conntrackd", "window_s", "machine"):
         assert meta[key], key
-    assert res["figures"] == [1, 2, 3, 4, 5, 6, 7]
+    assert res["figures"] == sorted(FIGURES)
 
 
 def test_figure_1_takeover(quick):
@@ -155,3 +156,14 @@ def test_figure_7_scale(quick):
             assert 0.5 < row["advert_interval_max_s"] < 10
             assert 0 <= row["advert_jitter_max_s"] < 0.5 and row["intervals_missing"] >= 0
     assert f"| keepalived | {counts[-1]} |" in text
+
+
+def test_figure_8_cli_start_up(quick):
+    res, text = quick
+    commands = res["cli"]["commands"]
+    assert set(commands) == {"python -c pass", "vrrpctl status", "ctsyncctl status", "ctsyncctl commit"}
+    for name, r in commands.items():
+        assert r["n"] >= 1 and len(r["samples_ms"]) == r["n"], name
+        # a fresh process: never faster than nothing, never slower than a stuck socket
+        assert 0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"] < 30_000, (name, r)
+    assert "| `vrrpctl status` |" in text

@@ -67,6 +67,7 @@ def test_converted_keepalived_conntrackd_pair_fails_over_statefully(lab):
     p = build_hapair(lab, ruleset="strict")
     key = Path(lab.workdir) / "ctsync.key"
     key.write_bytes(os.urandom(32))
+    key.chmod(0o600)  # ctsync refuses a key file others can read
     boxes, converted = {}, {}
     for r in ("r1", "r2"):
         boxes[r], converted[r], text = convert_router(p, r, key)

@@ -32,6 +32,7 @@ def round_trip(conv: Conversion) -> dict:
 
 def write_key(path: Path) -> Path:
     path.write_bytes(os.urandom(32))
+    path.chmod(0o600)  # ctsync refuses a key file others can read
     return path
 
 
