@@ -32,6 +32,10 @@ work directory): faults applied and survived by kind, connections lost, the wors
 recovery time (fault applied -> every invariant true again), the worst resync of the
 backup, per daemon RSS and fds min/max, and every violation. :func:`format_report` is its
 text form.
+
+Over 600 lines because the run, its invariants and its report share one state (the daemon
+slots across restarts, the fault records, the violations); the faults themselves live in
+:mod:`halab.faults`, the programs they start in a box in :mod:`halab.impair`.
 """
 
 from __future__ import annotations
