@@ -46,7 +46,7 @@ from .lab import LabError
 if TYPE_CHECKING:
     from .soak import Soak
 
-__all__ = ["Fault", "FaultKind", "KINDS", "FaultInjector", "ROUTERS"]
+__all__ = ["KINDS", "ROUTERS", "Fault", "FaultInjector", "FaultKind"]
 
 ROUTERS = ("r1", "r2")
 SYNC_PORT = 3780  # ctsync's default port (ctsync.config.DEFAULT_PORT)
@@ -88,9 +88,9 @@ class FaultKind:
     name: str
     what: str
     draw: Callable[[random.Random], dict]
-    apply: Callable[["Soak", Fault, dict], None]
-    heal: Callable[["Soak", Fault, dict], None]
-    settled: Callable[["Soak", Fault, dict], str | None] = lambda soak, fault, ctx: None
+    apply: Callable[[Soak, Fault, dict], None]
+    heal: Callable[[Soak, Fault, dict], None]
+    settled: Callable[[Soak, Fault, dict], str | None] = lambda soak, fault, ctx: None
     # The pair must ride it out: the roles, the VIPs and the flows hold while it lasts
     # (checked during the hold, not only once it is healed).
     ridden_out: bool = False
@@ -103,10 +103,10 @@ def _peer(router: str) -> str:
 # ---- kill a daemon ------------------------------------------------------------------------
 
 def _kill(daemon: str):
-    def apply(soak: "Soak", f: Fault, ctx: dict) -> None:
+    def apply(soak: Soak, f: Fault, ctx: dict) -> None:
         soak.kill(f.router, daemon)
 
-    def heal(soak: "Soak", f: Fault, ctx: dict) -> None:
+    def heal(soak: Soak, f: Fault, ctx: dict) -> None:
         soak.restart(f.router, daemon)
 
     return apply, heal
@@ -123,11 +123,11 @@ def _draw_link(rng: random.Random) -> dict:
             "hold": round(rng.uniform(3.0, 6.0), 1)}
 
 
-def _link_down(soak: "Soak", f: Fault, ctx: dict) -> None:
+def _link_down(soak: Soak, f: Fault, ctx: dict) -> None:
     soak.set_link(f.router, f.params["link"], False)
 
 
-def _link_up(soak: "Soak", f: Fault, ctx: dict) -> None:
+def _link_up(soak: Soak, f: Fault, ctx: dict) -> None:
     soak.set_link(f.router, f.params["link"], True)
 
 
@@ -163,7 +163,7 @@ def _reorder_rule(percent: int) -> list[str]:
             "-j", "NFQUEUE", "--queue-num", str(REORDER_QUEUE), "--queue-bypass"]
 
 
-def _impair(soak: "Soak", f: Fault, ctx: dict) -> None:
+def _impair(soak: Soak, f: Fault, ctx: dict) -> None:
     from .hapair import SYNC_ADDRS
     ctx["reorderers"] = {}
     for i, r in enumerate(ROUTERS):
@@ -181,7 +181,7 @@ def _counter(host, family: str, table: str) -> int:
     return sum(int(x) for x in re.findall(r"counter packets (\d+)", out))
 
 
-def _unimpair(soak: "Soak", f: Fault, ctx: dict) -> None:
+def _unimpair(soak: Soak, f: Fault, ctx: dict) -> None:
     notes = ctx["notes"]
     for r in ROUTERS:
         host = soak.pair.router(r)
@@ -203,18 +203,18 @@ def _draw_clock(rng: random.Random) -> dict:
     return {"router": rng.choice(ROUTERS), "hold": RESTART_AFTER, "back": CLOCK_STEP}
 
 
-def _box_down(soak: "Soak", f: Fault, ctx: dict) -> None:
+def _box_down(soak: Soak, f: Fault, ctx: dict) -> None:
     soak.kill(f.router, "vrrpd")
     soak.kill(f.router, "ctsync")
 
 
-def _box_up(soak: "Soak", f: Fault, ctx: dict) -> None:
+def _box_up(soak: Soak, f: Fault, ctx: dict) -> None:
     soak.set_clock_back(f.router, soak.clock_behind[f.router] + f.params["back"])
     soak.restart(f.router, "vrrpd")
     soak.restart(f.router, "ctsync")
 
 
-def _box_behind(soak: "Soak", f: Fault, ctx: dict) -> str | None:
+def _box_behind(soak: Soak, f: Fault, ctx: dict) -> str | None:
     behind = soak.clock_behind[f.router]
     started = soak.ctsync(f.router).status()["started_at"]
     lag = time.time() - started
@@ -243,7 +243,7 @@ def _refused(status: dict) -> int:
     return ch["malformed"] + ch["auth_failures"]
 
 
-def _flood(soak: "Soak", f: Fault, ctx: dict) -> None:
+def _flood(soak: Soak, f: Fault, ctx: dict) -> None:
     from .hapair import SYNC_ADDRS
     target, sender = f.router, _peer(f.router)
     ctx["before"] = (_refused(soak.ctsync(target).status()), _udp_rcvbuf_errors(soak.pair.router(target)))
@@ -254,7 +254,7 @@ def _flood(soak: "Soak", f: Fault, ctx: dict) -> None:
     ctx["notes"].update(sent=out["sent"], send_errors=out["errors"])
 
 
-def _garbage_counted(soak: "Soak", f: Fault, ctx: dict) -> str | None:
+def _garbage_counted(soak: Soak, f: Fault, ctx: dict) -> str | None:
     refused0, drops0 = ctx["before"]
     refused = _refused(soak.ctsync(f.router).status()) - refused0
     drops = _udp_rcvbuf_errors(soak.pair.router(f.router)) - drops0
@@ -267,7 +267,7 @@ def _garbage_counted(soak: "Soak", f: Fault, ctx: dict) -> str | None:
     return None
 
 
-def _nothing(soak: "Soak", f: Fault, ctx: dict) -> None:
+def _nothing(soak: Soak, f: Fault, ctx: dict) -> None:
     pass
 
 

@@ -56,7 +56,7 @@ from .lab import Lab, LabError, Proc
 from .traffic import TrafficRun, collect, short_udp_flows, start_tcp, start_udp
 from .vrrp import Vrrpd
 
-__all__ = ["SoakConfig", "Soak", "format_report", "growth", "DAEMONS"]
+__all__ = ["DAEMONS", "Soak", "SoakConfig", "format_report", "growth"]
 
 DAEMONS = ("vrrpd", "ctsync")
 PRIORITY = {"r1": 200, "r2": 100}
