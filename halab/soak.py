@@ -45,6 +45,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -356,7 +357,22 @@ class Soak:
                             f"(total {lost}): {conns[:5]}")
             self._lost_seen = lost
 
+    def _invalid_drops(self) -> dict[str, int | None]:
+        """Packets each router's strict ruleset dropped as ``ct state invalid`` so far (a TCP
+        flow whose conntrack entry lost track of its windows ends there)."""
+        out: dict[str, int | None] = {}
+        for r in ROUTERS:
+            try:
+                text = self.pair.router(r).run(["nft", "list", "chain", "ip", "filter", "forward"]).stdout
+            except (OSError, LabError):
+                text = ""
+            m = re.search(r"ct state invalid counter packets (\d+)", text)
+            out[r] = int(m.group(1)) if m else None
+        return out
+
     def _violation(self, where: str, name: str, what: str) -> None:
+        if name in ("tcp-flowing", "tcp-lost"):
+            what += f" (dropped as ct state invalid so far: {self._invalid_drops()})"
         self.violations.append({"t": self.now(), "during": where, "invariant": name, "what": what})
         self.log(f"[{self.now():7.1f}s] VIOLATION ({where}) {name}: {what[:500]}")
 
