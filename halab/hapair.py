@@ -143,15 +143,20 @@ class HaPair:
         return (self.r1, self.r2)
 
     # -- vrrpd
-    def vrrpd_instances(self, priority: int, advert_interval: int = 1, **extra) -> dict[str, dict]:
+    def vrrpd_instances(self, priority: int, advert_interval: int = 1, track_links: bool = False,
+                        **extra) -> dict[str, dict]:
         """The two instances for :func:`halab.vrrp.start_vrrpd` (``extra`` keys,
-        e.g. ``preempt=False``, go into both)."""
+        e.g. ``preempt=False``, go into both).  ``track_links``: each instance
+        tracks the other side's link with weight -150, as in ``configs/r1.toml``."""
         common = {"priority": priority, "advert_interval": advert_interval, "preempt": True}
         common.update(extra)
+        track = ({"WAN": {"track_interfaces": [{"interface": "eth1", "weight": -150}]},
+                  "LAN": {"track_interfaces": [{"interface": "eth0", "weight": -150}]}}
+                 if track_links else {"WAN": {}, "LAN": {}})
         return {
-            "WAN": {"interface": "eth0", "vrid": 1, **common,
+            "WAN": {"interface": "eth0", "vrid": 1, **common, **track["WAN"],
                     "virtual_addresses": [f"{WAN_VIP}/24"]},
-            "LAN": {"interface": "eth1", "vrid": 2, **common,
+            "LAN": {"interface": "eth1", "vrid": 2, **common, **track["LAN"],
                     "virtual_addresses": [f"{LAN_VIP}/24"]},
         }
 

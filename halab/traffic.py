@@ -50,6 +50,19 @@ class TrafficRun:
     server_report: str | None
     expected_end: float
     info: dict = dataclasses.field(default_factory=dict)
+    progress_path: str | None = None
+
+    def progress(self) -> dict | None:
+        """The client's latest ``--progress`` snapshot (``tcp_progress`` / ``udp_progress``
+        of :mod:`halab.trafficgen`), or None before the first one (or without
+        ``progress=True``)."""
+        if self.progress_path is None:
+            return None
+        try:
+            with open(self.progress_path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
 
     def wait_established(self, timeout: float = 30.0) -> dict:
         """Wait for the client's ``established`` line; returns it."""
@@ -109,10 +122,12 @@ def start_tcp_client(host, server: str, conns: int, interval: float, duration: f
 
 
 def start_udp_client(host, server: str, duration: float, interval: float = 0.02,
-                     port: int = SIP_PORT, sport: int = SIP_PORT, tag: str = "udp"):
+                     port: int = SIP_PORT, sport: int = SIP_PORT, tag: str = "udp",
+                     extra: list[str] | None = None):
     rep = _report_path(host, tag, "client")
     proc = host.start(_cmd("udp-client", "--server", server, "--port", port, "--sport", sport,
-                           "--interval", interval, "--duration", duration, "--report", rep),
+                           "--interval", interval, "--duration", duration, "--report", rep,
+                           *(extra or [])),
                       name=f"{tag}-client")
     return proc, rep
 
@@ -124,18 +139,22 @@ def _server_ip(pair) -> str:
 
 def start_tcp(pair, conns: int = 20, interval: float = 0.05, duration: float = 10.0, *,
               port: int = TCP_PORT, dead_after: float = 10.0, tag: str = "tcp",
-              wait_established: bool = True, extra: list[str] | None = None) -> TrafficRun:
+              wait_established: bool = True, extra: list[str] | None = None,
+              progress: bool = False) -> TrafficRun:
     """Echo server in ``pair.s``, ``conns`` connections from ``pair.c`` to it
     (through the VIPs and the NAT).  With ``wait_established`` returns once
     every connect has finished (the traffic phase of ``duration`` s then
-    starts)."""
+    starts).  ``progress``: the client keeps a snapshot of its connections in a
+    file, read by :meth:`TrafficRun.progress` while it runs."""
     server, srep = start_tcp_server(pair.s, port, tag)
     connect_budget = 5.0 * (1 + conns // 128) + 5.0
+    prog = _report_path(pair.c, tag, "progress") if progress else None
     client, crep = start_tcp_client(pair.c, _server_ip(pair), conns, interval, duration, port,
-                                    dead_after, tag, extra)
+                                    dead_after, tag, [*(extra or []), *(["--progress", prog] if prog else [])])
     run = TrafficRun("tcp", client, server, crep, srep,
                      time.monotonic() + connect_budget + duration + 3.0,
-                     {"conns": conns, "interval": interval, "duration": duration, "port": port})
+                     {"conns": conns, "interval": interval, "duration": duration, "port": port},
+                     progress_path=prog)
     if wait_established:
         run.info["established"] = run.wait_established(connect_budget + 10)
         run.expected_end = time.monotonic() + duration + 3.0
@@ -143,12 +162,17 @@ def start_tcp(pair, conns: int = 20, interval: float = 0.05, duration: float = 1
 
 
 def start_udp(pair, duration: float = 10.0, interval: float = 0.02, *, port: int = SIP_PORT,
-              sport: int = SIP_PORT, tag: str = "udp", wait_established: bool = True) -> TrafficRun:
-    """The "SIP" flow: ``pair.c``:``sport`` -> ``pair.s``:``port`` every ``interval`` s."""
+              sport: int = SIP_PORT, tag: str = "udp", wait_established: bool = True,
+              progress: bool = False) -> TrafficRun:
+    """The "SIP" flow: ``pair.c``:``sport`` -> ``pair.s``:``port`` every ``interval`` s
+    (``progress``: as for :func:`start_tcp`)."""
     server, srep = start_udp_server(pair.s, port, 1, tag)
-    client, crep = start_udp_client(pair.c, _server_ip(pair), duration, interval, port, sport, tag)
+    prog = _report_path(pair.c, tag, "progress") if progress else None
+    client, crep = start_udp_client(pair.c, _server_ip(pair), duration, interval, port, sport, tag,
+                                    ["--progress", prog] if prog else None)
     run = TrafficRun("udp", client, server, crep, srep, time.monotonic() + duration + 10.0,
-                     {"interval": interval, "duration": duration, "port": port, "sport": sport})
+                     {"interval": interval, "duration": duration, "port": port, "sport": sport},
+                     progress_path=prog)
     if wait_established:
         run.info["established"] = run.wait_established(15)
         run.expected_end = time.monotonic() + duration + 3.0

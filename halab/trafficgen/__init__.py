@@ -9,10 +9,10 @@ Command line::
 
     python -m halab.trafficgen tcp-server --port 9000 --report FILE [--duration S]
     python -m halab.trafficgen tcp-client --server 10.10.0.200 --port 9000 --conns 200 \\
-        --interval 0.05 --duration 30 --report FILE [--dead-after 10]
+        --interval 0.05 --duration 30 --report FILE [--dead-after 10] [--progress FILE]
     python -m halab.trafficgen udp-server --port 5060 --report FILE [--nports K]
     python -m halab.trafficgen udp-client --server 10.10.0.200 --port 5060 --sport 5060 \\
-        --interval 0.02 --duration 30 --report FILE
+        --interval 0.02 --duration 30 --report FILE [--progress FILE]
     python -m halab.trafficgen udp-flows --server 10.10.0.200 --port 6000 --rate 2000 \\
         --count 20000 --duration 30 --report FILE
 
@@ -33,6 +33,13 @@ peer address/port as seen by the server (the NATed public address/port),
 client id, bytes in/out, eof, rst, error; ``summary.peers`` counts the peer
 addresses.  UDP: sent/received/max gap on the client, and on the server per
 source address:port seen (to check the public port survives a failover).
+
+``--progress FILE`` (TCP and UDP clients): a snapshot rewritten every
+``--progress-every`` s (0.5) while the client runs, for a test that checks the
+flows between faults (halab.soak): TCP ``open``, ``lost``, ``rsts``,
+``lost_conns`` (id, local_port, reason, rst, lost_at; the first 20),
+``oldest_echo_age`` over the open connections, ``echoed``; UDP ``sent``,
+``received``, ``last_reply_age``.  Both carry ``time`` (epoch).
 
 Modules: :mod:`.common` (default ports, reports, the gap tracker), :mod:`.tcp` (echo server,
 client), :mod:`.udp` (echo server, the SIP-like client, short flows), :mod:`.__main__` (the

@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="TCP_USER_TIMEOUT in s (default: --dead-after; 0: off)")
     a.add_argument("--size", type=int, default=0, help="pad each message to this many bytes")
     a.add_argument("--report", required=True)
+    a.add_argument("--progress", default=None, help="rewrite the connections' state to this file meanwhile")
+    a.add_argument("--progress-every", type=float, default=0.5)
 
     a = sub.add_parser("udp-server", help="UDP echo server on --port .. --port+nports-1")
     a.add_argument("--port", type=int, default=SIP_PORT)
@@ -53,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--duration", type=float, default=30.0)
     a.add_argument("--size", type=int, default=0)
     a.add_argument("--report", required=True)
+    a.add_argument("--progress", default=None, help="rewrite the flow's state to this file meanwhile")
+    a.add_argument("--progress-every", type=float, default=0.5)
 
     a = sub.add_parser("udp-flows", help="many short UDP flows from distinct source ports")
     a.add_argument("--server", required=True)
@@ -77,13 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "tcp-client":
         asyncio.run(tcp_client(args.server, args.port, args.conns, args.interval, args.duration,
                                args.report, args.dead_after, args.connect_timeout,
-                               args.connect_parallel, args.user_timeout, args.size))
+                               args.connect_parallel, args.user_timeout, args.size,
+                               progress=args.progress, progress_every=args.progress_every))
     elif args.cmd == "udp-server":
         asyncio.run(udp_server(args.port, args.report, args.nports, args.duration, args.bind,
                                args.max_sources))
     elif args.cmd == "udp-client":
         asyncio.run(udp_client(args.server, args.port, args.sport, args.interval, args.duration,
-                               args.report, args.size))
+                               args.report, args.size, progress=args.progress,
+                               progress_every=args.progress_every))
     elif args.cmd == "udp-flows":
         udp_flows(args.server, args.port, args.rate, args.count, args.duration, args.report,
                   args.nports, args.packets, args.hold, args.sport_lo, args.sport_hi, args.size)

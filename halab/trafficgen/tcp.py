@@ -222,11 +222,15 @@ class _ClientConn(asyncio.Protocol):
     def check_dead(self, mono: float) -> None:
         if self.state != "open":
             return
-        ref = self.gaps.last if self.gaps.last is not None else self.established_mono
-        if mono - ref > self.cl.dead_after:
+        if self.echo_age(mono) > self.cl.dead_after:
             self._fail("no_echo")
             if self.transport is not None:
                 self.transport.abort()
+
+    def echo_age(self, mono: float) -> float:
+        """Seconds since the last echo (or since the connect, before any)."""
+        ref = self.gaps.last if self.gaps.last is not None else self.established_mono
+        return 0.0 if ref is None else mono - ref
 
     def record(self, mono_end: float) -> dict:
         last_age = None
@@ -252,12 +256,30 @@ class _TcpClient:
         self.size = size
 
 
+def tcp_progress(cs: list[_ClientConn], mono: float) -> dict:
+    """How the connections are doing right now (the ``--progress`` file): a soak reads it
+    between faults, long before the report at the end."""
+    open_ = [c for c in cs if c.state == "open"]
+    lost = [c for c in cs if c.state == "lost"]
+    ages = [c.echo_age(mono) for c in open_]
+    return {
+        "time": time.time(), "conns": len(cs), "open": len(open_), "lost": len(lost),
+        "rsts": sum(c.rst for c in cs),
+        "lost_conns": [{"id": c.cid, "local_port": c.local_port, "reason": c.reason, "rst": c.rst,
+                        "lost_at": rnd(c.lost_at, 3)} for c in lost[:20]],
+        "oldest_echo_age": rnd(max(ages)) if ages else None,
+        "echoed": sum(c.echoed for c in cs),
+    }
+
+
 async def tcp_client(server: str, port: int, conns: int, interval: float, duration: float,
                      report: str, dead_after: float = 10.0, connect_timeout: float = 5.0,
                      connect_parallel: int = 128, user_timeout: float | None = None,
-                     size: int = 0, drain: float = 1.0) -> dict:
+                     size: int = 0, drain: float = 1.0, progress: str | None = None,
+                     progress_every: float = 0.5) -> dict:
     """``conns`` connections, each sending a line every ``interval`` s for
-    ``duration`` s (counted from when all connects are done)."""
+    ``duration`` s (counted from when all connects are done); with ``progress``,
+    :func:`tcp_progress` is written there every ``progress_every`` s meanwhile."""
     if conns < 1 or interval <= 0 or duration < 0:
         raise ValueError("conns >= 1, interval > 0, duration >= 0")
     raise_nofile(conns + 64)
@@ -296,6 +318,7 @@ async def tcp_client(server: str, port: int, conns: int, interval: float, durati
     t_end = t0 + duration
     check_every = min(0.25, dead_after / 4)
     next_check = t0
+    next_progress = t0
     k = 0
     stopped_by = "duration"
     while True:
@@ -311,6 +334,9 @@ async def tcp_client(server: str, port: int, conns: int, interval: float, durati
             for c in cs:
                 c.check_dead(now)
             next_check = now + check_every
+        if progress and now >= next_progress:
+            write_json(progress, tcp_progress(cs, now))
+            next_progress = now + progress_every
         k += 1
         target = t0 + k * tick
         now = time.monotonic()
@@ -334,6 +360,8 @@ async def tcp_client(server: str, port: int, conns: int, interval: float, durati
     for c in cs:
         c.check_dead(mono_end)
     recs = [c.record(mono_end) for c in cs]
+    if progress:
+        write_json(progress, tcp_progress(cs, mono_end))
     ended = time.time()
     # Close gracefully (FIN) and give the callbacks a moment.
     for c in cs:

@@ -128,9 +128,19 @@ class _UdpClientProto(asyncio.DatagramProtocol):
         self.errors[errname(exc) or "?"] += 1
 
 
+def udp_progress(proto: _UdpClientProto, sent: int, mono: float, t0: float) -> dict:
+    """The flow right now (the ``--progress`` file): what was sent and echoed, and how
+    long ago the last echo came (or the start, before any)."""
+    last = proto.gaps.last if proto.gaps.last is not None else t0
+    return {"time": time.time(), "sent": sent, "received": proto.received,
+            "last_reply_age": rnd(mono - last)}
+
+
 async def udp_client(server: str, port: int, sport: int, interval: float, duration: float,
-                     report: str, size: int = 0, drain: float = 0.5) -> dict:
-    """Send a datagram every ``interval`` s from the fixed source port ``sport``."""
+                     report: str, size: int = 0, drain: float = 0.5, progress: str | None = None,
+                     progress_every: float = 0.5) -> dict:
+    """Send a datagram every ``interval`` s from the fixed source port ``sport``; with
+    ``progress``, :func:`udp_progress` is written there every ``progress_every`` s."""
     loop = asyncio.get_running_loop()
     stop = stop_event(loop)
     transport, proto = await loop.create_datagram_endpoint(
@@ -140,6 +150,7 @@ async def udp_client(server: str, port: int, sport: int, interval: float, durati
     sent = 0
     t0 = time.monotonic()
     t_end = t0 + duration
+    next_progress = t0
     stopped_by = "duration"
     while True:
         now = time.monotonic()
@@ -148,6 +159,9 @@ async def udp_client(server: str, port: int, sport: int, interval: float, durati
         if stop.is_set():
             stopped_by = "signal"
             break
+        if progress and now >= next_progress:
+            write_json(progress, udp_progress(proto, sent, now, t0))
+            next_progress = now + progress_every
         msg = b"%d %d" % (sent, time.time_ns())
         if size > len(msg) + 1:
             msg += b" " + b"x" * (size - len(msg) - 1)
