@@ -224,20 +224,10 @@ class InstanceDriver:
         held: list[trio.Event] = []
         deferred: list = []
         nursery = self.daemon.nursery
-        advert_sent = False
         for act in actions:
-            if held and isinstance(act, AddAddresses) and not advert_sent:
-                # Addresses before the advert: a prepared preemption (machine._to_master).
-                # The commit is done, so the subscribers' go is a round trip; the old
-                # master forwards until our advert, which waits for it (bounded by the hold).
-                await self._wait_hold(held)
-                held = []
-                if self.machine.state == State.MASTER:
-                    await self.addresses(add=True, only_if_master=True)
-            elif held and isinstance(act, (AddAddresses, SendGarp)):
+            if held and isinstance(act, (AddAddresses, SendGarp)):
                 deferred.append(act)  # after the subscribers' go (commit before the VIPs move)
             elif isinstance(act, SendAdvert):
-                advert_sent = True
                 self.send_advert(act.priority)
             elif isinstance(act, AddAddresses):
                 await self.addresses(add=True)
@@ -263,17 +253,6 @@ class InstanceDriver:
             nursery.start_soon(self._after_hold, held, deferred)
 
     async def _after_hold(self, held: list[trio.Event], deferred: list) -> None:
-        await self._wait_hold(held)
-        if self.machine.state != State.MASTER:
-            return  # lost mastership meanwhile: nothing to add
-        for act in deferred:
-            if isinstance(act, AddAddresses):
-                await self.addresses(add=True, only_if_master=True)
-            elif isinstance(act, SendGarp) and act.count:
-                self.daemon.nursery.start_soon(self.garp_burst, act.count)
-
-    async def _wait_hold(self, held: list[trio.Event]) -> None:
-        """Wait for the holding subscribers' go, at most transition_hold_timeout."""
         t0 = trio.current_time()
         timeout = self.daemon.cfg.transition_hold_timeout
         with trio.move_on_after(timeout) as scope:
@@ -285,6 +264,13 @@ class InstanceDriver:
             log.warning("%s: subscribers did not confirm within %.1fs; adding the virtual addresses anyway", self.name, timeout)
         else:
             log.info("%s: subscribers confirmed after %.3fs; adding the virtual addresses", self.name, self.last_hold)
+        if self.machine.state != State.MASTER:
+            return  # lost mastership meanwhile: nothing to add
+        for act in deferred:
+            if isinstance(act, AddAddresses):
+                await self.addresses(add=True, only_if_master=True)
+            elif isinstance(act, SendGarp) and act.count:
+                self.daemon.nursery.start_soon(self.garp_burst, act.count)
 
     async def _after_prepare(self, waiters: list[trio.Event]) -> None:
         """Tell the machine once every preparing subscriber has acked (the machine's own

@@ -348,10 +348,7 @@ class VirtualRouter:
         if self.state != State.BACKUP or self.preempt_pending_since is None:
             return []
         waited = now - self.preempt_pending_since
-        # The state is in the kernel already and the old master still forwards: the VIPs
-        # can go up before the advert that moves the traffic, so no packet reaches us
-        # between that advert and our addresses (the driver keeps this order).
-        return self._to_master(now, f"{self._down_cause} (prepared in {waited:.3f}s)", addresses_first=True)
+        return self._to_master(now, f"{self._down_cause} (prepared in {waited:.3f}s)")
 
     def _preempting_live_master(self, now: float) -> bool:
         """Is this expiry a preemption of a master that is still advertising (not a
@@ -477,9 +474,7 @@ class VirtualRouter:
     def force(self, target: State, now: float, reason: str) -> list[Action]:
         """Sync group: move with the group. Only BACKUP<->MASTER moves are forced."""
         if target == State.MASTER and self.state == State.BACKUP:
-            # A member that was itself waiting for its preparation moves as the prepared
-            # one did: its group's state is being (or has been) written, addresses first.
-            return self._to_master(now, reason, addresses_first=self.preempt_pending_since is not None)
+            return self._to_master(now, reason)
         if target == State.BACKUP and self.state == State.MASTER:
             return self._to_backup(now, reason)
         return []
@@ -579,10 +574,7 @@ class VirtualRouter:
     def _takeover_reason(self) -> str:
         return self._down_cause if self._down_cause != "startup" else "no master heard within Master_Down_Interval of startup"
 
-    def _to_master(self, now: float, reason: str, addresses_first: bool = False) -> list[Action]:
-        """The move to master; its actions in the order the driver runs them: the advert
-        first (it claims the VRID at once; the addresses may wait for a commit), or, for a
-        prepared preemption, the addresses first."""
+    def _to_master(self, now: float, reason: str) -> list[Action]:
         self._clear_timers()
         self.adver_at = now + self.params.advert_interval
         self.master_adver_interval = self.params.advert_interval  # the master's is ours now
@@ -594,8 +586,7 @@ class VirtualRouter:
         self.lower_seen_at = None
         self.counters.became_master += 1
         t = self._transition(State.MASTER, now, reason)
-        advert, add = self._advert(self.effective_priority), AddAddresses(self.params.accept)
-        return [t, *((add, advert) if addresses_first else (advert, add)), SendGarp(self.params.garp_count)]
+        return [t, self._advert(self.effective_priority), AddAddresses(self.params.accept), SendGarp(self.params.garp_count)]
 
     def _to_backup(self, now: float, reason: str) -> list[Action]:
         was_master = self.state == State.MASTER
