@@ -21,6 +21,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 IFA_F_SECONDARY = 0x01
+IFA_F_NODAD = 0x02
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
 IFA_F_NOPREFIXROUTE = 0x200
 
 
@@ -85,11 +88,42 @@ def primary_ipv4(ipr: IPRoute, index: int, exclude: set[ipaddress.IPv4Address]) 
     return best
 
 
-def ensure_macvlan(ipr: IPRoute, parent_index: int, name: str, mac: str) -> int:
+def primary_ipv6(ipr: IPRoute, index: int, exclude: set[ipaddress.IPv6Address]) -> ipaddress.IPv6Address | None:
+    """The interface's IPv6 link-local address, the source of an IPv6 instance's adverts
+    (RFC 5798 §5.1.2.1): the first one that is not a VIP and has passed (or skipped)
+    duplicate address detection; None while it is tentative or if there is none."""
+    for msg in ipr.get_addr(family=socket.AF_INET6, index=index):
+        ip = ipaddress.IPv6Address(msg.get_attr("IFA_ADDRESS"))
+        flags = msg.get_attr("IFA_FLAGS")
+        flags = msg["flags"] if flags is None else flags
+        if not ip.is_link_local or ip in exclude or flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
+            continue
+        return ip
+    return None
+
+
+def primary_address(ipr: IPRoute, index: int, family: int, exclude: set) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The advert source of an instance of `family` on the interface."""
+    if family == 6:
+        return primary_ipv6(ipr, index, exclude)
+    return primary_ipv4(ipr, index, exclude)
+
+
+#: Sysctls of an IPv6 instance's macvlan, set while it is down. RFC 5798 §7.4 (no
+#: link-local address derived from the virtual MAC, which both routers own: addr_gen_mode 1
+#: makes none at all; the adverts leave from the parent's); the VIPs skip duplicate
+#: address detection (the backup may hold the same address on its down macvlan, and a
+#: takeover must not wait a second); a virtual MAC interface learns nothing from Router
+#: Advertisements.
+MACVLAN_IPV6_SYSCTLS = {"addr_gen_mode": "1", "accept_dad": "0", "dad_transmits": "0", "accept_ra": "0",
+                        "autoconf": "0", "disable_ipv6": "0"}
+
+
+def ensure_macvlan(ipr: IPRoute, parent_index: int, name: str, mac: str, family: int = 4) -> int:
     """Create (or reuse) the macvlan carrying the virtual MAC; returns its index.
 
-    IPv6 is disabled on it before it ever comes up: otherwise it would send DAD/MLD with
-    the virtual MAC when it does.
+    IPv4: IPv6 is disabled on it before it ever comes up, otherwise it would send DAD/MLD
+    with the virtual MAC when it does. IPv6: see MACVLAN_IPV6_SYSCTLS.
 
     Mode "bridge", not "private": both routers own a macvlan with the same virtual MAC,
     and in private mode a multicast frame arriving with our own macvlan's MAC as its
@@ -111,7 +145,11 @@ def ensure_macvlan(ipr: IPRoute, parent_index: int, name: str, mac: str) -> int:
         idx = ipr.link_lookup(ifname=name)[0]
     else:
         idx = found[0]
-    write_sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "1", missing_ok=True)
+    if family == 6:
+        for key, value in MACVLAN_IPV6_SYSCTLS.items():
+            write_sysctl(f"net/ipv6/conf/{name}/{key}", value)
+    else:
+        write_sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "1", missing_ok=True)
     # Answer ARP only for addresses on this interface (the VIPs), and do not drop the
     # replies that arrive on it while the route back goes through the parent.
     write_sysctl(f"net/ipv4/conf/{name}/arp_ignore", "1")
@@ -142,9 +180,14 @@ def delete_link(ipr: IPRoute, name: str) -> None:
                 raise
 
 
-def add_addresses(ipr: IPRoute, index: int, addrs: list[ipaddress.IPv4Interface], noprefixroute: bool) -> None:
+def add_addresses(ipr: IPRoute, index: int, addrs: list, noprefixroute: bool) -> None:
+    """Add the VIPs (IPv4 or IPv6 interfaces); IPv6 ones without duplicate address
+    detection (`nodad`): the address is ours the moment we are master."""
     for a in addrs:
-        kw = {"flags": IFA_F_NOPREFIXROUTE} if noprefixroute else {}
+        flags = IFA_F_NOPREFIXROUTE if noprefixroute else 0
+        if a.version == 6:
+            flags |= IFA_F_NODAD
+        kw = {"flags": flags} if flags else {}
         try:
             ipr.addr("add", index=index, address=str(a.ip), prefixlen=a.network.prefixlen, **kw)
         except NetlinkError as e:
@@ -152,7 +195,7 @@ def add_addresses(ipr: IPRoute, index: int, addrs: list[ipaddress.IPv4Interface]
                 raise
 
 
-def remove_addresses(ipr: IPRoute, index: int, addrs: list[ipaddress.IPv4Interface]) -> None:
+def remove_addresses(ipr: IPRoute, index: int, addrs: list) -> None:
     for a in addrs:
         try:
             ipr.addr("del", index=index, address=str(a.ip), prefixlen=a.network.prefixlen)
