@@ -352,7 +352,9 @@ class Daemon:
                 if inst.parent_index is None and inst.cfg.interface in self.links:
                     await inst.setup_kernel(self.links[inst.cfg.interface])
                     self._update_receivers()
-                self._update_tracker(inst)
+            addrs = await self._read_addresses()
+            for inst in self.instances.values():
+                self._update_tracker(inst, addrs)
             if self.uplinkd is not None:
                 self.uplinkd.links_changed()
 
@@ -362,25 +364,30 @@ class Daemon:
         except Exception as e:  # noqa: BLE001
             log.error("reading links failed: %s", e)
 
-    def _update_tracker(self, inst: InstanceDriver) -> None:
+    async def _read_addresses(self) -> dict | None:
+        try:
+            return await self.nl.call(nl.get_addresses)
+        except Exception as e:  # noqa: BLE001
+            log.error("reading addresses failed: %s", e)
+            return None
+
+    def _update_tracker(self, inst: InstanceDriver, addrs: dict | None) -> None:
+        """Links and the advert source, re-read, to the instance (`addrs`: every
+        interface's addresses; None if they could not be read: the source stays)."""
         for ifname in inst.tracker.watched:
             link = self.links.get(ifname)
             if link is None:
                 inst.tracker.links.pop(ifname, None)
             else:
                 inst.tracker.update(ifname, link.up)
-        if self.nursery is not None:
-            # The machine ignores what did not change, so posting every time is safe.
-            self.nursery.start_soon(self._post_links_changed, inst)
-
-    async def _post_links_changed(self, inst: InstanceDriver) -> None:
-        vips = {a.ip for a in inst.cfg.virtual_addresses}
-        primary = None
-        if inst.parent_index is not None:
-            try:
-                primary = await self.nl.call(nl.primary_address, inst.parent_index, inst.family, vips)
-            except Exception:  # noqa: BLE001 - interface vanished between two reads
-                primary = None
+        if addrs is None:
+            primary = inst.machine.primary_ip
+        elif inst.parent_index is None:
+            primary = None
+        else:
+            vips = {a.ip for a in inst.cfg.virtual_addresses}
+            primary = nl.pick_primary(addrs.get(inst.parent_index, []), inst.family, vips)
+        # The machine ignores what did not change, so posting every time is safe.
         inst.post(LinksChanged(primary))
 
     # ---- status ----------------------------------------------------------------------

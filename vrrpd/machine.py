@@ -328,7 +328,12 @@ class VirtualRouter:
         if self.state == State.MASTER:
             if self.adver_at is not None and now >= self.adver_at:
                 actions.append(self._advert(self.effective_priority))
-                self.adver_at = now + self.params.advert_interval
+                # The next one counts from when this one was due, not from when it went
+                # out: a driver that runs a little late (a busy process, 0.01 s adverts)
+                # keeps the cadence instead of stretching every interval by its latency.
+                # One that is a whole interval late starts afresh (never a burst).
+                nxt = self.adver_at + self.params.advert_interval
+                self.adver_at = nxt if nxt > now else now + self.params.advert_interval
             if self.garp_repeat_at is not None and now >= self.garp_repeat_at:
                 self.garp_repeat_at = None
                 actions.append(SendGarp(self.params.garp_count))

@@ -949,3 +949,20 @@ def test_garp_refresh_off_by_default():
     vr = master(100)
     assert vr.garp_refresh_at is None
     assert all(SendGarp(1) not in vr.handle_timer(3.609375 + k) for k in range(1, 12))
+
+
+def test_advert_cadence_survives_a_late_driver():
+    """Each advert is due one interval after the previous one was *due*: a driver that
+    runs 3 ms late every time still sends 100 adverts/s at 0.01 s, and one that is more
+    than an interval late starts afresh rather than sending a burst."""
+    vr = router(100, version=3, advert_interval=0.01, virtual_addresses=(A("10.0.0.1"),))
+    vr.start(0.0)
+    vr.handle_timer(vr.master_down_at)
+    assert vr.state == MASTER
+    due = vr.adver_at
+    for _ in range(100):
+        assert vr.handle_timer(due + 0.003) == [SendAdvert(100)]
+        assert vr.adver_at == pytest.approx(due + 0.01)
+        due = vr.adver_at
+    vr.handle_timer(due + 0.025)  # 2.5 intervals late
+    assert vr.adver_at == pytest.approx(due + 0.035)

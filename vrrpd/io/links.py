@@ -75,38 +75,61 @@ def get_links(ipr: IPRoute) -> dict[str, LinkInfo]:
     return {li.name: li for li in map(_link_info, ipr.get_links())}
 
 
-def primary_ipv4(ipr: IPRoute, index: int, exclude: set[ipaddress.IPv4Address]) -> ipaddress.IPv4Address | None:
-    """The interface's primary IPv4 address: the first non-secondary one that is not a VIP."""
+@dataclass(frozen=True)
+class AddrInfo:
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+    flags: int  # IFA_F_*
+
+
+def _addr_info(msg) -> AddrInfo:
+    flags = msg.get_attr("IFA_FLAGS")
+    return AddrInfo(ipaddress.ip_address(msg.get_attr("IFA_ADDRESS")), msg["flags"] if flags is None else flags)
+
+
+def get_addresses(ipr: IPRoute) -> dict[int, list[AddrInfo]]:
+    """Every address of every interface, by interface index, in the kernel's order: one
+    dump, however many instances need their advert source (a refresh after a burst of
+    notifications reads the addresses once, not once per instance)."""
+    out: dict[int, list[AddrInfo]] = {}
+    for msg in ipr.get_addr():
+        out.setdefault(msg["index"], []).append(_addr_info(msg))
+    return out
+
+
+def pick_primary(addrs: list[AddrInfo], family: int, exclude: set) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The advert source among an interface's addresses. IPv4: the primary address, i.e.
+    the first non-secondary one that is not a VIP (else the first non-VIP). IPv6: its
+    link-local address (RFC 5798 §5.1.2.1), the first that is not a VIP and has passed (or
+    skipped) duplicate address detection; None while it is tentative or if there is none."""
+    if family == 6:
+        for a in addrs:
+            if (a.ip.version == 6 and a.ip.is_link_local and a.ip not in exclude
+                    and not a.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)):
+                return a.ip
+        return None
     best = None
-    for msg in ipr.get_addr(family=socket.AF_INET, index=index):
-        ip = ipaddress.IPv4Address(msg.get_attr("IFA_ADDRESS"))
-        if ip in exclude:
+    for a in addrs:
+        if a.ip.version != 4 or a.ip in exclude:
             continue
-        if not msg["flags"] & IFA_F_SECONDARY:
-            return ip
-        best = best or ip
+        if not a.flags & IFA_F_SECONDARY:
+            return a.ip
+        best = best or a.ip
     return best
 
 
-def primary_ipv6(ipr: IPRoute, index: int, exclude: set[ipaddress.IPv6Address]) -> ipaddress.IPv6Address | None:
-    """The interface's IPv6 link-local address, the source of an IPv6 instance's adverts
-    (RFC 5798 §5.1.2.1): the first one that is not a VIP and has passed (or skipped)
-    duplicate address detection; None while it is tentative or if there is none."""
-    for msg in ipr.get_addr(family=socket.AF_INET6, index=index):
-        ip = ipaddress.IPv6Address(msg.get_attr("IFA_ADDRESS"))
-        flags = msg.get_attr("IFA_FLAGS")
-        flags = msg["flags"] if flags is None else flags
-        if not ip.is_link_local or ip in exclude or flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
-            continue
-        return ip
-    return None
+def primary_ipv4(ipr: IPRoute, index: int, exclude: set) -> ipaddress.IPv4Address | None:
+    """The interface's primary IPv4 address: the first non-secondary one that is not a VIP."""
+    return pick_primary([_addr_info(m) for m in ipr.get_addr(family=socket.AF_INET, index=index)], 4, exclude)
+
+
+def primary_ipv6(ipr: IPRoute, index: int, exclude: set) -> ipaddress.IPv6Address | None:
+    """The interface's usable IPv6 link-local address (see pick_primary)."""
+    return pick_primary([_addr_info(m) for m in ipr.get_addr(family=socket.AF_INET6, index=index)], 6, exclude)
 
 
 def primary_address(ipr: IPRoute, index: int, family: int, exclude: set) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The advert source of an instance of `family` on the interface."""
-    if family == 6:
-        return primary_ipv6(ipr, index, exclude)
-    return primary_ipv4(ipr, index, exclude)
+    return primary_ipv6(ipr, index, exclude) if family == 6 else primary_ipv4(ipr, index, exclude)
 
 
 #: Sysctls of an IPv6 instance's macvlan, set while it is down. RFC 5798 §7.4 (no
