@@ -39,7 +39,7 @@ from .machine import (
     Transition,
     VirtualRouter,
 )
-from .packet import Advert, mac_str
+from .packet import Advert, mac_str, with_ipv4_ident
 from .packet_v3 import AdvertV3
 from .status import InstanceStatus
 from .timers import TimerDue
@@ -122,6 +122,7 @@ class InstanceDriver:
         self.tracker = Tracker(self.cfg)
         self._send_in, self._recv_in = trio.open_memory_channel(INBOX_SIZE)
         self._ahead: collections.deque = collections.deque()  # taken from the inbox early, handled first
+        self._frame: tuple = (None, b"")  # (what it says, the advert frame): built once per change
 
     @property
     def name(self) -> str:
@@ -328,9 +329,15 @@ class InstanceDriver:
         if sock is None or m.primary_ip is None:
             m.counters.send_errors += 1
             return
-        self.ident = (self.ident + 1) & 0xFFFF
+        key = (priority, m.primary_ip, self.src_mac)
+        if self._frame[0] != key:
+            self._frame = (key, self.codec.build_frame(m.advert(priority), m.primary_ip, self.src_mac, 0))
+        frame = self._frame[1]
+        if self.family == 4:  # each IPv4 advert its own IP identification
+            self.ident = (self.ident + 1) & 0xFFFF
+            frame = with_ipv4_ident(frame, self.ident)
         try:
-            _send_nowait(sock, self.codec.build_frame(m.advert(priority), m.primary_ip, self.src_mac, self.ident))
+            _send_nowait(sock, frame)
         except OSError as e:
             m.counters.send_errors += 1
             self.log_limited("send", f"advert not sent on {self.cfg.interface}: {e.strerror or e}")
