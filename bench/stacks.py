@@ -245,7 +245,10 @@ class HaStack:
     vrrp_name = ""
     sync_name = ""
 
-    def start(self, pair, router: str, priority: int, mode: str = "commit") -> Router:
+    def start(self, pair, router: str, priority: int, mode: str = "commit", advert_interval: float = 1) -> Router:
+        """Both daemons in ``router``; ``advert_interval`` below 1 s (or an IPv6 pair):
+        VRRPv3 on both stacks; ``mode``: commit or inject (conntrackd:
+        DisableExternalCache On)."""
         raise NotImplementedError
 
     def wait_master(self, pair, r: Router, timeout: float = 15.0) -> None:
@@ -284,9 +287,9 @@ class HaStack:
 class OursStack(HaStack):
     name, label, vrrp_name, sync_name = "ours", "vrrpd + ctsync", "vrrpd", "ctsync"
 
-    def start(self, pair, router, priority, mode="commit"):
+    def start(self, pair, router, priority, mode="commit", advert_interval=1):
         from halab.ctsync import start_ctsync
-        v = pair.start_vrrpd(router, priority)
+        v = pair.start_vrrpd(router, priority, advert_interval=advert_interval)
         c = start_ctsync(pair.router(router), mode, v.socket)
         return Router(self, pair.router(router), v.proc, c.proc, vrrpd=v, ctsync=c)
 
@@ -319,14 +322,17 @@ class OursStack(HaStack):
 class TheirsStack(HaStack):
     name, label, vrrp_name, sync_name = "theirs", "keepalived + conntrackd", "keepalived", "conntrackd"
 
-    def start(self, pair, router, priority, mode="commit"):
+    def start(self, pair, router, priority, mode="commit", advert_interval=1):
         from halab.conntrackd import keepalived_hapair_conf, start_conntrackd
         if shutil.which("keepalived") is None or shutil.which("conntrackd") is None:
             raise RuntimeError("keepalived and conntrackd are needed (apt-get install keepalived conntrackd)")
         host = pair.router(router)
-        ct = start_conntrackd(host)
-        ka = start_keepalived(host, keepalived_hapair_conf(pair, host.name, priority, ct.script),
-                              name="keepalived")
+        ct = start_conntrackd(host, mode=mode)
+        # A new name each start: a killed keepalived leaves pid files that make the next
+        # one in the same lab believe it is still running.
+        self._starts = getattr(self, "_starts", 0) + 1
+        ka = start_keepalived(host, keepalived_hapair_conf(pair, host.name, priority, ct.script, advert_interval),
+                              name=f"keepalived{self._starts}" if self._starts > 1 else "keepalived")
         return Router(self, host, ka, ct.proc, conntrackd=ct)
 
     @staticmethod
