@@ -55,7 +55,7 @@ class Daemon:
         self.tx: dict[str, trio.socket.SocketType] = {}
         self.links: dict[str, nl.LinkInfo] = {}
         self.limiter = RateLimiter(10.0)
-        self.publisher = Publisher(self._deliver_group_command, self._spawn_hook)
+        self.publisher = Publisher(self._deliver_group_command, self._spawn_hook, lambda: list(self.instances.values()))
         self.demotions = Demotions()  # asked for by subscribers (ctsync not ready)
         self._refresh = trio.Event()
         self.nursery: trio.Nursery | None = None

@@ -69,19 +69,28 @@ class Publisher:
     ``deliver(member, command)`` hands a sync-group command to a member instance's
     driver; ``spawn(async_fn)`` runs a hook in the daemon's nursery."""
 
-    def __init__(self, deliver: Callable[[str, object], None], spawn: Callable):
+    def __init__(self, deliver: Callable[[str, object], None], spawn: Callable, instances: Callable = lambda: ()):
         self.subscribers: set[Subscriber] = set()
         self.groups: dict[str, SyncGroup] = {}
         self._deliver = deliver
         self._spawn = spawn
+        self._instances = instances  # the instance drivers, for the state a new subscriber starts from
         self._hold_ids = 0
 
     # ---- subscribers -------------------------------------------------------------------
 
     def add(self, sub: Subscriber) -> None:
+        """A new subscriber; its stream starts with every instance's current state (a
+        Transition with ``current`` set), so one that comes after a move to master (ctsync
+        started after vrrpd, or reconnecting) knows where the group stands."""
         self.subscribers.add(sub)
         if sub.hold_on:
             log.info("subscriber %s holds moves to master of %s", sub.name, ", ".join(sorted(sub.hold_on)))
+        for inst in self._instances():
+            st = inst.machine.state.value
+            self._offer(sub, hs.Transition(inst.since or time.time(), inst.name, inst.group, inst.cfg.interface,
+                                           inst.cfg.vrid, st, st, "current state when subscribed",
+                                           inst.machine.effective_priority, None, current=True))
 
     def remove(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
