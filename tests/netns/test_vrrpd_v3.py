@@ -268,3 +268,17 @@ def test_v3_malformed_adverts_count_exactly_their_reason(pair, family):
     assert after["interval_errors"] == before["interval_errors"] + 1
     assert after["adverts_rx"] > before["adverts_rx"]
     assert r1.state("V") == "master" and r2.state("V") == "backup"
+
+
+def test_garp_refresh_while_master(pair):
+    """garp_refresh (keepalived's garp_master_refresh): while master, one more gratuitous
+    ARP per VIP every garp_refresh seconds, long after the bursts of the takeover."""
+    r1 = pair.start("r1", **v3(200, garp_refresh=0.4, garp_count=1, garp_repeat_delay=0))
+    r1.wait_state("V", "master", timeout=8)
+    time.sleep(0.5)
+    cap = pair.capture("refresh.pcap", bpf="arp")
+    time.sleep(2.1)
+    cap.stop()
+    garps = [e.time for e in wire_events(cap.path) if e.kind == "garp" and e.src_ip == VIP and e.src_mac == VMAC4]
+    assert 4 <= len(garps) <= 7, garps
+    assert all(0.3 < b - a < 0.6 for a, b in zip(garps, garps[1:])), garps

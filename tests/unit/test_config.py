@@ -171,7 +171,8 @@ def test_same_vrid_on_different_interfaces_is_fine(tmp_path):
     assert sorted(cfg.instances) == ["LAN", "WAN"]
 
 
-@pytest.mark.parametrize("name", ["r1.toml", "r2.toml"])
+@pytest.mark.parametrize("name", ["r1.toml", "r2.toml", "loadshare-r1.toml", "loadshare-r2.toml",
+                                  "fast-r1.toml", "fast-r2.toml", "dualwan.toml"])
 def test_example_configs(name):
     path = REPO / "configs" / name
     if not path.exists():
@@ -186,8 +187,9 @@ def test_example_configs(name):
         assert set(g.instances) <= set(cfg.instances)
 
 
-def test_example_configs_agree_with_each_other():
-    r1, r2 = REPO / "configs" / "r1.toml", REPO / "configs" / "r2.toml"
+@pytest.mark.parametrize("prefix", ["", "loadshare-", "fast-"])
+def test_example_configs_agree_with_each_other(prefix):
+    r1, r2 = REPO / "configs" / f"{prefix}r1.toml", REPO / "configs" / f"{prefix}r2.toml"
     if not (r1.exists() and r2.exists()):
         pytest.skip("configs/r1.toml and configs/r2.toml do not both exist (yet)")
     c1, c2 = C.load(r1), C.load(r2)
