@@ -282,3 +282,24 @@ def test_garp_refresh_while_master(pair):
     garps = [e.time for e in wire_events(cap.path) if e.kind == "garp" and e.src_ip == VIP and e.src_mac == VMAC4]
     assert 4 <= len(garps) <= 7, garps
     assert all(0.3 < b - a < 0.6 for a, b in zip(garps, garps[1:])), garps
+
+
+def test_ipv6_instance_without_link_local_is_in_fault_until_it_has_one(pair):
+    """The advert source of an IPv6 instance is its interface's link-local address: with
+    IPv6 off on the interface the instance is in FAULT and says why; once the address is
+    there (an rtnetlink notification) it starts, and the peer's interface going down is
+    tracked as for IPv4."""
+    ipv6(pair)
+    pair.r1.sysctl("net.ipv6.conf.eth0.disable_ipv6", 1)
+    r1 = start6(pair, "r1", 200)
+    r1.wait_state("V", "fault", timeout=5)
+    assert "no IPv6 link-local address on the interface" in r1.status()["V"]["fault_reasons"]
+    r2 = start6(pair, "r2", 100)
+    r2.wait_state("V", "master", timeout=5)
+    pair.r1.sysctl("net.ipv6.conf.eth0.disable_ipv6", 0)  # the link-local address comes back
+    r1.wait_state("V", "master", timeout=10)
+    r2.wait_state("V", "backup", timeout=5)
+    assert r1.status()["V"]["primary_ip"] == link_local(pair.r1)
+    pair.lab.set_link(pair.r1, "eth0", False)
+    r1.wait_state("V", "fault", timeout=5)
+    r2.wait_state("V", "master", timeout=5)
