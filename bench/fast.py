@@ -12,9 +12,10 @@ Traffic as in figure 2 (N TCP connections with a message every 50 ms, a UDP flow
 mode), r1 fails hard (halab.hapair.hard_fail: frozen, links down together, killed) at a
 random phase of the advert cycle. Figures:
 
-* takeover: on the LAN bridge, r2's first advert - r1's last advert, and its excess over
-  Master_Down_Interval (the goal: within 10 ms); and the first GARP / unsolicited NA for
-  the LAN VIP (the moment the hosts are told);
+* takeover: on the bridges, r2's first advert - r1's last advert (of the sync group's
+  instance that times out first), and its excess over Master_Down_Interval (the goal:
+  within 10 ms); and the first GARP / unsolicited NA for the LAN VIP (the moment the LAN's
+  hosts are told);
 * the UDP flow's longest gap, the TCP connections' longest gaps (median and worst),
   connections kept, RSTs, public address and port unchanged, router counters (as figure 2).
 """
@@ -45,27 +46,35 @@ def kernel_flows(p, router: str, conns: int) -> int:
     return len(tcp) + len(udp)
 
 
-def takeover(path: str, lan_vip: str, advert_interval: float) -> dict:
-    """From the LAN bridge's capture: the LAN instance's adverts and announcements."""
-    ev = wire_events(path)
-    old = [e for e in ev if e.kind == "advert" and e.vrid == 2 and e.priority == 200]
-    if not old:
-        raise RuntimeError("no advert of the old master in the capture")
-    last = old[-1]
-    new = [e for e in ev if e.kind == "advert" and e.vrid == 2 and e.priority == 100 and e.time > last.time]
+def takeover(paths: list[str], lan_vip: str, advert_interval: float) -> dict:
+    """From the captures of both bridges: when the new master (priority 100) first
+    advertised, against the old master's (priority 200) adverts. The two instances are one
+    sync group: the group moves as soon as the *first* of them has heard nothing for
+    Master_Down_Interval, so the reference is the earlier of the old master's last WAN and
+    last LAN advert (their phases differ by up to one interval)."""
+    ev = sorted((e for p in paths for e in wire_events(p)), key=lambda e: e.time)
+    last = {}
+    for e in ev:
+        if e.kind == "advert" and e.priority == 200:
+            last[e.vrid] = e.time
+    if set(last) != {1, 2}:
+        raise RuntimeError(f"adverts of the old master for VRIDs {sorted(last)} only, not both instances")
+    ref = min(last.values())
+    new = [e for e in ev if e.kind == "advert" and e.priority == 100 and e.time > ref]
     if not new:
-        raise RuntimeError("no advert of the new master in the capture")
+        raise RuntimeError("no advert of the new master in the captures")
     first = new[0]
-    announce = [e for e in ev if e.announce and e.src_ip == lan_vip and e.time > last.time]
+    announce = [e for e in ev if e.announce and e.src_ip == lan_vip and e.time > ref]
     mdi = master_down_interval_v3(advert_interval, 100)
     out = {
         "master_down_interval_s": mdi,
-        "takeover_s": first.time - last.time,
-        "takeover_excess_ms": (first.time - last.time - mdi) * 1000,
+        "takeover_s": first.time - ref,
+        "takeover_excess_ms": (first.time - ref - mdi) * 1000,
+        "instances_phase_s": abs(last[1] - last[2]),
         "version": first.version,
     }
     if announce:
-        out["announce_s"] = announce[0].time - last.time
+        out["announce_s"] = announce[0].time - ref
     return out
 
 
@@ -92,16 +101,19 @@ def fast_run(stack: HaStack, family: int, mode: str, conns: int, budget: float, 
             out["replicated_before_failure"] = held()
             time.sleep(0.5 + rng.random())
             c0 = read_counters(p.r2, family)
-            cap = lab.capture(p.lan, None, "lan.pcap", bpf="vrrp or arp or ip6 proto 112 or icmp6")
+            bpf = "vrrp or arp or ip6 proto 112 or icmp6"
+            cap = lab.capture(p.lan, None, "lan.pcap", bpf=bpf)
+            wcap = lab.capture(p.wan, None, "wan.pcap", bpf="vrrp or ip6 proto 112")
             icmp = lab.capture(p.r2, "any", "r2-icmp.pcap", bpf=ICMP6_ERRORS if family == 6 else ICMP_ERRORS)
             time.sleep(0.3 + rng.random() * advert_interval)  # the failure at a random phase of the cycle
             p.hard_fail("r1")
             stack.wait_master(p, r2, timeout=10)
             tr, ur = collect([tcp, udp])
             cap.stop()
+            wcap.stop()
             icmp.stop()
             out["failover"] = figures(tr, ur, conns, p.vips["WAN"])
             out["failover"]["router"] = delta(c0, read_counters(p.r2, family))
             out["failover"]["icmp_sent_examples"] = icmp_examples(icmp, p.r2, p)
-            out["failover"].update(takeover(cap.path, p.vips["LAN"], advert_interval))
+            out["failover"].update(takeover([cap.path, wcap.path], p.vips["LAN"], advert_interval))
     return out

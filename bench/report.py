@@ -343,7 +343,8 @@ def render_markdown(results: dict) -> str:
             "",
             f"{m.get('fast_conns', '?')} TCP connections (a message every 50 ms each) and one UDP flow (every 20 ms) "
             "through the pair, VRRPv3 with adverts every 0.05 s on both routers, hard failure of r1 at a random "
-            "phase of the advert cycle; takeover and first GARP/NA on the LAN bridge, after r1's last advert; "
+            "phase of the advert cycle; takeover (r2's first advert) and first GARP/NA for the LAN VIP, on the "
+            "bridges, after r1's last advert of the instance that times out first (the sync group moves then); "
             "INVALID: packets the new master's conntrack did not know:",
             "",
             fast_table(results["fast"]),
