@@ -5,7 +5,7 @@ only lets established/related traffic in, ``nf_conntrack_tcp_loose=0``, so a
 router without the state drops or resets what it does not know), one stack on
 both routers: r1 master (priority 200), r2 backup (priority 100).
 
-Traffic (halab.traffic, the same programs for both stacks): N long-lived TCP
+Traffic (halab.trafficgen, the same programs for both stacks): N long-lived TCP
 connections from the client to the server through the LAN VIP and the SNAT to
 the WAN VIP, each sending a small message every ``interval`` and counting
 its echoes (longest gap per connection, RSTs, errors), plus one UDP "SIP"

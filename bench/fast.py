@@ -1,4 +1,4 @@
-"""Figure 8: fast stateful failover, VRRPv3 with 0.05 s adverts, IPv4 and IPv6.
+"""Figure 9: fast stateful failover, VRRPv3 with 0.05 s adverts, IPv4 and IPv6.
 
 One run = one fresh HA pair (halab.hapair, ``strict`` ruleset, ``family`` 4 or 6: NAT66
 for IPv6), one stack on both routers with adverts every 0.05 s (vrrpd ``version = 3``;

@@ -90,8 +90,13 @@ def _rss(r) -> int:
     return sum(rss_kib(p) for p in _pids(r))
 
 
-def replication_run(stack: HaStack, n: int, budget: float, commit: bool = True) -> dict:
+def replication_run(stack: HaStack, n: int, budget: float, commit: bool = True, probe=None) -> dict:
+    """One run of figures 4-6.  ``probe(phase, pair, r1, r2)``, if given, is called with
+    phase "burst" right before the creation, "burst_end" once replication is over,
+    "commit" right before the commit and "commit_end" after it (the lab still up):
+    bench/profile_replication.py attaches its profilers there."""
     entries = lan_udp_flows(n)
+    probe = probe or (lambda *a: None)
     with Lab() as lab:
         with deadline(budget, f"{stack.name} replication run with {n} entries"):
             p = build_hapair(lab)
@@ -108,6 +113,7 @@ def replication_run(stack: HaStack, n: int, budget: float, commit: bool = True) 
             base_replica = stack.replica_entries(r2)
             rss0 = {"master": _rss(r1), "backup": _rss(r2)}
             cpu0 = {"master": _cpu(r1), "backup": _cpu(r2)}
+            probe("burst", p, r1, r2)
             t_first, t_last, failed = create_in_kernel(p.r1, entries)
             # until all are in r2's external cache, or no progress for STALL s
             seen, t_seen, t_progress = base_replica, None, time.monotonic()
@@ -124,6 +130,7 @@ def replication_run(stack: HaStack, n: int, budget: float, commit: bool = True) 
                 # status queries cost the daemons CPU too: poll often only near the end
                 time.sleep(POLL if cur >= 0.9 * n else 0.2)
             cpu1 = {"master": _cpu(r1), "backup": _cpu(r2)}
+            probe("burst_end", p, r1, r2)
             time.sleep(0.5)  # allocations settle
             rss1 = {"master": _rss(r1), "backup": _rss(r2)}
             cnt = {"master": stack.counters(r1), "backup": stack.counters(r2)}
@@ -153,9 +160,11 @@ def replication_run(stack: HaStack, n: int, budget: float, commit: bool = True) 
             }
             if commit:
                 before = kernel_count(p.r2)
+                probe("commit", p, r1, r2)
                 c = stack.commit(r2)
                 out["commit_wall_s"] = c["wall_s"]
                 out["commit_reported_s"] = c["reported_s"]
                 out["commit_committed"] = c["committed"]
                 out["commit_kernel_entries"] = kernel_count(p.r2) - before
+                probe("commit_end", p, r1, r2)
     return out

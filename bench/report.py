@@ -336,10 +336,17 @@ def render_markdown(results: dict) -> str:
             "",
             idle_table(results),
         ]
+    if results.get("cli"):
+        from .cli import cli_table
+
+        out += ["", "### 8. Start-up of the command-line tools", "",
+                "Each command as a fresh process against a vrrpd and a ctsync in the lab (fork, exec, interpreter, "
+                "imports, one request on the control socket); `python -c pass` is the interpreter alone:", "",
+                cli_table(results["cli"])]
     if results.get("fast"):
         out += [
             "",
-            "### 8. Fast stateful failover (VRRPv3, 0.05 s adverts)",
+            "### 9. Fast stateful failover (VRRPv3, 0.05 s adverts)",
             "",
             f"{m.get('fast_conns', '?')} TCP connections (a message every 50 ms each) and one UDP flow (every 20 ms) "
             "through the pair, VRRPv3 with adverts every 0.05 s on both routers, hard failure of r1 at a random "

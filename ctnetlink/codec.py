@@ -42,6 +42,7 @@ translated tuple), so no NAT bit is set and packets are not translated.
 
 from __future__ import annotations
 
+from .check import check_commit_body
 from .decode import iter_messages, key_and_timeout, parse_entry, parse_message
 from .encode import (
     COMMIT_STATUS_STRIP,
@@ -59,7 +60,7 @@ from .model import CodecError, Entry, IPAddress, Message, NlError, Tuple
 
 __all__ = [
     "CodecError", "Tuple", "Entry", "NlError", "Message", "IPAddress",
-    "parse_message", "iter_messages", "parse_entry", "key_and_timeout",
+    "parse_message", "iter_messages", "parse_entry", "key_and_timeout", "check_commit_body",
     "encode_new", "encode_update", "encode_timeout", "encode_delete", "encode_get", "encode_dump", "encode_flush",
     "COMMIT_STATUS_STRIP", "COMMIT_TCP_FLAGS_KEEP", "key_of", "entry_key", "tuple_from_key",
 ]

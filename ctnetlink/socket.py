@@ -302,28 +302,46 @@ class CtSocket:
 
     async def dump(self, family: int = AF_UNSPEC, timeout: float | None = 30.0) -> list[Entry]:
         """Every entry of the table (of ``family``)."""
-        seq = self.next_seq()
         out: list[Entry] = []
         with _deadline(timeout):
-            async with self._lock:
-                await self._sock.send(encode_dump(family, seq))
-                while True:
+            async with contextlib.aclosing(self.dump_batches(family, None)) as batches:
+                async for batch in batches:
+                    out += batch
+        return out
+
+    async def dump_batches(self, family: int = AF_UNSPEC, idle_timeout: float | None = 30.0):
+        """Every entry of the table (of ``family``), one received datagram's worth at a
+        time (an async generator; consume it in one task, ideally with
+        ``contextlib.aclosing``): a large table flows while the kernel still dumps it.
+        ``idle_timeout`` bounds each wait for the kernel, not the whole dump."""
+        seq = self.next_seq()
+        async with self._lock:
+            await self._sock.send(encode_dump(family, seq))
+            while True:
+                with _deadline(idle_timeout):
                     data = await self._recv_reply()
-                    for m in self._messages(data):
-                        if m.seq != seq:
-                            self._park(m)
-                            continue
-                        if m.flags & NLM_F_DUMP_INTR:
-                            self.dump_interrupted += 1
-                        p = m.payload
-                        if isinstance(p, Entry):
-                            out.append(p)
-                        elif m.msgtype == NLMSG_DONE:
-                            return out
-                        elif isinstance(p, NlError):
-                            raise OSError(p.errno, _errno_name(p.errno))
-                        elif isinstance(p, CodecError):
-                            self.codec_errors += 1
+                batch: list[Entry] = []
+                done = False
+                for m in self._messages(data):
+                    if m.seq != seq:
+                        self._park(m)
+                        continue
+                    if m.flags & NLM_F_DUMP_INTR:
+                        self.dump_interrupted += 1
+                    p = m.payload
+                    if isinstance(p, Entry):
+                        batch.append(p)
+                    elif m.msgtype == NLMSG_DONE:
+                        done = True
+                        break
+                    elif isinstance(p, NlError):
+                        raise OSError(p.errno, _errno_name(p.errno))
+                    elif isinstance(p, CodecError):
+                        self.codec_errors += 1
+                if batch:
+                    yield batch
+                if done:
+                    return
 
     async def flush(self, family: int = AF_UNSPEC) -> int:
         """Delete every entry (of ``family``); 0 or errno."""

@@ -1,4 +1,9 @@
-"""Command lines: `ctsync` (the daemon) and `ctsyncctl`."""
+"""Command lines: `ctsync` (the daemon) and `ctsyncctl`.
+
+Kept lean: `ctsyncctl status` and `commit` import argparse, json and socket
+(hacommon.client), never trio, ctnetlink or the replicator; the daemon side is imported
+only by `ctsync` itself (see vrrpd/cli.py; docs/benchmarks.md, "CLI start-up").
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,7 @@ import json
 import os
 import sys
 
-from hacommon.config import ConfigError
-from hacommon.entry import daemon_main
-
-from . import config as config_mod
-
-
-def _check_summary(cfg) -> str:
-    via = f" via multicast {cfg.multicast_group}" if cfg.multicast_group else ""
-    return f"mode {cfg.mode}, peer {cfg.peer_address}{via} on {cfg.sync_interface}"
+DEFAULT_CONTROL_SOCKET = "/run/hapair/ctsync.sock"  # hacommon.paths.CTSYNC_CONTROL_SOCKET, not imported: start-up
 
 
 async def _run(cfg) -> None:
@@ -25,9 +22,13 @@ async def _run(cfg) -> None:
 
 
 def ctsync_main(argv: list[str] | None = None) -> int:
+    from hacommon.entry import daemon_main
+
+    from .config import TABLE
+
     return daemon_main(argv, prog="ctsync", description="conntrack replication for stateful NAT failover",
-                       config_help="TOML configuration file (its [ctsync] table)", load=config_mod.load,
-                       summary=_check_summary, root_reason="ctnetlink", run=_run)
+                       config_help="TOML configuration file (its [ctsync] table; the others are checked too)",
+                       table=TABLE, root_reason="ctnetlink", run=_run)
 
 
 def _text_status(s: dict) -> str:
@@ -42,15 +43,20 @@ def _text_status(s: dict) -> str:
         f"caches          internal {s['internal_entries']}  external {s['external_entries']} ({s['external_bytes_per_entry']} bytes/entry)",
         f"kernel events   {c['events_rx']} (own ignored {c['events_ignored_own']}, filtered {c['events_filtered']})  overruns {c['overruns']}",
         f"resyncs         requested {c['resyncs_requested']}  sent {c['resyncs_sent']}  received {c['resyncs_received']}  stale dropped {c['stale_dropped']}",
+        *([_push_line(s["table_push"])] if s.get("table_push") else []),
         f"sync link       {s.get('transport', 'unicast')}  datagrams tx {ch['datagrams_tx']} rx {ch['datagrams_rx']}  messages tx {ch['messages_tx']} rx {ch['messages_rx']}",
         f"repairs         retransmits {ch['retransmits']}  nacks tx {ch['nacks_tx']} rx {ch['nacks_rx']}  lost {ch['lost']}  unacked {s['unacked']}",
-        f"rejected        auth failures {ch['auth_failures']}  replayed {ch['replayed']}  unconfirmed {ch['unconfirmed']}  malformed {ch['malformed']}",
+        f"rejected        auth failures {ch['auth_failures']}  replayed {ch['replayed']}  unconfirmed {ch['unconfirmed']}  malformed {ch['malformed']}"
+        f"  (epoch renewals {ch.get('epoch_renewals', 0)})  entries refused {c.get('entries_refused', 0)}",
         *([f"uplink flushes  {s['uplink_flush']['requests']} requests, {s['uplink_flush']['deleted']} entries deleted"]
           if s.get("uplink_flush", {}).get("requests") else []),
         f"commits         {s['commits']}  NAT clashes {s['nat_clashes']}  NAT verify failures {s['nat_verify_failures']}",
         f"aged out        {s.get('aged_out', 0)} (as backup: entries the master holds, timeouts shortened)"
         + ("  errors " + "  ".join(f"{k} {v}" for k, v in sorted(s["age_out_errors"].items())) if s.get("age_out_errors") else ""),
         "commit errors   " + ("  ".join(f"{k} {v}" for k, v in sorted(s["commit_errors"].items())) or "none"),
+        *([f"control socket  refused {ctl['refused']}  bad requests {ctl['bad_requests']}  failed {ctl['errors']}"
+           + (f"  (last refused: {ctl['last_refused']})" if ctl.get("last_refused") else "")]
+          if (ctl := s.get("control")) else []),
     ]
     if lc:
         lines.append(f"last commit     {lc.get('committed', lc['count'])}/{lc['count']} entries in {lc['duration']:.3f}s ({lc['reason']})")
@@ -59,15 +65,21 @@ def _text_status(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _push_line(p: dict) -> str:
+    more = "" if p["dump_complete"] else " (the dump is still being read)"
+    return f"table push      {p['id']} under way ({p['reason']}): {p['sent']} of {p['dumped']} entries sent{more}"
+
+
 def ctsyncctl_main(argv: list[str] | None = None) -> int:
-    from hacommon.control import request
+    from hacommon.client import SocketPathError, request, socket_from_file
 
     ap = argparse.ArgumentParser(prog="ctsyncctl", description="query and drive a running ctsync")
-    ap.add_argument("-s", "--socket", help=f"control socket (default {config_mod.DEFAULT_CONTROL_SOCKET} or $CTSYNCCTL_SOCKET)")
+    ap.add_argument("-s", "--socket", help=f"control socket (default {DEFAULT_CONTROL_SOCKET} or $CTSYNCCTL_SOCKET)")
     ap.add_argument("-c", "--config", help="read the control socket path from this config file")
     sub = ap.add_subparsers(dest="cmd", required=True)
     st = sub.add_parser("status", help="role, peer, caches, counters")
     st.add_argument("--json", action="store_true")
+    sub.add_parser("metrics", help="Prometheus text exposition (what metrics_listen serves)")
     sub.add_parser("commit", help="commit the external cache into the kernel; returns when done (for keepalived notify_master)")
     sub.add_parser("flush", help="empty the external cache")
     sub.add_parser("resync", help="act as backup: stop committing, ask the peer for its whole table")
@@ -84,14 +96,14 @@ def ctsyncctl_main(argv: list[str] | None = None) -> int:
     if args.cmd == "decode":
         return _decode(args)
     try:
-        path = args.socket or (config_mod.load(args.config).control_socket if args.config else
-                               os.environ.get("CTSYNCCTL_SOCKET", config_mod.DEFAULT_CONTROL_SOCKET))
+        path = args.socket or (socket_from_file(args.config, "ctsync", DEFAULT_CONTROL_SOCKET) if args.config else
+                               os.environ.get("CTSYNCCTL_SOCKET", DEFAULT_CONTROL_SOCKET))
         params = {}
         if args.cmd == "flush-uplink":
             params = {"address": args.address, "proto": args.proto, "dport": args.dport}
         reply = request(path, args.cmd, timeout=None if args.cmd == "commit" else 30, **params)
-    except ConfigError as e:
-        print("\n".join(f"ctsyncctl: {p}" for p in e.problems), file=sys.stderr)
+    except SocketPathError as e:
+        print(f"ctsyncctl: {e}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as e:
         print(f"ctsyncctl: cannot talk to ctsync: {e}", file=sys.stderr)
@@ -101,6 +113,8 @@ def ctsyncctl_main(argv: list[str] | None = None) -> int:
         return 1
     if args.cmd == "status":
         print(json.dumps(reply["status"], indent=2) if args.json else _text_status(reply["status"]), end="" if not args.json else "\n")
+    elif args.cmd == "metrics":
+        sys.stdout.write(reply["text"])
     elif args.cmd == "commit":
         c = reply["commit"]
         print(f"committed {c.get('committed', c['count'])} of {c['count']} entries in {c['duration']:.3f}s")

@@ -1,10 +1,15 @@
 """ctsync's control socket: JSON lines (hacommon.control), one request, one reply.
 
-Requests: {"cmd": "status"} | {"cmd": "commit"} (blocks until the commit is done) |
+Requests: {"cmd": "status"} | {"cmd": "metrics"} (Prometheus text, ctsync/metrics.py) |
+{"cmd": "commit"} (blocks until the commit is done, at most commit_timeout) |
 {"cmd": "flush"} (empty the external cache) | {"cmd": "resync"} (act as backup: ask the
 peer for its whole table) | {"cmd": "dump"} (the external cache, one entry per item) |
 {"cmd": "flush-uplink", "address": "198.51.100.2", "proto": "udp", "dport": 5060} (delete
 the kernel's conntrack entries source-NATed to that address: see docs/uplinks.md).
+
+status, metrics and dump are open to whoever can connect (the socket is 0660, see
+hacommon.control); the others change something and need uid 0 or a member of
+``control_group`` ({"ok": false, "error": "permission denied: ..."} otherwise).
 """
 
 from __future__ import annotations
@@ -19,63 +24,76 @@ from hacommon.control import (
     BadRequest,
     LineReader,
     LineTooLong,
+    Peer,
     UnixControlServer,
     parse_json_object,
     send_json,
 )
 
 log = logging.getLogger("ctsync")
+COMMANDS = "status, metrics, commit, flush, resync, dump, flush-uplink"
+#: Requests that change something: only for uid 0 or a member of control_group.
+CHANGES = frozenset({"commit", "flush", "resync", "flush-uplink"})
 
 
 class ControlServer(UnixControlServer):
     prog = "ctsync"
 
-    def __init__(self, daemon, path: str):
-        super().__init__(daemon, path)
+    def __init__(self, daemon, path: str, group: str | None = None, gid: int | None = None):
+        super().__init__(daemon, path, group, gid)
         # flush-uplink counters, reported in "status" under "uplink_flush".
         self.uplink_flush = {"requests": 0, "deleted": 0, "errors": 0, "last": None}
 
-    async def _serve(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            try:
+    async def _serve(self, stream: trio.SocketStream, peer: Peer) -> None:
+        try:
+            line = await LineReader(stream).next_line()
+            req = parse_json_object(line or b"{}")
+        except LineTooLong as e:
+            await send_json(stream, self.bad_request(f"request too long: {e}"))
+            return
+        except BadRequest as e:
+            await send_json(stream, self.bad_request(f"bad request: {e}; try {COMMANDS}"))
+            return
+        cmd = req.get("cmd")
+        if not isinstance(cmd, str):  # (a list is not even hashable)
+            cmd = None
+        if cmd in CHANGES and not self.allowed(peer):
+            await send_json(stream, self.refuse(peer, str(cmd)))
+            return
+        d = self.daemon
+        if cmd == "status":
+            reply = {"ok": True, "status": {**d.status(), "uplink_flush": self.uplink_flush, "control": self.stats.to_dict()}}
+        elif cmd == "flush-uplink":
+            reply = await _flush_uplink(self, req)
+        elif cmd == "commit":
+            c = await d.commit("ctsyncctl commit")
+            reply = ({"ok": False, "commit": c, "error": f"commit not done after commit_timeout "
+                      f"({d.cfg.commit_timeout:g}s); it goes on: see ctsyncctl status"}
+                     if c.get("timed_out") else {"ok": True, "commit": c})
+        elif cmd == "metrics":
+            from .metrics import render
+
+            reply = {"ok": True, "text": render(d.metrics_registry())}
+        elif cmd == "flush":
+            n = len(d.rep.cache)
+            d.rep.cache.clear()
+            reply = {"ok": True, "flushed": n}
+        elif cmd == "resync":
+            d.become_backup("ctsyncctl resync")
+            reply = {"ok": True}
+        elif cmd == "dump":
+            entries = []
+            for msg in d.rep.cache.messages():
                 try:
-                    line = await LineReader(stream).next_line()
-                    req = parse_json_object(line or b"{}")
-                    cmd = req.get("cmd")
-                except LineTooLong as e:
-                    await send_json(stream, {"ok": False, "error": f"request too long: {e}"})
-                    return
-                except BadRequest:
-                    req, cmd = {}, None
-                d = self.daemon
-                if cmd == "status":
-                    reply = {"ok": True, "status": {**d.status(), "uplink_flush": self.uplink_flush}}
-                elif cmd == "flush-uplink":
-                    reply = await _flush_uplink(self, req)
-                elif cmd == "commit":
-                    reply = {"ok": True, "commit": await d.commit("ctsyncctl commit")}
-                elif cmd == "flush":
-                    n = len(d.rep.cache)
-                    d.rep.cache.clear()
-                    reply = {"ok": True, "flushed": n}
-                elif cmd == "resync":
-                    d.become_backup("ctsyncctl resync")
-                    reply = {"ok": True}
-                elif cmd == "dump":
-                    entries = []
-                    for msg in d.rep.cache.messages():
-                        try:
-                            _, _, _, _, e = parse_message(msg)
-                        except CodecError:
-                            continue
-                        if isinstance(e, Entry):
-                            entries.append(_entry_json(e))
-                    reply = {"ok": True, "entries": entries}
-                else:
-                    reply = {"ok": False, "error": "unknown request; try status, commit, flush, resync, dump, flush-uplink"}
-                await send_json(stream, reply)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
-                pass
+                    _, _, _, _, e = parse_message(msg)
+                except CodecError:
+                    continue
+                if isinstance(e, Entry):
+                    entries.append(_entry_json(e))
+            reply = {"ok": True, "entries": entries}
+        else:
+            reply = self.bad_request(f"unknown request; try {COMMANDS}")
+        await send_json(stream, reply)
 
 
 async def _flush_uplink(server: "ControlServer", req: dict) -> dict:

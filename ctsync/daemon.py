@@ -9,10 +9,12 @@ then do the VIPs and gratuitous ARPs appear. See docs/ctsync.md.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import logging
 import os
+import secrets
 import signal
 import socket
 import struct
@@ -38,10 +40,14 @@ from ctnetlink.constants import (
 from ctnetlink.key import entry_key
 from ctnetlink.socket import CtSocket, EventKind
 from ctnetlink.sysctl import get_sysctl, set_sysctl
+from hacommon import sdnotify
+from hacommon.config import ConfigError
+from hacommon.log import first_error
 from hacommon.sockopts import SO_BINDTODEVICE, SO_RCVBUFFORCE
 
-from .config import CtsyncConfig
+from .config import CtsyncConfig, load_checked, reload_plan
 from .follower import VrrpdFollower
+from .nfqueue import Parking
 from .replicator import (
     KIND_DESTROY,
     KIND_NEW,
@@ -59,15 +65,23 @@ from .replicator import (
 PREPARE_SYNC_WAIT = 5.0
 
 log = logging.getLogger("ctsync")
+#: The pump wakes at least every heartbeat_interval; this long without a turn (a kernel
+#: call that never returns, say) and the watchdog stops pinging systemd. Generous: a
+#: table dump of a million entries takes seconds, not this.
+WATCHDOG_STALL = 30.0
 #: Kernel events handled per wake-up at most (netlink datagrams read without waiting).
 EVENT_BATCH = 256
+#: A table dump is given up when the kernel sends nothing for this long.
+DUMP_IDLE_TIMEOUT = 30.0
 _KINDS = {EventKind.NEW: KIND_NEW, EventKind.UPDATE: KIND_UPDATE, EventKind.DESTROY: KIND_DESTROY}
 
 
 class Daemon:
     def __init__(self, cfg: CtsyncConfig):
         self.cfg = cfg
-        self.rep = Replicator(cfg, epoch=time.time_ns())
+        # A random incarnation, not the clock: a clock behind its previous run (no RTC
+        # before NTP, a VM snapshot) made the peer take us for a replay (docs/ctsync.md).
+        self.rep = Replicator(cfg, epoch=secrets.randbits(64) or 1)
         self.wake = trio.Event()
         self.started_at = time.time()
         self.commits = 0
@@ -79,6 +93,7 @@ class Daemon:
         self.nat_verify_failures = 0
         self.last_clashes: list[str] = []
         self.follower = VrrpdFollower(self) if cfg.failover.vrrp_sync_group else None
+        self.parking = Parking(cfg.parking) if cfg.parking.enabled else None
         self.not_ready = False  # what the demotion of the vrrpd group follows
         self._not_ready_changed = trio.Event()
         self.own_datagrams = 0  # multicast copies of our own datagrams (ignored)
@@ -89,6 +104,12 @@ class Daemon:
         self.mcast_rx: trio.socket.SocketType | None = None  # bound to multicast_group
         self.cmd: CtSocket | None = None
         self.events_sock: CtSocket | None = None
+        self.control = None  # ControlServer, once started
+        self.notifier = sdnotify.Notifier(None)  # systemd's, read from the environment in run()
+        self.metrics = None  # the HTTP metrics endpoint (metrics_listen), if configured
+        self._registry = None
+        self.pump_at: float | None = None  # the pump's last turn (the watchdog's question)
+        self.commit_timeouts = 0
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -105,36 +126,72 @@ class Daemon:
         self.udp = await self._open_udp()
         if self.cfg.multicast_group is not None:
             self.mcast_rx = await self._open_multicast_receiver()
+        try:
+            await self._serve(task_status)
+        finally:
+            if self.parking is not None:
+                self.parking.close()  # no rule of ours outlives us, whatever ended the run
+            for sock in (self.events_sock, self.cmd):
+                sock.close()
+            self.udp.close()
+            if self.mcast_rx is not None:
+                self.mcast_rx.close()
+
+    async def _serve(self, task_status) -> None:
         from .control import ControlServer
 
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with trio.open_nursery() as n:
-                self.nursery = n
-                control = ControlServer(self, self.cfg.control_socket)
-                await control.start(n)
-                now = trio.current_time()
-                self.rep.start(now)
-                n.start_soon(self._kernel_events)
-                n.start_soon(self._udp_receive, self.udp)
-                if self.mcast_rx is not None:
-                    n.start_soon(self._udp_receive, self.mcast_rx)
-                n.start_soon(self._pump)
-                if self.follower is not None:
-                    n.start_soon(self.follower.run)
-                via = f" via multicast {self.cfg.multicast_group}" if self.cfg.multicast_group else ""
-                log.info("ctsync started: mode %s, sync %s -> %s:%d%s on %s, node %d", self.cfg.mode,
-                         self.cfg.local_address, self.cfg.peer_address, self.cfg.port, via, self.cfg.sync_interface, self.cfg.node_id)
-                task_status.started()
-                async for signum in signals:
-                    log.info("%s: leaving", signal.Signals(signum).name)
-                    break
-                n.cancel_scope.cancel()
+        self.notifier = sdnotify.Notifier.from_env()
+        control = None
+        try:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+                async with trio.open_nursery() as n:
+                    self.nursery = n
+                    self.control = control = ControlServer(self, self.cfg.control_socket, self.cfg.control_group,
+                                                           self.cfg.control_gid)
+                    await control.start(n)
+                    if self.cfg.metrics_listen is not None:
+                        from hacommon.metrics_http import MetricsServer
+
+                        self.metrics = MetricsServer(self.metrics_registry(), self.cfg.metrics_listen, "ctsync")
+                        await self.metrics.start(n)
+                    now = trio.current_time()
+                    self.rep.start(now)
+                    if self.parking is not None:
+                        await self.parking.start(n)
+                    n.start_soon(self._kernel_events)
+                    n.start_soon(self._udp_receive, self.udp)
+                    if self.mcast_rx is not None:
+                        n.start_soon(self._udp_receive, self.mcast_rx)
+                    n.start_soon(self._pump)
+                    if self.follower is not None:
+                        n.start_soon(self.follower.run)
+                    via = f" via multicast {self.cfg.multicast_group}" if self.cfg.multicast_group else ""
+                    log.info("ctsync started: mode %s, sync %s -> %s:%d%s on %s, node %d", self.cfg.mode, self.cfg.local_address,
+                             self.cfg.peer_address, self.cfg.port, via, self.cfg.sync_interface, self.cfg.node_id)
+                    self.notifier.ready(self.status_line())
+                    n.start_soon(sdnotify.run, self.notifier, self.status_line, self.unhealthy)
+                    task_status.started()
+                    async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            self.notifier.reloading()
+                            self.reload()
+                            self.notifier.ready(self.status_line())
+                            continue
+                        log.info("%s: leaving", signal.Signals(signum).name)
+                        self.notifier.stopping()
+                        break
+                    n.cancel_scope.cancel()
+        except BaseException as e:
+            if not isinstance(e, (SystemExit, KeyboardInterrupt, trio.Cancelled)):
+                log.critical("ctsync is ending on an unexpected error (%s); closing its sockets", first_error(e), exc_info=e)
+            raise
+        finally:
+            # On every path: the control socket unlinked (no stale file for the next
+            # start to take over); run() closes the netlink and UDP sockets.
+            if control is not None:
                 control.close()
-        for s in (self.events_sock, self.cmd):
-            s.close()
-        self.udp.close()
-        if self.mcast_rx is not None:
-            self.mcast_rx.close()
+            if self.metrics is not None:
+                self.metrics.close()
 
     async def _open_udp(self) -> trio.socket.SocketType:
         fam = socket.AF_INET if self.cfg.local_address.version == 4 else socket.AF_INET6
@@ -257,7 +314,9 @@ class Daemon:
             with trio.move_on_at(deadline if deadline is not None else trio.current_time() + 1.0):
                 await self.wake.wait()
             self.wake = trio.Event()
-            now = trio.current_time()
+            now = self.pump_at = trio.current_time()
+            if deadline is not None and deadline <= now:
+                await trio.lowlevel.checkpoint()  # due at once (a push feeding): let the others run
             self.rep.handle_timer(now)
             not_ready = self.rep.not_ready(now)
             if not_ready != self.not_ready:
@@ -268,11 +327,10 @@ class Daemon:
                 if isinstance(act, SendDatagrams):
                     await self._send_datagrams(act.datagrams, dest)
                 elif isinstance(act, DumpKernel):
-                    self.rep.begin_table(trio.current_time())  # before the events read during the dump
-                    entries = await self.cmd.dump()
-                    self.rep.send_table(entries, trio.current_time(), act.reason)
-                    log.info("sent our table to the peer (%d entries): %s", len(entries), act.reason)
-                    self.poke()
+                    # BEGIN before the events read during the dump; the dump in its own
+                    # task, so that acks, heartbeats and commits go on meanwhile.
+                    rid = self.rep.begin_table(trio.current_time(), act.reason)
+                    self.nursery.start_soon(self._read_table, rid, act.reason)
                 elif isinstance(act, Inject):
                     await self._inject(act.messages)
                 elif isinstance(act, AgeOut):
@@ -283,6 +341,29 @@ class Daemon:
                 elif isinstance(act, Remove):
                     for t, zone in act.tuples:
                         await self.cmd.request(encode_delete(t, self.cmd.next_seq(), zone))
+
+    async def _read_table(self, rid: int, reason: str) -> None:
+        """Dump our kernel for push ``rid`` into the replicator as it is read (it streams
+        the entries to the peer meanwhile). On a netlink socket of its own: a commit is
+        not held up by the dump of a large table, and closing it ends a dump that a newer
+        push superseded."""
+        n = 0
+        try:
+            with CtSocket.open(rcvbuf=4 << 20) as sock:
+                async with contextlib.aclosing(sock.dump_batches(idle_timeout=DUMP_IDLE_TIMEOUT)) as batches:
+                    async for batch in batches:
+                        n += len(batch)
+                        if not self.rep.table_entries(rid, batch, trio.current_time()):
+                            log.info("table push %d (%s) superseded after %d entries read", rid, reason, n)
+                            return
+                        self.poke()
+        except OSError as e:
+            log.warning("table push %d (%s): the dump failed after %d entries (%s); trying again later", rid, reason, n, e)
+            self.rep.table_failed(rid, trio.current_time())
+        else:
+            log.info("pushing our table to the peer (%d entries): %s", n, reason)
+            self.rep.table_done(rid, trio.current_time())
+        self.poke()
 
     async def _send_datagrams(self, datagrams: list[bytes], dest: tuple) -> None:
         # A burst is thousands of datagrams: write them straight to the non-blocking
@@ -352,9 +433,33 @@ class Daemon:
 
     async def commit(self, reason: str) -> dict:
         """Become master and write the external cache into the kernel (commit mode);
-        returns when it is done (the replicator's Commit action has run)."""
+        returns when it is done (the replicator's Commit action has run), or after
+        commit_timeout with ``{"timed_out": True, ...}``: the caller (vrrpd's hold,
+        ``ctsyncctl commit``) stops waiting, the commit itself goes on to its end (a
+        netlink batch cut short would leave the kernel's answers unread)."""
+        done = trio.Event()
+        result: dict = {}
+
+        async def run() -> None:
+            result.update(await self._commit(reason))
+            done.set()
+
+        self.nursery.start_soon(run)
+        with trio.move_on_after(self.cfg.commit_timeout):
+            await done.wait()
+        if done.is_set():
+            return result
+        self.commit_timeouts += 1
+        log.error("commit (%s) not done after commit_timeout (%.1fs): not waiting for it any longer; it goes on",
+                  reason, self.cfg.commit_timeout)
+        return {"reason": reason, "timed_out": True, "count": len(self.rep.cache), "committed": 0,
+                "duration": self.cfg.commit_timeout, "time": time.time()}
+
+    async def _commit(self, reason: str) -> dict:
         async with self._commit_lock:
             self._commit_done = done = trio.Event()
+            if self.parking is not None:
+                self.parking.takeover()  # packets for the VIPs wait for this commit
             self.rep.become_master(trio.current_time(), reason)
             self.poke()
             await done.wait()
@@ -386,6 +491,11 @@ class Daemon:
             await done.wait()
             return self.last_commit
 
+    def takeover_parks(self) -> bool:
+        """A takeover starts and parking is armed to hold the packets that arrive before its
+        commit is done: vrrpd may add the VIPs at once (parking.vips_before_commit)."""
+        return bool(self.parking is not None and self.cfg.parking.vips_before_commit and self.parking.takeover())
+
     def cancel_preparation(self, reason: str) -> None:
         if self.rep.preparation is not None:
             log.info("preemption cancelled (%s): back to backup", reason)
@@ -399,14 +509,12 @@ class Daemon:
                     self.rep.prepare_committed(trio.current_time())
                     self.poke()
                 if c.prepared:  # a preparation wrote it all already: its record stands
-                    if not c.prepare and self.last_commit and self.last_commit.get("prepared"):
-                        self.last_commit["master_after"] = round(time.time() - self.last_commit["time"], 3)
-                        log.info("master (%s): the preparation wrote the replica %.3fs ago; nothing left to commit",
-                                 c.reason, self.last_commit["master_after"])
                     if not c.prepare:
-                        # Master now: push our table, as after a commit. The old master may
-                        # have asked for it before the preparation (it went to fault and
-                        # sent priority 0): its answer lacked the flows it handed over.
+                        if self.last_commit and self.last_commit.get("prepared"):
+                            self.last_commit["master_after"] = round(time.time() - self.last_commit["time"], 3)
+                            log.info("master (%s): the preparation wrote the replica %.3fs ago; nothing left to commit",
+                                     c.reason, self.last_commit["master_after"])
+                        # As after any commit: the peer gets our table, flows we wrote included.
                         self.rep.committed(trio.current_time())
                         self.poke()
                     return
@@ -434,6 +542,8 @@ class Daemon:
                 self.rep.committed(trio.current_time())
             self.poke()
         finally:
+            if self.parking is not None and not c.prepare:
+                self.parking.commit_done()  # what waited for this commit goes on now
             if self._commit_done is not None:
                 self._commit_done.set()
                 self._commit_done = None
@@ -477,6 +587,8 @@ class Daemon:
 
     def become_backup(self, reason: str) -> None:
         self.rep.become_backup(trio.current_time())
+        if self.parking is not None:
+            self.nursery.start_soon(self.parking.arm)  # ready for the next takeover
         log.info("backup (%s): not committing; asked the peer for a resync", reason)
         self.poke()
 
@@ -490,6 +602,60 @@ class Daemon:
                 log.warning("NAT verification skipped: %s", e)
 
         self.nursery.start_soon(later)
+
+    # ---- reload, systemd, metrics ------------------------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the file (the whole file is checked, as at start). Filters,
+        timers and the key change now (a key rotation: ctsync/channel.py); a key that
+        cannot change at run time keeps its running value, each named in the log. A file
+        with problems changes nothing."""
+        try:
+            new = load_checked(self.cfg.path)
+        except ConfigError as e:
+            log.error("SIGHUP: configuration not reloaded:\n%s", "\n".join(e.problems))
+            return
+        except Exception:  # a loader bug must not end the daemon: keep the running configuration
+            log.exception("SIGHUP: configuration not reloaded: unexpected error reading %s", self.cfg.path)
+            return
+        running, applied, refused = reload_plan(self.cfg, new)
+        for line in refused:
+            log.warning("SIGHUP: %s", line)
+        self.cfg = running
+        self.rep.reconfigure(running, trio.current_time())
+        self.poke()
+        log.info("SIGHUP: reloaded; changed: %s%s", ", ".join(applied) or "nothing",
+                 f"; key rotation: the previous key is accepted for {running.key_rotation_grace:g}s"
+                 if "ctsync.key (or key_file)" in applied else "")
+
+    def status_line(self) -> str:
+        """systemd's STATUS=: "backup, in sync, 12034 entries"."""
+        now = trio.current_time()
+        rep = self.rep
+        if rep.role == "master":
+            line = f"master, {len(rep.internal)} entries"
+        else:
+            line = f"backup, {'in sync' if rep.in_sync else 'not in sync'}, {len(rep.cache)} entries"
+        if not rep.channel.peer_alive(now):
+            line += ", peer not heard"
+        if self.follower is not None and not self.follower.connected:
+            line += ", vrrpd not reachable"
+        return line
+
+    def unhealthy(self) -> str | None:
+        """The watchdog's question: is the pump still turning?"""
+        if self.pump_at is not None and trio.current_time() - self.pump_at > WATCHDOG_STALL:
+            return f"the pump has not turned for {trio.current_time() - self.pump_at:.0f}s"
+        return None
+
+    def metrics_registry(self):
+        """prometheus_client's registry over status() (ctsync/metrics.py), for
+        metrics_listen and `ctsyncctl metrics`."""
+        if self._registry is None:
+            from .metrics import registry_for
+
+            self._registry = registry_for(self.status)
+        return self._registry
 
     # ---- status -------------------------------------------------------------------------
 
@@ -517,6 +683,8 @@ class Daemon:
             "counters": asdict(self.rep.counters),
             "channel": asdict(ch.stats),
             "unacked": ch.unacked,
+            "send_queue": ch.pending,
+            "table_push": self.rep.table_push(),
             "commits": self.commits,
             "last_commit": self.last_commit,
             "commit_errors": dict(self.commit_errors),
@@ -526,6 +694,10 @@ class Daemon:
             "aged_out": self.aged_out,
             "age_out_errors": dict(self.age_out_errors),
             "netlink_overruns": self.events_sock.overruns if self.events_sock else 0,
+            "parking": self.parking.status() if self.parking is not None else {"enabled": False},
+            "commit_timeouts": self.commit_timeouts,
+            "key_rotation": ch.rotating(now),
+            "uplink_flush": self.control.uplink_flush if self.control is not None else {},
             "pid": os.getpid(),
             "started_at": self.started_at,
         }

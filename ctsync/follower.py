@@ -13,6 +13,7 @@ whole table asks vrrpd to lower the group's priority, as pfsync demotes CARP).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 from typing import TYPE_CHECKING
@@ -100,6 +101,11 @@ class VrrpdFollower:
             rep = self.d.rep
             if t.new == "master":
                 if rep.role != Role.MASTER:
+                    if t.hold_id is not None and self.d.takeover_parks():
+                        # Parking holds what arrives before the commit is done: the VIPs
+                        # may move now, and packets wait in the queue, not in retransmits.
+                        await self._ack(t.hold_id, stream, send_lock)
+                        t = dataclasses.replace(t, hold_id=None)
                     # `current`: vrrpd was master before we subscribed (we started late, or
                     # reconnected): become master all the same, with what we hold.
                     how = "is master (when we subscribed)" if t.current else "became master"
@@ -111,8 +117,11 @@ class VrrpdFollower:
                 elif rep.preparation is not None:
                     self.d.cancel_preparation(f"vrrpd: {t.instance} {t.new}")
         if t.hold_id is not None:
-            async with send_lock:
-                await stream.send_all(hs.encode(hs.Ack(t.hold_id)))
+            await self._ack(t.hold_id, stream, send_lock)
+
+    async def _ack(self, hold_id: int, stream: trio.SocketStream, send_lock: trio.Lock) -> None:
+        async with send_lock:
+            await stream.send_all(hs.encode(hs.Ack(hold_id)))
 
     async def _prepare(self, p: hs.Prepare, stream: trio.SocketStream, send_lock: trio.Lock) -> None:
         """vrrpd is about to preempt a live master: commit its table while we are still

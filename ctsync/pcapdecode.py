@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ctnetlink.codec import CodecError, parse_message
+from ctnetlink.codec import CodecError, Entry, parse_message
 
 from .channel import PROBE
 from .wire import _HDR, _RANGE, _TLV, HEADER_LEN, MAC_LEN, MAGIC, MsgType
@@ -40,7 +40,12 @@ class PcapError(Exception):
 
 def read_packets(path: str | Path) -> Iterator[tuple[float, int, bytes]]:
     """(timestamp, link type, frame) for each packet of a pcap or pcapng file."""
-    data = Path(path).read_bytes()
+    return capture_packets(Path(path).read_bytes(), path)
+
+
+def capture_packets(data: bytes, path: str | Path = "<capture>") -> Iterator[tuple[float, int, bytes]]:
+    """(timestamp, link type, frame) for each packet of a capture held in ``data``;
+    :class:`PcapError` (only) if it is not one."""
     if len(data) < 24:
         raise PcapError(f"{path}: too short for a capture file ({len(data)} bytes)")
     if data[:4] == b"\x0a\x0d\x0d\x0a":
@@ -82,6 +87,8 @@ def _pcapng(data: bytes, path) -> Iterator[tuple[float, int, bytes]]:
                 code, ln = struct.unpack_from(endian + "HH", body, p)
                 if code == 0:
                     break
+                if p + 4 + ln > len(body):
+                    break  # an option cut short by its block: ignore it and the rest
                 if code == 9 and ln >= 1:  # if_tsresol
                     v = body[p + 4]
                     tick = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0 ** -v
@@ -99,7 +106,11 @@ def _pcapng(data: bytes, path) -> Iterator[tuple[float, int, bytes]]:
 
 def udp_payloads(path: str | Path) -> Iterator[tuple[float, str, int, str, int, bytes]]:
     """(time, src, sport, dst, dport, payload) of each UDP datagram in the capture."""
-    for ts, linktype, frame in read_packets(path):
+    return capture_udp_payloads(Path(path).read_bytes(), path)
+
+
+def capture_udp_payloads(data: bytes, path: str | Path = "<capture>") -> Iterator[tuple[float, str, int, str, int, bytes]]:
+    for ts, linktype, frame in capture_packets(data, path):
         ip = _ip_packet(linktype, frame)
         if ip is None:
             continue
@@ -224,11 +235,11 @@ def describe_message(mtype: int, body: bytes) -> str:
         return f"HEARTBEAT role {'master' if role else 'backup'} ready {bool(ready)} cache {size}"
     if mtype == MsgType.ENTRY:
         try:
-            _, _, _, _, e = parse_message(body)
+            msgtype, _, _, _, e = parse_message(body)
         except CodecError as exc:
             return f"ENTRY (undecodable ctnetlink message: {exc})"
-        if e is None:
-            return f"ENTRY (not a conntrack entry, {len(body)} bytes)"
+        if not isinstance(e, Entry):  # an error, an ACK or another netlink message
+            return f"ENTRY (not a conntrack entry: netlink message type {msgtype}, {len(body)} bytes)"
         text = f"ENTRY {_tuple_text(e.orig)} reply {_tuple_text(e.reply).split(' ', 1)[1]}"
         if e.tcp_state is not None:
             text += f" {_TCP_STATES.get(e.tcp_state, e.tcp_state)}"
@@ -263,9 +274,16 @@ def _key_text(key: bytes) -> str:
 
 
 def decode_lines(path: str | Path, key: bytes | None = None, t0: float | None = None) -> Iterator[str]:
-    """The lines ``ctsyncctl decode`` prints."""
+    """The lines ``ctsyncctl decode`` prints; :class:`PcapError` or :class:`OSError` (only)."""
+    return decode_capture(Path(path).read_bytes(), key, t0, path)
+
+
+def decode_capture(data: bytes, key: bytes | None = None, t0: float | None = None,
+                   path: str | Path = "<capture>") -> Iterator[str]:
+    """The lines of a capture held in ``data``; :class:`PcapError` (only) on a file that
+    is not a capture. Whatever the packets hold, they are described, never raised."""
     first = t0
-    for ts, src, sport, dst, dport, payload in udp_payloads(path):
+    for ts, src, sport, dst, dport, payload in capture_udp_payloads(data, path):
         if payload[:4] != MAGIC:
             continue
         if first is None:

@@ -1,10 +1,14 @@
 """ctsync's core, sans-IO: kernel events -> sync messages; sync messages -> cache or
 kernel; failover -> commit. Time is an argument; the driver (daemon.py) does the I/O.
 
-Inputs (each returns nothing; read the actions with `poll(now)`):
+Inputs (read the actions with `poll(now)`):
     kernel_event(kind, entry, portid, now)   an event of our own kernel
     overrun(now)                             the event socket lost events (ENOBUFS)
-    send_table(entries, now, reason)         a dump of our kernel, after DumpKernel
+    begin_table(now, reason) -> push id      on DumpKernel, before the dump is read
+    table_entries(rid, entries, now) -> bool part of the dump, as read (False: superseded, stop)
+    table_done(rid, now)                     the dump is complete
+    send_table(entries, now, reason)         the three at once (a dump read whole)
+    table_failed(rid, now)                   the dump could not be read
     datagram(data, now)                      a datagram from the sync link
     become_master(now, reason) / become_backup(now)   the VRRP sync group moved
     prepare_master(now, reason)              the group is about to preempt a live master:
@@ -12,7 +16,7 @@ Inputs (each returns nothing; read the actions with `poll(now)`):
     handle_timer(now)                        at next_deadline()
 Actions (all of them through ``poll(now)``):
     SendDatagrams(list[bytes])               to the peer
-    DumpKernel(reason)                       dump our table and call send_table
+    DumpKernel(reason)                       begin_table, dump our table into table_entries
     Commit(messages, reason)                 write the external cache into the kernel (commit
                                              mode; in inject mode messages is None: the kernel
                                              has the replica already)
@@ -29,15 +33,24 @@ Every `refresh_interval` each node pushes its whole table between RESYNC_BEGIN/E
 markers: the peer drops what the push did not contain. That converges the replica after
 any impairment, and keeps alive entries whose kernel timeout is refreshed by traffic
 without an event (a UDP flow after it is assured).
+
+A push streams: its entries go into the channel's send queue a few thousand at a time,
+as the send window drains it (poll tops it up), never all at once, so a table of any
+size gets through a bounded queue while events keep flowing between its entries.
+
+(Over 600 lines: both sides of a table push, the events and the failover rules read and
+write the same replica state, internal keys, the push's touched keys, in_sync; split
+apart, that state would have to be handed back and forth.)
 """
 
 from __future__ import annotations
 
 import struct
+from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ctnetlink.codec import CodecError, Entry, Tuple, encode_new, key_and_timeout
+from ctnetlink.codec import CodecError, Entry, Tuple, check_commit_body, encode_new, key_and_timeout
 from ctnetlink.constants import NLM_F_CREATE, NLM_F_EXCL
 from ctnetlink.key import entry_key, tuple_from_key
 
@@ -53,6 +66,14 @@ KIND_NEW, KIND_UPDATE, KIND_DESTROY = "new", "update", "destroy"
 #: A gap in the peer's reliable stream open this long makes a backup not ready (NACKs
 #: repair an ordinary loss within a few round trips; this is a link that keeps dropping).
 STALL_GRACE = 1.0
+#: Entries of a table push kept in the send queue at most (topped up as the window drains
+#: it): enough to fill the window between two polls, a small share of the queue's limit.
+PUSH_QUEUE = 4096
+#: A request being answered (the push's BEGIN arrived) is asked again only after this long
+#: without anything of the push: its end, a newer push, a gap or the peer's restart all
+#: come through the stream anyway; this is a safety net, not the way a push is repaired
+#: (repeating the request restarts the push, and a large one would never end).
+PUSH_SILENCE = 60.0
 
 
 @dataclass(frozen=True)
@@ -156,6 +177,22 @@ _INJECT = STRATEGIES[Mode.INJECT]
 
 
 @dataclass
+class _Push:
+    """A table push under way: RESYNC_BEGIN is in the stream; the dump's entries wait in
+    ``pending`` as they are read, are fed to the channel from there, and RESYNC_END
+    follows the last one once the dump is complete."""
+    rid: int
+    epoch: int  # our channel's epoch when BEGIN was queued (its stream)
+    floor: int  # ... and its next rseq then: BEGIN's rseq is at least this
+    reason: str = ""
+    touched: set[bytes] = field(default_factory=set)  # keys with events since BEGIN: newer than the dump
+    pending: deque[Entry] = field(default_factory=deque)  # read, not sent yet
+    dumped: int = 0  # entries read so far
+    complete: bool = False  # the dump is read to its end
+    keys: set[bytes] = field(default_factory=set)  # keys of the entries sent
+
+
+@dataclass
 class Counters:
     events_rx: int = 0
     events_ignored_own: int = 0
@@ -167,8 +204,12 @@ class Counters:
     entries_rx: int = 0
     destroys_rx: int = 0
     bad_entries: int = 0
+    # ENTRY bodies that are not exactly one commit-form CT_NEW (ctnetlink.check): they
+    # would reach the kernel verbatim at failover (a second request, another attribute)
+    entries_refused: int = 0
     stale_dropped: int = 0
     aged_out_requests: int = 0
+    pushes_superseded: int = 0  # table pushes abandoned for a newer one before their end
     preparations: int = 0  # make-before-break commits while backup, before a preemption
 
 
@@ -183,7 +224,8 @@ class Replicator:
 
     def __post_init__(self) -> None:
         self.channel = Channel(self.cfg.node_id, self.epoch, self.cfg.key, mtu=self.cfg.mtu,
-                               resend_limit=self.cfg.resend_queue, peer_timeout=self.cfg.peer_timeout)
+                               resend_limit=self.cfg.resend_queue, queue_limit=self.cfg.send_queue,
+                               peer_timeout=self.cfg.peer_timeout)
         self.cache = ExternalCache()
         self.strategy = STRATEGIES[Mode(self.cfg.mode)]
         self.preparation: Preparation | None = None
@@ -197,7 +239,9 @@ class Replicator:
         self._resync_id = 0
         self._resync_asked_at: float | None = None
         self._incoming: dict[int, set[bytes]] = {}  # resync id -> keys seen in the push
-        self._dump_touched: set[bytes] | None = None  # keys with events while our dump runs
+        self._push: _Push | None = None  # our table push under way
+        self._dump_pending = False  # a DumpKernel is out and its begin_table not called yet
+        self._feed_at: float | None = None  # the push can feed more at once (poll again)
         self._hb_at: float | None = None
         self._expire_at: float | None = None
         self._refresh_at: float | None = None
@@ -229,9 +273,10 @@ class Replicator:
         return self._started_at is not None and now < self._started_at + self.cfg.peer_timeout
 
     def next_deadline(self) -> float | None:
-        ds = [t for t in (self._hb_at, self._expire_at, self._refresh_at, self.channel.next_deadline()) if t is not None]
+        ds = [t for t in (self._hb_at, self._expire_at, self._refresh_at, self._feed_at, self.channel.next_deadline())
+              if t is not None]
         if self._resync_asked_at is not None:
-            ds.append(self._resync_asked_at + self.resync_retry)
+            ds.append(self._resync_asked_at + self._retry_after())
         return min(ds) if ds else None
 
     # ---- inputs -------------------------------------------------------------------------
@@ -252,8 +297,8 @@ class Replicator:
             self.counters.events_filtered += 1
             return
         key = entry_key(entry)
-        if self._dump_touched is not None:
-            self._dump_touched.add(key)  # newer than (or as new as) what the dump may hold
+        if self._push is not None:
+            self._push.touched.add(key)  # newer than (or as new as) what the dump may hold
         if kind == KIND_DESTROY:
             self.internal.discard(key)
             self.channel.send(Message(MsgType.DESTROY, key), now)
@@ -266,33 +311,60 @@ class Replicator:
         self.counters.overruns += 1
         self._dump("event overrun")
 
-    def begin_table(self, now: float) -> None:
-        """Our kernel dump starts (call it before dumping): RESYNC_BEGIN goes into the
-        stream now, so that the events read while the dump runs follow it. The peer then
-        counts the entries they announce as part of the push (an entry created during the
-        dump and missing from it is not dropped as stale), and `send_table` leaves out
-        the dump's view of every entry they touched (an entry destroyed during the dump
-        does not come back from it, an update is not overwritten by an older state)."""
+    def begin_table(self, now: float, reason: str = "") -> int:
+        """Our kernel dump starts (call it before dumping); returns the push id to give
+        `table_entries`. RESYNC_BEGIN goes into the stream now, so that the events read
+        while the dump runs, and while the push streams, follow it. The peer then counts
+        the entries they announce as part of the push (an entry created meanwhile and
+        missing from the dump is not dropped as stale), and the push leaves out the
+        dump's view of every entry they touched (an entry destroyed meanwhile does not
+        come back from it, an update is not overwritten by an older state). A push under
+        way is superseded: the peer drops it at this BEGIN, and it never ends."""
+        self._dump_pending = False
+        if self._push is not None:
+            self.counters.pushes_superseded += 1
         self._resync_id = (self._resync_id + 1) & 0xFFFFFFFF
-        self._dump_touched = set()
+        self._push = _Push(self._resync_id, self.channel.epoch, self.channel.next_rseq, reason)
         self.channel.send(Message(MsgType.RESYNC_BEGIN, _RID.pack(self._resync_id)), now)
+        return self._resync_id
+
+    def table_entries(self, rid: int, entries: list[Entry], now: float) -> bool:
+        """Entries of push ``rid``'s dump, as they are read; they stream from the next
+        poll on. False if a newer push began meanwhile: stop reading that dump."""
+        p = self._push
+        if p is None or p.rid != rid or p.complete:
+            return False
+        p.pending.extend(entries)
+        p.dumped += len(entries)
+        return True
+
+    def table_done(self, rid: int, now: float) -> None:
+        """The dump of push ``rid`` is complete: RESYNC_END follows its last entry."""
+        p = self._push
+        if p is not None and p.rid == rid:
+            p.complete = True
+            self._feed(now)
 
     def send_table(self, entries: list[Entry], now: float, reason: str) -> None:
-        if self._dump_touched is None:
-            self.begin_table(now)  # no events in between: the dump is exact
-        touched, self._dump_touched = self._dump_touched, None
-        rid = self._resync_id
-        self.counters.resyncs_sent += 1
-        keys = set()
-        for e in entries:
-            if not self._filtered(e):
-                k = entry_key(e)
-                if k in touched:
-                    continue  # its event, already in the stream after BEGIN, is newer
-                keys.add(k)
-                self._send_entry(e, now)
-        self.internal = keys | (self.internal & touched)
-        self.channel.send(Message(MsgType.RESYNC_END, _END.pack(rid, len(keys))), now)
+        """A push of a dump read whole, begun now (no events in between: it is exact)."""
+        rid = self.begin_table(now, reason)
+        self.table_entries(rid, entries, now)
+        self.table_done(rid, now)
+
+    def table_failed(self, rid: int, now: float) -> None:
+        """The dump of push ``rid`` could not be read: drop the push (its BEGIN stays
+        without an end, which the peer ignores) and try again after ``resync_retry``."""
+        if self._push is not None and self._push.rid == rid:
+            self._push = None
+            self._refresh_at = now + self.resync_retry
+
+    def table_push(self) -> dict | None:
+        """The push under way, for the status: id, reason, entries sent so far, read
+        from the kernel so far, and whether the dump is complete."""
+        p = self._push
+        if p is None:
+            return None
+        return {"id": p.rid, "reason": p.reason, "sent": len(p.keys), "dumped": p.dumped, "dump_complete": p.complete}
 
     def request_resync(self, now: float, why: str) -> None:
         self.counters.resyncs_requested += 1
@@ -303,11 +375,13 @@ class Replicator:
         d = self.channel.receive_datagram(data, now)
         if d.peer_restarted:
             self.in_sync = False
+            self._incoming.clear()
             self.request_resync(now, "peer restarted")
         for m in d.messages:
             self._message(m, now)
         if d.lost:
             self.in_sync = False
+            self._incoming.clear()  # a push under way has a hole now: its end must not count
             self.request_resync(now, "gap in the sync stream")
 
     def become_master(self, now: float, reason: str = "became master") -> None:
@@ -374,6 +448,21 @@ class Replicator:
         self._age_out_tables = self.strategy.age_out_tables(self.cfg)
         self.request_resync(now, "became backup")
 
+    def reconfigure(self, cfg: CtsyncConfig, now: float) -> None:
+        """SIGHUP: the settings that may change at run time (ctsync.config.reload_plan
+        keeps the others). New filters take effect for the next event, and our whole
+        table is pushed so the peer's replica follows them at once (its end marker drops
+        what is now filtered); a new key starts a rotation (Channel.rotate_key)."""
+        old, self.cfg = self.cfg, cfg
+        self.channel.peer_timeout = cfg.peer_timeout
+        if cfg.key != old.key:
+            self.channel.rotate_key(cfg.key, now, cfg.key_rotation_grace)
+        if self._hb_at is not None and cfg.heartbeat_interval < old.heartbeat_interval:
+            self._hb_at = min(self._hb_at, now + cfg.heartbeat_interval)
+        if (cfg.ignore_addresses, cfg.ignore_protocols, cfg.ignore_tcp_states) != (
+                old.ignore_addresses, old.ignore_protocols, old.ignore_tcp_states):
+            self._dump("filters changed")
+
     def handle_timer(self, now: float) -> None:
         self.channel.handle_timer(now)
         if self._hb_at is not None and now >= self._hb_at:
@@ -384,9 +473,9 @@ class Replicator:
             self.cache.expire(now)
             self._expire_at = now + 5.0
         if self._refresh_at is not None and now >= self._refresh_at:
-            self._dump("periodic refresh")
+            self._dump("periodic refresh", periodic=True)
             self._refresh_at = now + self.refresh_interval
-        if self._resync_asked_at is not None and now >= self._resync_asked_at + self.resync_retry:
+        if self._resync_asked_at is not None and now >= self._resync_asked_at + self._retry_after():
             if self.channel.peer_alive(now):
                 self.request_resync(now, "no answer to the last request")
             else:
@@ -399,19 +488,72 @@ class Replicator:
             self.channel.queue_overflowed = False
             self._dump("send queue overflow")
         actions, self._actions = self._actions, []
+        self._feed(now)
         if self.channel.has_output(now):
             out = self.channel.datagrams_to_send(now)
             if out:
                 actions.append(SendDatagrams(out))
+        # The window took what the push had queued and has room for more: come back at
+        # once (a poll feeds PUSH_QUEUE entries at most, so the driver's loop stays lively).
+        self._feed_at = now if self._can_feed() else None
         return actions
 
     # ---- internals ----------------------------------------------------------------------
 
-    def _dump(self, reason: str) -> None:
-        """Ask for a table push, unless one is already asked for and not started: a
-        burst of overruns (or requests) then costs one push, not one each."""
-        if not any(isinstance(a, DumpKernel) for a in self._actions):
-            self._actions.append(DumpKernel(reason))
+    def _dump(self, reason: str, *, asked: bool = False, periodic: bool = False) -> None:
+        """Ask for a table push, unless one is already asked for and not begun: a burst
+        of overruns (or requests) then costs one push, not one each. A push under way is
+        superseded by a new one (its dump may predate what made us push again), except
+        for the periodic refresh (it waits for the next interval) and for a request the
+        peer made before it had our BEGIN (it gets BEGIN after asking: the push under
+        way answers it). That is the case while the peer's acks, in the same stream,
+        are below the rseq at which BEGIN was queued."""
+        if self._dump_pending:
+            return
+        p = self._push
+        if p is not None:
+            if periodic:
+                return
+            if asked and p.epoch == self.channel.epoch and self.channel.acked < p.floor:
+                return
+        self._dump_pending = True
+        self._actions.append(DumpKernel(reason))
+
+    def _retry_after(self) -> float:
+        return max(self.resync_retry, PUSH_SILENCE) if self._incoming else self.resync_retry
+
+    def _push_queue(self) -> int:
+        return max(1, min(PUSH_QUEUE, self.channel.queue_limit // 4))
+
+    def _can_feed(self) -> bool:
+        p = self._push
+        return (p is not None and bool(p.pending) and self.channel.window_open
+                and self.channel.pending < self._push_queue())
+
+    def _feed(self, now: float) -> None:
+        """Top the send queue up with the push's next entries (PUSH_QUEUE messages in it
+        at most, and a quarter of its limit), and end the push after the last one."""
+        p = self._push
+        if p is None:
+            return
+        room = self._push_queue() - self.channel.pending
+        pending = p.pending
+        while room > 0 and pending:
+            e = pending.popleft()
+            if self._filtered(e):
+                continue
+            k = entry_key(e)
+            if k in p.touched:
+                continue  # its event, already in the stream after BEGIN, is newer
+            p.keys.add(k)
+            self._send_entry(e, now)
+            room -= 1
+        if p.complete and not pending:
+            self.channel.send(Message(MsgType.RESYNC_END, _END.pack(p.rid, len(p.keys))), now)
+            self.internal = p.keys | (self.internal & p.touched)
+            self.counters.resyncs_sent += 1
+            self._push = None
+            self._refresh_at = now + self.refresh_interval  # the next periodic push counts from here
 
     def _on_entry(self, key: bytes, body: bytes) -> list[Action]:
         """What a replicated entry does on arrival: the mode's rule, unless a preemption
@@ -456,16 +598,26 @@ class Replicator:
         t = m.type
         if t == MsgType.ENTRY:
             try:
-                # Only the key and the timeout: the body is stored as it came, ready to
-                # commit, and decoding it whole was most of a backup's work in a burst.
+                # The body is stored as it came and goes to the kernel as it is: it must
+                # be one commit-form CT_NEW and nothing else.
+                check_commit_body(m.body)
+            except CodecError:
+                self.counters.entries_refused += 1
+                return
+            try:
+                # Only the key and the timeout: decoding the body whole was most of a
+                # backup's work in a burst.
                 key, timeout = key_and_timeout(m.body)
             except CodecError:
                 self.counters.bad_entries += 1
                 return
             self.counters.entries_rx += 1
             self.cache.put(key, m.body, now + max(timeout, 1))
-            for seen in self._incoming.values():
-                seen.add(key)
+            if self._incoming:
+                for seen in self._incoming.values():
+                    seen.add(key)
+                if self._resync_asked_at is not None:
+                    self._resync_asked_at = now  # the push we asked for is coming
             self._actions += self._on_entry(key, m.body)
         elif t == MsgType.DESTROY:
             self.counters.destroys_rx += 1
@@ -479,10 +631,12 @@ class Replicator:
             self.peer_role = Role.MASTER if role else Role.BACKUP
             self.peer_ready = bool(ready)
         elif t == MsgType.RESYNC_REQUEST:
-            self._dump(f"peer asked: {m.body.decode(errors='replace')}")
+            self._dump(f"peer asked: {m.body.decode(errors='replace')}", asked=True)
         elif t == MsgType.RESYNC_BEGIN and len(m.body) == _RID.size:
             rid = _RID.unpack(m.body)[0]
             self._incoming = {rid: set()}  # a newer push supersedes an unfinished one
+            if self._resync_asked_at is not None:
+                self._resync_asked_at = now  # answered: ask again only if it stops coming
         elif t == MsgType.RESYNC_END and len(m.body) == _END.size:
             rid, _n = _END.unpack(m.body)
             seen = self._incoming.pop(rid, None)

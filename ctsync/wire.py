@@ -6,19 +6,20 @@ Version 1 datagram (all integers big-endian):
     | rseq u64 | ack u64 | nack count u16 | message count u16 | nack ranges | messages
     | HMAC-SHA256 (32)
 
-- `epoch`: the sender's incarnation (its start time in ns); a restarted peer has a larger
-  one. `echo`: the peer's epoch as the sender last heard it; a receiver acts only on
-  datagrams that echo its own current epoch, so datagrams captured before it restarted
-  cannot be replayed to it (they echo its previous epoch). `seq`: this datagram's number in the epoch, from 1, never reused: it is what the
+- `epoch`: the sender's incarnation, a random 64-bit number drawn at start (and derived
+  anew when it renews it, see ctsync.channel); epochs are not ordered. `echo`: the
+  peer's epoch the sender answers; a receiver acts only on datagrams that echo its own
+  current epoch, so datagrams captured before that epoch began cannot be replayed to it.
+  `seq`: this datagram's number in the epoch, from 1, never reused: it is what the
   replay window checks, so even a heartbeat cannot be replayed. `rseq`: the number of the
   reliable payload this datagram carries (0: none, e.g. a heartbeat or a bare ack); a
   resend carries the same rseq in a new datagram with a new seq. `ack`: the highest rseq
   of the peer's epoch received with nothing missing below it. The nack ranges (first,
   last rseq, u64 each) are gaps the sender asks the peer to resend.
 - `messages`: `count` TLVs of type (u8), length (u16), body.
-- The HMAC covers every byte before it. A datagram whose HMAC does not verify, whose
-  epoch is older than the peer's current one, or whose (epoch, seq) was already seen or
-  is older than the replay window, changes nothing and is counted.
+- The HMAC covers every byte before it. A datagram whose HMAC does not verify, that does
+  not echo the receiver's current epoch, or whose (epoch, seq) was already seen or is
+  older than the replay window, changes nothing and is counted.
 
 The message bodies (conntrack entries) are opaque bytes here; `ctsync.replicator`
 gives them meaning.
@@ -133,24 +134,19 @@ def overhead(n_nacks: int = 0) -> int:
 
 @dataclass
 class ReplayWindow:
-    """Accepts each (epoch, seq) once, and nothing `size` or more behind the newest.
-
-    An epoch older than the current one is a replay (a restarted peer always has a
-    larger epoch). A datagram too old for the window is refused even if it was never
-    seen: if it was real, its reliable payload comes again through a NACK and a resend.
+    """Accepts each seq of one epoch of the peer once, and nothing `size` or more behind
+    the newest. A datagram too old for the window is refused even if it was never seen:
+    if it was real, its reliable payload comes again through a NACK and a resend. Which
+    epoch is current is the channel's business (epochs are not ordered): it starts a new
+    window for each new epoch of the peer it accepts.
     """
 
     size: int = 1024
-    epoch: int = 0
     top: int = 0
     seen: set[int] = field(default_factory=set)
 
-    def check(self, epoch: int, seq: int) -> str | None:
+    def check(self, seq: int) -> str | None:
         """None if acceptable (and records it), else the reason it is refused."""
-        if epoch < self.epoch:
-            return "replayed"  # an older incarnation of the peer: a replay
-        if epoch > self.epoch:
-            self.epoch, self.top, self.seen = epoch, 0, set()
         if seq == 0:
             return "malformed"  # every datagram is numbered
         if seq + self.size <= self.top:

@@ -13,13 +13,18 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         data = {"time": round(record.created, 6), "level": record.levelname.lower(), "msg": record.getMessage()}
         data.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
         return json.dumps(data)
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         t = time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
-        return f"{t} {record.levelname.lower():7} {record.getMessage()}"
+        line = f"{t} {record.levelname.lower():7} {record.getMessage()}"
+        if record.exc_info:  # a bug's traceback (log.exception): the one multi-line entry
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
 def setup(fmt: str = "text", level: str = "info", name: str = "hapair") -> logging.Logger:
@@ -30,6 +35,14 @@ def setup(fmt: str = "text", level: str = "info", name: str = "hapair") -> loggi
     log.setLevel(level.upper())
     log.propagate = False
     return log
+
+
+def first_error(e: BaseException) -> str:
+    """'Type: text' of an exception, or of the first leaf of an exception group (what a
+    trio nursery raises), for a one-line message."""
+    while isinstance(e, BaseExceptionGroup) and e.exceptions:
+        e = e.exceptions[0]
+    return f"{type(e).__name__}: {str(e)[:200]}"
 
 
 class RateLimiter:

@@ -1,4 +1,5 @@
-"""Low-level network-namespace helpers shared by :mod:`halab.lab` and the CLI.
+"""Low-level network-namespace helpers shared by the lab (:mod:`halab.lab` and the modules
+it is made of) and the CLI.
 
 Everything here works on *named* namespaces (``/run/netns/NAME``) whose name
 starts with :data:`LAB_PREFIX`.  The functions that destroy things (killing

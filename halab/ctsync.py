@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,13 +72,16 @@ def ctsync_table(router: str, socket: str, vrrpd_socket: str | None, mode: str =
 
 
 def start_ctsync(host: Host, mode: str = "commit", vrrpd_socket: str | None = None, group: str | None = "MAIN-GW",
-                 name: str = "ctsync", wait: bool = True, **extra) -> Ctsync:
-    """Start ctsync in a router of the HA pair (only in this lab's namespaces)."""
+                 name: str = "ctsync", wait: bool = True, env: dict[str, str] | None = None,
+                 prefix: list[str] | None = None, **extra) -> Ctsync:
+    """Start ctsync in a router of the HA pair (only in this lab's namespaces); ``extra``
+    keys go into its [ctsync] table, ``env`` into its environment, ``prefix`` before the
+    command."""
     workdir = Path(host.lab.workdir)
     sock = str(workdir / f"{name}-{host.name}.sock")
     cfg_path = workdir / f"{name}-{host.name}.toml"
     cfg_path.write_text(toml_dump(ctsync_table(host.name, sock, vrrpd_socket, mode, group, **extra)) + "\n")
-    proc = host.start([*ctsync_binary(), "-c", str(cfg_path)], name=name)
+    proc = host.start([*(prefix or []), *ctsync_binary(), "-c", str(cfg_path)], name=name, env=env)
     c = Ctsync(host, proc, cfg_path, sock)
     if wait:
         c.wait(lambda s: True, timeout=10, what="control socket")

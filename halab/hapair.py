@@ -37,9 +37,11 @@ client's default route is ``via fe80::1`` on its LAN link.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+
 from dataclasses import dataclass, field
 
 from .lab import Bridge, Host, Lab, LabError, Proc, wait_for
@@ -138,7 +140,7 @@ table ip nat {{
 table ip filter {{
     chain forward {{
         type filter hook forward priority filter; policy drop;
-        ct state invalid drop
+        ct state invalid counter drop
         ct state established,related accept
         iifname {{ "eth1", "vrrp2.eth1" }} oifname "eth0" ip saddr {LAN_NET} ct state new accept
     }}
@@ -237,12 +239,15 @@ class HaPair:
 
     def start_vrrpd(self, router: Host | str, priority: int, *, advert_interval: float = 1,
                     name: str = "vrrpd", extra_args: list[str] | None = None,
-                    wait: bool = True, **instance_kw) -> Vrrpd:
+                    wait: bool = True, env: dict[str, str] | None = None, prefix: list[str] | None = None,
+                    top: dict | None = None, **instance_kw) -> Vrrpd:
         """Start vrrpd with both instances and the sync group in ``router``;
-        the handle is also kept in ``self.vrrpd[router name]``."""
+        the handle is also kept in ``self.vrrpd[router name]`` (``env``, ``prefix``,
+        ``top``: see halab.vrrp.start_vrrpd)."""
         host = self.router(router)
         d = _start_vrrpd(host, self.vrrpd_instances(priority, advert_interval, **instance_kw),
-                         self.sync_groups(), name=name, extra_args=extra_args, wait=wait)
+                         self.sync_groups(), name=name, extra_args=extra_args, wait=wait, env=env, prefix=prefix,
+                         top=top)
         self.vrrpd[host.name] = d
         return d
 
@@ -349,6 +354,17 @@ class HaPair:
         if cp.returncode != 0:
             raise LabError(f"conntrack -L on {host.name} failed: {cp.stderr.strip()}")
         return [ln for ln in cp.stdout.splitlines() if ln.strip() and "=" in ln]
+
+    def invalid_drops(self, router: Host | str) -> int:
+        """Packets the strict ruleset's forward chain dropped as ct state invalid so far."""
+        cp = self.router(router).run(["nft", "-j", "list", "chain", "ip", "filter", "forward"], timeout=15)
+        if cp.returncode != 0:
+            raise LabError(f"nft list chain on {self.router(router).name} failed: {cp.stderr.strip()}")
+        for item in json.loads(cp.stdout).get("nftables", []):
+            rule = item.get("rule")
+            if rule and any("drop" in e for e in rule["expr"]) and "invalid" in json.dumps(rule["expr"]):
+                return next(e["counter"]["packets"] for e in rule["expr"] if "counter" in e)
+        return 0
 
     def conntrack_flush(self, router: Host | str) -> None:
         self.router(router).run(["conntrack", "-F"], timeout=30)

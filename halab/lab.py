@@ -24,18 +24,24 @@ Design rules (why the code looks the way it does):
   runner does not leave daemons behind; and everything left in the lab's
   namespaces is killed (``ip netns pids``) before they are deleted.  What a
   SIGKILLed creator leaves is removed by ``hapair-lab clean``.
+
+Where things are: this module is the :class:`Lab` (construction, the guard and the launcher,
+teardown) and its helpers; :mod:`halab.hosts` the handles on its namespaces (:class:`Host`,
+:class:`Bridge`), :mod:`halab.procs` what it starts (:class:`Proc`, :class:`Capture`),
+:mod:`halab.lifecycle` the registry of live labs and teardown at exit and on signals,
+:mod:`halab.errors` :class:`LabError`; :mod:`halab._ns` the low-level namespace helpers it
+shares with ``hapair-lab``.  All of these names are importable from here and from
+:mod:`halab`.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import itertools
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -43,157 +49,23 @@ import threading
 import time
 from typing import Callable, Sequence
 
-from . import _ns
-from ._ns import NetnsError, group_members, run_cmd
+from hacommon.labenv import LAB_ENV
+
+from . import _ns, lifecycle
+from ._ns import NetnsError, run_cmd
+from .errors import LabCommandError, LabError, lab_cmd
+from .hosts import Bridge, Host, child_env
+from .lifecycle import live_labs, teardown_all
+from .procs import Capture, Proc
 
 __all__ = [
     "Lab", "LabError", "LabCommandError", "Host", "Bridge", "Proc", "Capture",
-    "require_root_and_netns", "wait_for",
+    "require_root_and_netns", "wait_for", "live_labs", "teardown_all",
 ]
 
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 _SWITCH = "sw"
-
-
-class LabError(NetnsError):
-    """Any failure of the lab itself (bad arguments, refused launch, a failed
-    ``ip`` command, an incomplete teardown)."""
-
-
-class LabCommandError(LabError, subprocess.CalledProcessError):
-    """``Host.run(..., check=True)`` failed.  Is both a :class:`LabError` and a
-    :class:`subprocess.CalledProcessError`; ``str()`` includes stderr."""
-
-    def __init__(self, returncode, cmd, output=None, stderr=None, netns=""):
-        subprocess.CalledProcessError.__init__(self, returncode, cmd, output, stderr)
-        self.netns = netns
-
-    def __str__(self) -> str:
-        cmd = self.cmd if isinstance(self.cmd, str) else " ".join(map(str, self.cmd))
-        msg = f"[{self.netns}] command failed (rc={self.returncode}): {cmd}"
-        if self.stderr:
-            msg += "\n" + str(self.stderr).strip()
-        return msg
-
-
-def _lab_cmd(argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
-    """Run an ``ip -n ...``-style command, turning failures into LabError."""
-    try:
-        return run_cmd(argv, timeout=timeout)
-    except NetnsError as e:
-        if isinstance(e, LabError):
-            raise
-        raise LabError(str(e)) from e
-
-
-# --------------------------------------------------------------------------
-# module-level registry, atexit, signals
-
-_LIVE_LABS: dict[str, "Lab"] = {}
-_REG_LOCK = threading.RLock()
-_COUNTER = itertools.count()
-_SIGNALS_INSTALLED = False
-_FATAL_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-def _new_lab_id() -> str:
-    pid = os.getpid()
-    existing = _ns.list_netns(f"hl-{pid}-")
-    while True:
-        n = next(_COUNTER)
-        prefix = f"hl-{pid}-{n}-"
-        # A previous process with the same pid may have left namespaces.
-        if not any(name.startswith(prefix) for name in existing):
-            return f"hl-{pid}-{n}"
-
-
-def live_labs() -> list["Lab"]:
-    """Labs of this process that have not been torn down yet."""
-    with _REG_LOCK:
-        return [lab for lab in _LIVE_LABS.values() if lab._creator_pid == os.getpid()]
-
-
-def teardown_all() -> list[str]:
-    """Tear down every live lab of this process; return error messages."""
-    errors = []
-    for lab in live_labs():
-        try:
-            lab.teardown()
-        except Exception as e:  # keep going: every lab must get its chance
-            errors.append(f"{lab.id}: {e}")
-    return errors
-
-
-def _atexit_teardown() -> None:
-    for msg in teardown_all():
-        print(f"halab: atexit teardown error: {msg}", file=sys.stderr)
-
-
-atexit.register(_atexit_teardown)
-
-
-def _on_fatal_signal(signum, frame) -> None:
-    """SIGTERM/SIGHUP with default disposition would kill us without atexit:
-    tear the labs down first, then die from the same signal."""
-    for msg in teardown_all():
-        print(f"halab: teardown error on signal {signum}: {msg}", file=sys.stderr)
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
-
-
-def _install_signal_handlers() -> None:
-    global _SIGNALS_INSTALLED
-    if _SIGNALS_INSTALLED or os.environ.get("HALAB_NO_SIGNAL_HANDLERS") == "1":
-        return
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in _FATAL_SIGNALS:
-        if signal.getsignal(sig) == signal.SIG_DFL:
-            signal.signal(sig, _on_fatal_signal)
-    _SIGNALS_INSTALLED = True
-
-
-@contextlib.contextmanager
-def _deferred_signals():
-    """Defer SIGINT/SIGTERM/SIGHUP while tearing down (main thread only).
-
-    A Ctrl-C in the middle of deleting namespaces would leave a half-torn-down
-    lab; instead the signal is recorded and re-raised once teardown is done.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[int] = []
-    saved = {}
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        try:
-            saved[sig] = signal.signal(sig, lambda s, f: pending.append(s))
-        except (ValueError, OSError):  # pragma: no cover
-            pass
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        for sig in dict.fromkeys(pending):
-            signal.raise_signal(sig)
-
-
-def _child_env(env: dict[str, str] | None) -> dict[str, str]:
-    """Environment for children: ours, with the venv's bin dir on PATH (so
-    console scripts such as ``vrrpd`` are found even if the venv is not
-    activated), overlaid with ``env``."""
-    out = dict(os.environ)
-    bindir = os.path.dirname(sys.executable)
-    path = out.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    if bindir and bindir not in path.split(os.pathsep):
-        path = bindir + os.pathsep + path
-    out["PATH"] = path
-    if env:
-        out.update({k: str(v) for k, v in env.items()})
-    return out
-
 
 _SETPRIV = shutil.which("setpriv")
 
@@ -279,317 +151,6 @@ def _as_addr_list(addr) -> list[str]:
     return list(addr)
 
 
-# --------------------------------------------------------------------------
-# Host / Bridge
-
-
-class Host:
-    """A network namespace of a lab.  Created only by :meth:`Lab.add_host`."""
-
-    __slots__ = ("_lab", "_name", "_netns")
-
-    def __init__(self, lab: "Lab", name: str, netns: str):
-        self._lab = lab
-        self._name = name
-        self._netns = netns
-
-    lab = property(lambda self: self._lab, doc="The owning Lab.")
-    name = property(lambda self: self._name, doc="Short name (e.g. 'r1').")
-    netns = property(lambda self: self._netns, doc="Full namespace name.")
-
-    def __repr__(self) -> str:
-        return f"Host({self._netns!r})"
-
-    # -- commands
-    def run(self, argv: Sequence[str], *, check: bool = False, timeout: float = 30,
-            input: str | None = None, env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess:
-        """Run a short command inside the namespace (``ip netns exec``).
-
-        Returns a CompletedProcess with text stdout/stderr.  With check=True a
-        non-zero exit raises LabCommandError (includes stderr).  A timeout
-        raises subprocess.TimeoutExpired (the child is killed).
-        """
-        if isinstance(argv, str):
-            raise TypeError("Host.run takes an argv list; use Host.sh for a shell string")
-        self._lab._check_target(self)
-        argv = [str(a) for a in argv]
-        cp = subprocess.run(["ip", "netns", "exec", self._netns, *argv],
-                            capture_output=True, text=True, timeout=timeout,
-                            input=input, env=_child_env(env),
-                            stdin=None if input is not None else subprocess.DEVNULL)
-        if check and cp.returncode != 0:
-            raise LabCommandError(cp.returncode, argv, cp.stdout, cp.stderr, netns=self._netns)
-        return cp
-
-    def sh(self, script: str, *, check: bool = False, timeout: float = 30,
-           input: str | None = None, env: dict[str, str] | None = None
-           ) -> subprocess.CompletedProcess:
-        """Run a shell string (``sh -c``) inside the namespace."""
-        return self.run(["sh", "-c", script], check=check, timeout=timeout, input=input, env=env)
-
-    def ip(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
-        """``ip -n <netns> ARGS`` (convenience; raises LabError on failure)."""
-        argv = ["ip", "-n", self._netns, *map(str, args)]
-        if check:
-            return _lab_cmd(argv, timeout)
-        return run_cmd(argv, check=False, timeout=timeout)
-
-    def _ip_json(self, *args: str):
-        out = self.ip("-j", *args).stdout.strip()
-        return json.loads(out) if out else []
-
-    def sysctl(self, key: str, value) -> None:
-        """Set a sysctl inside the namespace (net.* keys are per namespace)."""
-        self.run(["sysctl", "-q", "-w", f"{key}={value}"], check=True, timeout=10)
-
-    def sysctl_get(self, key: str) -> str:
-        return self.run(["sysctl", "-n", key], check=True, timeout=10).stdout.strip()
-
-    def start(self, argv: Sequence[str], name: str | None = None, log: str | None = None,
-              env: dict[str, str] | None = None) -> "Proc":
-        """Start a long-running process here; see :meth:`Lab.start`."""
-        return self._lab.start(self, argv, name=name, log=log, env=env)
-
-    # -- state queries
-    def ipv4_addrs(self, ifname: str) -> list[str]:
-        """IPv4 addresses on ``ifname`` as CIDR strings, e.g. ['10.0.0.2/24']."""
-        out = []
-        for link in self._ip_json("-4", "addr", "show", "dev", ifname):
-            for a in link.get("addr_info", []):
-                if a.get("family") == "inet":
-                    out.append(f"{a['local']}/{a['prefixlen']}")
-        return out
-
-    def has_addr(self, ifname: str, addr: str) -> bool:
-        """True if ``addr`` (with or without /prefix) is on ``ifname``."""
-        bare = addr.split("/")[0]
-        return any(a == addr or a.split("/")[0] == bare for a in self.ipv4_addrs(ifname))
-
-    def link_mac(self, ifname: str) -> str:
-        links = self._ip_json("link", "show", "dev", ifname)
-        if not links:
-            raise LabError(f"{self._netns}: no link {ifname}")
-        return links[0]["address"]
-
-    def link_up(self, ifname: str) -> bool:
-        """Administrative state of ``ifname`` (flag UP)."""
-        links = self._ip_json("link", "show", "dev", ifname)
-        return bool(links) and "UP" in links[0].get("flags", [])
-
-    def neigh(self, addr: str, dev: str | None = None) -> tuple[str | None, str | None]:
-        """(lladdr or None, state) of the neighbour entry for ``addr``.
-
-        State is e.g. 'REACHABLE', 'STALE', 'FAILED' (several flags joined by
-        ','), or None if there is no entry.
-        """
-        args = ["neigh", "show", "to", addr]
-        if dev:
-            args += ["dev", dev]
-        entries = self._ip_json(*args)
-        if not entries:
-            return None, None
-        e = entries[0]
-        state = e.get("state") or []
-        return e.get("lladdr"), ",".join(state) if state else None
-
-    def ping(self, dst: str, count: int = 1, timeout: float = 2, interval: float = 0.2) -> bool:
-        """True if ``ping -c count`` to ``dst`` succeeds from this namespace."""
-        cp = self.run(["ping", "-n", "-q", "-c", str(count), "-i", str(interval),
-                       "-W", str(timeout), dst], timeout=count * (interval + timeout) + 10)
-        return cp.returncode == 0
-
-
-class Bridge:
-    """A Linux bridge inside the lab's switch namespace."""
-
-    __slots__ = ("_lab", "_name", "_switch")
-
-    def __init__(self, lab: "Lab", name: str, switch: Host):
-        self._lab = lab
-        self._name = name
-        self._switch = switch
-
-    lab = property(lambda self: self._lab)
-    name = property(lambda self: self._name, doc="Bridge device name in the switch ns.")
-    switch = property(lambda self: self._switch, doc="The switch namespace as a Host.")
-    netns = property(lambda self: self._switch.netns, doc="The switch namespace name.")
-
-    def __repr__(self) -> str:
-        return f"Bridge({self._name!r} in {self._switch.netns!r})"
-
-    def ports(self) -> list[str]:
-        """Names of the ports enslaved to this bridge."""
-        links = self._switch._ip_json("link", "show", "master", self._name)
-        return [link["ifname"] for link in links]
-
-
-# --------------------------------------------------------------------------
-# Proc / Capture
-
-
-class Proc:
-    """A long-running process started by :meth:`Lab.start`.
-
-    It leads its own session/process group (``start_new_session``), so a
-    terminal Ctrl-C does not hit it before the lab can stop it in order, and
-    so :meth:`kill`/:meth:`terminate` reach its children too (e.g.
-    keepalived's VRRP child).
-    """
-
-    def __init__(self, lab: "Lab", host: Host, name: str, argv: list[str],
-                 popen: subprocess.Popen, log_path: str, log_offset: int):
-        self.lab = lab
-        self.host = host
-        self.name = name
-        self.argv = argv
-        self._popen = popen
-        self.pid = popen.pid  # ip netns exec / setpriv exec(), so this is the daemon's pid
-        self.pgid = popen.pid
-        self.log_path = log_path
-        self._log_offset = log_offset
-
-    def __repr__(self) -> str:
-        return f"Proc({self.name!r} pid={self.pid} in {self.host.netns!r} rc={self._popen.returncode})"
-
-    @property
-    def returncode(self) -> int | None:
-        return self._popen.poll()
-
-    def alive(self) -> bool:
-        """True while the main process has not exited."""
-        return self._popen.poll() is None
-
-    def wait(self, timeout: float | None = None) -> int:
-        """Wait for the main process; raises subprocess.TimeoutExpired."""
-        return self._popen.wait(timeout)
-
-    def group_pids(self) -> list[int]:
-        """Live pids in this process group (main process and its children)."""
-        return group_members(self.pgid)
-
-    def signal(self, sig: int) -> None:
-        """Send ``sig`` to the main process only (e.g. SIGHUP to reload)."""
-        if self._popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
-
-    def _killpg(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pgid, sig)
-
-    def _wait_group_gone(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            self._popen.poll()
-            if not group_members(self.pgid):
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.05)
-
-    def _reap(self) -> int:
-        try:
-            return self._popen.wait(5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            return self._popen.wait(5)
-
-    def terminate(self, timeout: float = 5.0) -> int:
-        """Graceful stop: SIGTERM to the whole group, wait up to ``timeout``,
-        then SIGKILL what is left.  Returns the main process's returncode."""
-        if group_members(self.pgid):
-            self._killpg(signal.SIGTERM)
-            if not self._wait_group_gone(timeout):
-                self._killpg(signal.SIGKILL)
-                self._wait_group_gone(5)
-        return self._reap()
-
-    def kill(self) -> int:
-        """Hard failure: SIGKILL the whole process group (no cleanup by the
-        daemon: e.g. a VIP stays configured), wait for it, reap."""
-        self._killpg(signal.SIGKILL)
-        self._wait_group_gone(5)
-        return self._reap()
-
-    def read_log(self) -> str:
-        """Output of this run (a restarted daemon appends to the same file;
-        only what this Proc wrote is returned)."""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(self._log_offset)
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
-
-
-class Capture:
-    """A running ``tcpdump -w`` in a lab namespace (see :meth:`Lab.capture`)."""
-
-    def __init__(self, lab: "Lab", netns: str, ifname: str, path: str, bpf: str | None,
-                 popen: subprocess.Popen, err_path: str):
-        self.lab = lab
-        self.netns = netns
-        self.ifname = ifname
-        self.path = path
-        self.bpf = bpf
-        self._popen = popen
-        self.err_path = err_path
-        self.stats: dict[str, int] = {}
-
-    def __repr__(self) -> str:
-        return f"Capture({self.path!r} on {self.netns}:{self.ifname})"
-
-    def running(self) -> bool:
-        return self._popen.poll() is None
-
-    def _stderr(self) -> str:
-        try:
-            with open(self.err_path, encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
-
-    def stop(self, timeout: float = 10.0, settle: float = 0.1) -> int | None:
-        """Stop tcpdump with SIGINT (so it flushes and closes the pcap) and
-        wait; SIGKILL if it hangs.  Returns the number of packets captured as
-        reported by tcpdump (also in ``self.stats``), or None.  Idempotent."""
-        if self._popen.poll() is None:
-            if settle:
-                time.sleep(settle)  # let packets already in flight reach tcpdump
-            with contextlib.suppress(ProcessLookupError):
-                self._popen.send_signal(signal.SIGINT)
-            try:
-                self._popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self._popen.pid, signal.SIGKILL)
-                self._popen.wait(5)
-        for m in re.finditer(r"^(\d+) packets? (captured|received by filter|dropped by kernel)",
-                             self._stderr(), re.M):
-            self.stats[m.group(2).split()[0]] = int(m.group(1))
-        return self.stats.get("captured")
-
-    def lines(self, bpf: str | None = None) -> list[str]:
-        """The capture decoded by ``tcpdump -nn -r`` (one line per packet),
-        optionally filtered by ``bpf``.  Readable while running (-U)."""
-        argv = ["tcpdump", "-nn", "-r", self.path]
-        if bpf:
-            argv.append(bpf)
-        cp = run_cmd(argv, check=False, timeout=60)
-        if cp.returncode != 0 and "truncated" not in cp.stderr:
-            raise LabError(f"tcpdump -r {self.path} failed: {cp.stderr.strip()}")
-        return [ln for ln in cp.stdout.splitlines() if ln.strip()]
-
-    def count(self, bpf: str | None = None) -> int:
-        return len(self.lines(bpf))
-
-
-# --------------------------------------------------------------------------
-# Lab
-
-
 class Lab:
     """A set of network namespaces wired with veths and bridges.
 
@@ -618,15 +179,12 @@ class Lab:
         self._torn_down = False
         self._tearing_down = False
         self.workdir = ""
-        with _REG_LOCK:
-            self.id = _new_lab_id()
-            _LIVE_LABS[self.id] = self  # registered before anything exists
-        _install_signal_handlers()
+        self.id = lifecycle.register(self)  # registered before anything exists
+        lifecycle.install_signal_handlers()
         try:
             self.workdir = tempfile.mkdtemp(prefix=f"{self.id}-", dir=workdir_base)
         except BaseException:
-            with _REG_LOCK:
-                _LIVE_LABS.pop(self.id, None)
+            lifecycle.unregister(self.id)
             raise
 
     def __repr__(self) -> str:
@@ -685,14 +243,14 @@ class Lab:
         if full in self._namespaces or _ns.netns_id(full) is not None:
             raise LabError(f"namespace {full} already exists")
         self._namespaces.append(full)  # recorded first: teardown handles partial creation
-        _lab_cmd(["ip", "netns", "add", full])
+        lab_cmd(["ip", "netns", "add", full])
         ident = _ns.netns_id(full)
         if ident is None:
             raise LabError(f"namespace {full} vanished right after creation")
         if ident in _ns.host_netns_ids():
             raise LabError(f"namespace {full} is the host namespace?!")
         self._ns_ids[full] = ident
-        _lab_cmd(["ip", "-n", full, "link", "set", "lo", "up"])
+        lab_cmd(["ip", "-n", full, "link", "set", "lo", "up"])
         return full
 
     def add_host(self, name: str, ipv6: bool = True) -> Host:
@@ -834,7 +392,7 @@ class Lab:
             raise LabError(f"{bridge!r} is not a bridge of lab {self.id}")
         sw = bridge.switch
         self._check_target(sw)
-        out = _lab_cmd(["bridge", "-n", sw.netns, "-j", "fdb", "show", "br", bridge.name]).stdout
+        out = lab_cmd(["bridge", "-n", sw.netns, "-j", "fdb", "show", "br", bridge.name]).stdout
         mac = mac.lower()
         for e in json.loads(out or "[]"):
             if (e.get("mac", "").lower() == mac and "self" not in e.get("flags", [])
@@ -848,8 +406,9 @@ class Lab:
         """The single launcher for long-running processes (daemons, tcpdump)."""
         netns = self._check_target(host)
         full = ["ip", "netns", "exec", netns, *_pdeathsig_prefix(), *argv]
+        # HAPAIR_LAB: with the namespace, how a daemon knows it runs in this lab (hacommon.labenv)
         return subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                                start_new_session=True, close_fds=True, env=_child_env(env))
+                                start_new_session=True, close_fds=True, env=child_env({LAB_ENV: self.id, **(env or {})}))
 
     def start(self, host: Host, argv: Sequence[str], name: str | None = None,
               log: str | None = None, env: dict[str, str] | None = None) -> Proc:
@@ -923,7 +482,7 @@ class Lab:
         self._tearing_down = True
         errors: list[str] = []
         try:
-            with _deferred_signals():
+            with lifecycle.deferred_signals():
                 for proc in reversed(self._procs):
                     try:
                         proc.terminate(timeout=self.stop_timeout)
@@ -956,8 +515,7 @@ class Lab:
                     print(f"halab: kept workdir of {self.id}: {self.workdir}", file=sys.stderr)
                 if not leftover:
                     self._torn_down = True
-                    with _REG_LOCK:
-                        _LIVE_LABS.pop(self.id, None)
+                    lifecycle.unregister(self.id)
         finally:
             self._tearing_down = False
         if errors:

@@ -123,17 +123,22 @@ def vrrpd_config(socket: str, instances: dict[str, dict], sync_groups: dict[str,
 
 def start_vrrpd(host: Host, instances: dict[str, dict], sync_groups: dict[str, list[str]] | None = None,
                 name: str = "vrrpd", extra_args: list[str] | None = None, wait: bool = True,
-                config: dict | None = None) -> Vrrpd:
+                config: dict | None = None, env: dict[str, str] | None = None, prefix: list[str] | None = None,
+                top: dict | None = None) -> Vrrpd:
     """Write a config into the lab's workdir and start vrrpd in `host` (never elsewhere:
-    Host.start refuses anything that is not this lab's namespace)."""
+    Host.start refuses anything that is not this lab's namespace). ``env`` is added to
+    its environment (NOTIFY_SOCKET, say), ``prefix`` goes before the command (setpriv),
+    ``top`` adds keys to the [vrrpd] table (metrics_listen)."""
     workdir = Path(host.lab.workdir)
     sock = str(workdir / f"{name}-{host.name}.sock")
     cfg_path = workdir / f"{name}-{host.name}.toml"
     cfg = config or vrrpd_config(sock, instances, sync_groups)
     if config is not None:
         sock = cfg["vrrpd"]["control_socket"]
+    if top:
+        cfg["vrrpd"] = {**top, **cfg["vrrpd"]}
     cfg_path.write_text(toml_dump(cfg) + "\n")
-    proc = host.start([*vrrpd_binary(), "-c", str(cfg_path), *(extra_args or [])], name=name)
+    proc = host.start([*(prefix or []), *vrrpd_binary(), "-c", str(cfg_path), *(extra_args or [])], name=name, env=env)
     d = Vrrpd(host, proc, cfg_path, sock)
     if wait:
         d.wait_ready()

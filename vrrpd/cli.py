@@ -1,4 +1,10 @@
-"""Command lines: `vrrpd` (the daemon) and `vrrpctl` (status, events, metrics)."""
+"""Command lines: `vrrpd` (the daemon) and `vrrpctl` (status, events, metrics, capture).
+
+Kept lean: `vrrpctl status` imports argparse, json and socket (hacommon.client) and, for
+the text view, vrrpd.status; never trio or the protocol cores. The daemon side
+(hacommon.entry, vrrpd.config, vrrpd.daemon) is imported only by `vrrpd` itself. The
+benchmark's "CLI start-up" row measures it (docs/benchmarks.md).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +13,7 @@ import json
 import os
 import sys
 
-from hacommon.entry import daemon_main
-
-from . import config as config_mod
-from .status import InstanceStatus, UplinksStatus, render_text, render_uplinks_text
-
-
-def _check_summary(cfg) -> str:
-    extra = ""
-    if cfg.probes or cfg.uplinks:
-        extra = f", {len(cfg.probes)} probe(s), {len(cfg.uplinks.links) if cfg.uplinks else 0} uplink(s)"
-    return f"{len(cfg.instances)} instance(s), {len(cfg.sync_groups)} sync group(s){extra}"
+DEFAULT_CONTROL_SOCKET = "/run/hapair/vrrpd.sock"  # hacommon.paths.VRRPD_CONTROL_SOCKET, not imported: start-up
 
 
 async def _serve(cfg) -> None:
@@ -27,8 +23,12 @@ async def _serve(cfg) -> None:
 
 
 def vrrpd_main(argv: list[str] | None = None) -> int:
+    from hacommon.entry import daemon_main
+
+    from .config import TABLE
+
     return daemon_main(argv, prog="vrrpd", description="VRRPv2 (RFC 3768) router daemon",
-                       config_help="TOML configuration file", load=config_mod.load, summary=_check_summary,
+                       config_help="TOML configuration file (its [vrrpd] table; the others are checked too)", table=TABLE,
                        root_reason="raw sockets, addresses, macvlan", run=_serve)
 
 
@@ -36,8 +36,10 @@ def _socket_path(args) -> str:
     if args.socket:
         return args.socket
     if args.config:
-        return config_mod.load(args.config).control_socket
-    return os.environ.get("VRRPCTL_SOCKET", config_mod.DEFAULT_CONTROL_SOCKET)
+        from hacommon.client import socket_from_file
+
+        return socket_from_file(args.config, "vrrpd", DEFAULT_CONTROL_SOCKET)
+    return os.environ.get("VRRPCTL_SOCKET", DEFAULT_CONTROL_SOCKET)
 
 
 #: VRRP (v2, v3 over IPv4 and IPv6), ARP, and IPv6 Neighbour Solicitations and
@@ -49,7 +51,7 @@ def _capture(path: str, args) -> int:
     """Find the instance's interface from the running daemon, then become tcpdump."""
     import shutil
 
-    from hacommon.control import request
+    from hacommon.client import request
 
     reply = request(path, "status", timeout=5)
     names = [i["name"] for i in reply.get("instances", [])]
@@ -76,10 +78,10 @@ def _capture(path: str, args) -> int:
 
 
 def vrrpctl_main(argv: list[str] | None = None) -> int:
-    from hacommon.control import request, stream
+    from hacommon.client import SocketPathError, request, stream
 
     ap = argparse.ArgumentParser(prog="vrrpctl", description="query a running vrrpd")
-    ap.add_argument("-s", "--socket", help=f"control socket (default {config_mod.DEFAULT_CONTROL_SOCKET} or $VRRPCTL_SOCKET)")
+    ap.add_argument("-s", "--socket", help=f"control socket (default {DEFAULT_CONTROL_SOCKET} or $VRRPCTL_SOCKET)")
     ap.add_argument("-c", "--config", help="read the control socket path from this config file")
     sub = ap.add_subparsers(dest="cmd", required=True)
     st = sub.add_parser("status", help="state, priorities, timers and counters of every instance")
@@ -103,8 +105,8 @@ def vrrpctl_main(argv: list[str] | None = None) -> int:
                 print(json.dumps(event), flush=True)
             return 0
         reply = request(path, args.cmd, timeout=5)
-    except config_mod.ConfigError as e:
-        print("\n".join(f"vrrpctl: {p}" for p in e.problems), file=sys.stderr)
+    except SocketPathError as e:
+        print(f"vrrpctl: {e}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as e:
         print(f"vrrpctl: cannot talk to vrrpd on {path}: {e}", file=sys.stderr)
@@ -129,7 +131,13 @@ def vrrpctl_main(argv: list[str] | None = None) -> int:
             out["uplinks"] = reply["uplinks"]
         print(json.dumps(out, indent=2))
     else:
-        print(render_text([InstanceStatus.from_dict(i) for i in instances]), end="")
+        from .status_text import from_json, render_text, render_uplinks_text
+
+        print(render_text(from_json(instances)), end="")
+        ctl = reply["daemon"].get("control") or {}
+        if (ctl.get("refused") or ctl.get("errors")) and not args.instance:
+            print(f"control socket: {ctl['refused']} request(s) refused (last: {ctl['last_refused']}), "
+                  f"{ctl['errors']} failed")
         if "uplinks" in reply and not args.instance:
-            print(render_uplinks_text(UplinksStatus.from_dict(reply["uplinks"])), end="")
+            print(render_uplinks_text(from_json(reply["uplinks"])), end="")
     return 0

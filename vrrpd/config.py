@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hacommon.config import Checker, ConfigError, read_toml
+from hacommon.config import Checker, ConfigError, TableSpec, check_file, read_toml
 from hacommon.paths import VRRPD_CONTROL_SOCKET
 
 from .machine import RouterParams
@@ -102,6 +102,10 @@ class SyncGroupConfig:
 class VrrpdConfig:
     path: str
     control_socket: str = DEFAULT_CONTROL_SOCKET
+    # Members of this group may connect to the control socket and change things
+    # (hold transitions, demote); others who can connect only read. None: root only.
+    control_group: str | None = None
+    control_gid: int | None = None
     instances: dict[str, InstanceConfig] = field(default_factory=dict)
     sync_groups: dict[str, SyncGroupConfig] = field(default_factory=dict)
     # How long a transition to master waits for subscribers (ctsync) before adding
@@ -110,9 +114,13 @@ class VrrpdConfig:
     # How long a backup about to preempt a live lower-priority master waits for its
     # preparing subscribers (ctsync commits the master's table first); 0: preempt at once.
     preempt_prepare_timeout: float = 10.0
+    # A notify hook running longer than this is killed with its process group.
+    notify_timeout: float = 60.0
     # Probes pinned to one uplink, and uplink failover (vrrpd/uplink_config.py).
     probes: dict = field(default_factory=dict)
     uplinks: object | None = None
+    # "127.0.0.1:9650": serve Prometheus metrics over HTTP there (None: off).
+    metrics_listen: tuple[str, int] | None = None
 
     def group_of(self, instance: str) -> str | None:
         for g in self.sync_groups.values():
@@ -126,8 +134,9 @@ _INSTANCE_KEYS = {
     "use_vmac", "auth", "track_interfaces", "strict", "notify", "garp_count", "garp_interval",
     "garp_repeat_delay", "track_probes", "version", "accept_mode", "checksum_pseudo_header", "garp_refresh",
 }
-_TOP_KEYS = {"control_socket", "instance", "sync_group", "transition_hold_timeout", "preempt_prepare_timeout", "probe",
-             "uplinks"}
+_TOP_KEYS = {"control_socket", "control_group", "instance", "sync_group", "transition_hold_timeout", "preempt_prepare_timeout",
+             "notify_timeout",
+             "probe", "uplinks", "metrics_listen"}
 
 
 def _instance(c: Checker, name: str, t: Any) -> InstanceConfig | None:
@@ -311,10 +320,16 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
     top = data.get("vrrpd")
     if not isinstance(top, dict):
         raise ConfigError([f"{c.file}: vrrpd: missing table [vrrpd]"])
+    c.refuse_nul(top, "vrrpd")
+    if c.problems:  # names and strings the rest may pass on (argv, paths, logs)
+        raise ConfigError(c.problems)
     c.unknown(top, _TOP_KEYS, "vrrpd")
     sock = c.string(top, "control_socket", "vrrpd", DEFAULT_CONTROL_SOCKET)
+    control_group, control_gid = c.group(top, "control_group", "vrrpd")
     hold = c.number(top, "transition_hold_timeout", "vrrpd", 0, 60, 2.0)
     prepare = c.number(top, "preempt_prepare_timeout", "vrrpd", 0, 600, 10.0)
+    notify_timeout = c.number(top, "notify_timeout", "vrrpd", 1, 3600, 60.0)
+    metrics = c.listen_address(top, "metrics_listen", "vrrpd")
     instances: dict[str, InstanceConfig] = {}
     raw_inst = top.get("instance", {})
     # A box may run vrrpd only for its uplinks (no VRRP instance).
@@ -373,9 +388,9 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
     probes, uplinks = _probes_and_uplinks(c, top, raw_inst)
     if c.problems:
         raise ConfigError(c.problems)
-    return VrrpdConfig(path=path, control_socket=sock, instances=instances, sync_groups=groups, transition_hold_timeout=hold,
-                       preempt_prepare_timeout=prepare,
-                       probes=probes, uplinks=uplinks)
+    return VrrpdConfig(path=path, control_socket=sock, control_group=control_group, control_gid=control_gid,
+                       instances=instances, sync_groups=groups, transition_hold_timeout=hold,
+                       preempt_prepare_timeout=prepare, notify_timeout=notify_timeout, probes=probes, uplinks=uplinks, metrics_listen=metrics)
 
 
 def _probes_and_uplinks(c: Checker, top: dict, raw_inst: dict) -> tuple[dict, object | None]:
@@ -398,3 +413,33 @@ def _probes_and_uplinks(c: Checker, top: dict, raw_inst: dict) -> tuple[dict, ob
 
 def load(path: str | Path) -> VrrpdConfig:
     return parse(read_toml(path), str(path))
+
+
+def _summary(cfg: VrrpdConfig) -> str:
+    extra = ""
+    if cfg.probes or cfg.uplinks:
+        extra = f", {len(cfg.probes)} probe(s), {len(cfg.uplinks.links) if cfg.uplinks else 0} uplink(s)"
+    return f"{len(cfg.instances)} instance(s), {len(cfg.sync_groups)} sync group(s){extra}"
+
+
+def _provides(top: dict) -> dict[str, set[str]]:
+    """Names other tables of the file may refer to, read from the raw [vrrpd] table (so
+    a reference is checked even when this table has problems of its own)."""
+    groups, insts = top.get("sync_group"), top.get("instance")
+    sock = top.get("control_socket", DEFAULT_CONTROL_SOCKET)
+    return {
+        "vrrpd.sync_group": set(groups) if isinstance(groups, dict) else set(),
+        "vrrpd.instance": set(insts) if isinstance(insts, dict) else set(),
+        "vrrpd.control_socket": {sock} if isinstance(sock, str) else set(),
+    }
+
+
+#: [vrrpd] in the one check of a box's file (hacommon.config.check_file; registered as
+#: an entry point in pyproject.toml).
+TABLE = TableSpec("vrrpd", parse, summary=_summary, provides=_provides)
+
+
+def load_checked(path: str | Path) -> VrrpdConfig:
+    """The [vrrpd] table, after every table of the file and their cross-references
+    passed (what the daemon runs and reloads, and what --check checks)."""
+    return check_file(path, TABLE).configs["vrrpd"]

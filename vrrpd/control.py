@@ -2,7 +2,8 @@
 
 Request: one JSON object per line, e.g. {"cmd": "status"}. Replies:
 - status:  {"ok": true, "daemon": {...}, "instances": [InstanceStatus.to_dict(), ...]}
-- metrics: {"ok": true, "text": "<Prometheus exposition>"}
+- metrics: {"ok": true, "text": "<Prometheus exposition>"} (vrrpd/metrics.py, the registry
+           metrics_listen serves too)
 - events:  a subscription (hacommon.handshake): {"ok": true, "subscribed": true}, then one
            JSON object per transition, until the client closes. A reader that falls 256
            events behind is disconnected rather than slowing the daemon down.
@@ -25,6 +26,10 @@ Request: one JSON object per line, e.g. {"cmd": "status"}. Replies:
            With "uplinks": true the stream also carries probe and uplink events
            ({"kind": "probe"|"uplink"|"uplink_flush", ...}; see docs/uplinks.md).
 Anything else gets {"ok": false, "error": "..."}.
+
+status, metrics and events are open to whoever can connect (the socket is 0660, see
+hacommon.control); holding transitions and demoting need uid 0 or a member of
+``control_group`` ({"ok": false, "error": "permission denied: ..."} otherwise).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from hacommon.control import (
     BadRequest,
     LineReader,
     LineTooLong,
+    Peer,
     UnixControlServer,
     parse_json_object,
     send_json,
@@ -46,7 +52,6 @@ from hacommon.control import (
 
 from .demotion import Demotion
 from .publisher import Subscriber
-from .status import render_metrics, render_uplinks_metrics
 
 log = logging.getLogger("vrrpd")
 
@@ -57,51 +62,51 @@ SUBSCRIBER_BACKLOG = 256
 class ControlServer(UnixControlServer):
     prog = "vrrpd"
 
-    async def _serve(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            try:
-                reader = LineReader(stream)
-                try:
-                    line = await reader.next_line()
-                except LineTooLong as e:
-                    await send_json(stream, {"ok": False, "error": f"request too long: {e}"})
-                    return
-                try:
-                    req = parse_json_object(line or b"")
-                    cmd = req.get("cmd")
-                except BadRequest:
-                    req, cmd = {}, None
-                if cmd == "status":
-                    await send_json(stream, self._status())
-                elif cmd == "metrics":
-                    text = render_metrics(self.daemon.status())
-                    if getattr(self.daemon, "uplinkd", None) is not None:
-                        text += render_uplinks_metrics(self.daemon.uplinkd.status())
-                    await send_json(stream, {"ok": True, "text": text})
-                elif cmd == "events":
-                    await self._events(stream, req, reader)
-                else:
-                    shown = (line or b"")[:80].decode(errors="replace")
-                    await send_json(stream, {"ok": False, "error": f"unknown request {shown!r}; try status, metrics, events"})
-            except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
-                pass
+    async def _serve(self, stream: trio.SocketStream, peer: Peer) -> None:
+        reader = LineReader(stream)
+        try:
+            line = await reader.next_line()
+        except LineTooLong as e:
+            await send_json(stream, self.bad_request(f"request too long: {e}"))
+            return
+        try:
+            req = parse_json_object(line or b"")
+        except BadRequest as e:
+            await send_json(stream, self.bad_request(f"bad request: {e}; try status, metrics, events"))
+            return
+        cmd = req.get("cmd")
+        if cmd == "status":
+            await send_json(stream, self._status())
+        elif cmd == "metrics":
+            from .metrics import render
+
+            await send_json(stream, {"ok": True, "text": render(self.daemon.metrics_registry())})
+        elif cmd == "events":
+            await self._events(stream, req, reader, peer)
+        else:
+            shown = (line or b"")[:80].decode(errors="replace")
+            await send_json(stream, self.bad_request(f"unknown request {shown!r}; try status, metrics, events"))
 
     def _status(self) -> dict:
         d = self.daemon
         reply = {
             "ok": True,
-            "daemon": {"pid": os.getpid(), "config": d.cfg.path, "started_at": d.started_at},
+            "daemon": {"pid": os.getpid(), "config": d.cfg.path, "started_at": d.started_at, "control": self.stats.to_dict()},
             "instances": [s.to_dict() for s in d.status()],
         }
         if getattr(d, "uplinkd", None) is not None:
             reply["uplinks"] = d.uplinkd.status().to_dict()
         return reply
 
-    async def _events(self, stream: trio.SocketStream, req: dict, reader: LineReader) -> None:
+    async def _events(self, stream: trio.SocketStream, req: dict, reader: LineReader, peer: Peer) -> None:
         try:
             sub_req = hs.parse_subscribe(req)
         except hs.HandshakeError as e:
+            self.stats.bad_requests += 1
             await stream.send_all(hs.encode(hs.Refused(str(e))))
+            return
+        if sub_req.hold and not self.allowed(peer):  # holding delays the VIPs of a move to master
+            await send_json(stream, self.refuse(peer, f"events holding {', '.join(sub_req.hold)}"))
             return
         send, recv = trio.open_memory_channel(SUBSCRIBER_BACKLOG)
         sub = Subscriber(sub_req.name, send, frozenset(sub_req.hold), uplink_events=sub_req.uplinks,
@@ -111,7 +116,7 @@ class ControlServer(UnixControlServer):
         try:
             await stream.send_all(hs.encode(hs.Subscribed(sub_req.hold)))
             async with trio.open_nursery() as n:
-                n.start_soon(self._read_subscriber, reader, sub, n.cancel_scope)
+                n.start_soon(self._read_subscriber, reader, sub, n.cancel_scope, self.allowed(peer), peer)
                 async with recv:
                     async for msg in recv:
                         await stream.send_all(hs.encode(msg))
@@ -119,16 +124,20 @@ class ControlServer(UnixControlServer):
             publisher.remove(sub)
             self.daemon.set_demotion(sub, None)  # a subscriber that is gone demotes nothing
 
-    async def _read_subscriber(self, reader: LineReader, sub: Subscriber, scope: trio.CancelScope) -> None:
+    async def _read_subscriber(self, reader: LineReader, sub: Subscriber, scope: trio.CancelScope,
+                               allowed: bool, peer: Peer) -> None:
         """Acks and demotions the subscriber writes after subscribing."""
         try:
             while (line := await reader.next_line()) is not None:
                 try:
                     msg = hs.parse_from_subscriber(parse_json_object(line), sub.hold_on)
                 except BadRequest:
+                    self.stats.bad_requests += 1
                     continue
                 if isinstance(msg, hs.Ack):
                     sub.ack(msg.hold_id)
+                elif isinstance(msg, hs.Demote) and not allowed:  # lowers priorities: a state change
+                    sub.offer(hs.Refused(self.refuse(peer, "demote")["error"]))
                 elif isinstance(msg, hs.Demote):
                     self.daemon.set_demotion(sub, Demotion(sub.name, msg.weight, msg.scope, msg.reason or "no reason given")
                                              if msg.weight else None)

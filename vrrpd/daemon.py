@@ -19,7 +19,8 @@ import time
 
 import trio
 
-from hacommon.log import RateLimiter
+from hacommon import sdnotify
+from hacommon.log import RateLimiter, first_error
 
 from . import config as config_mod
 from .config import InstanceConfig, VrrpdConfig
@@ -37,12 +38,16 @@ from .io import accept as accept_filter
 from .io import links as nl
 from .io.linkmon import watch_links
 from .io.vrrp_socket import Datagram, open_receive_socket, receive
+from .machine import State
 from .packet import Reason, Rejected, split_ipv4
 from .publisher import Publisher
 from .status import InstanceStatus
 from .timers import Timers
 
 log = logging.getLogger("vrrpd")
+#: How late an instance may be in handling its deadline before the watchdog calls it stuck:
+#: far beyond any scheduling delay, well within any sensible WatchdogSec.
+WATCHDOG_LATE = 10.0
 
 
 class Daemon:
@@ -55,56 +60,97 @@ class Daemon:
         self.tx: dict[str, trio.socket.SocketType] = {}
         self.links: dict[str, nl.LinkInfo] = {}
         self.limiter = RateLimiter(10.0)
-        self.publisher = Publisher(self._deliver_group_command, self._spawn_hook, lambda: list(self.instances.values()))
+        self.publisher = Publisher(self._deliver_group_command, self._spawn_hook, self.instances.get,
+                                   lambda: list(self.instances.values()))
         self.demotions = Demotions()  # asked for by subscribers (ctsync not ready)
         self._refresh = trio.Event()
         self.nursery: trio.Nursery | None = None
         self.timers = Timers()
         self.started_at = time.time()
         self.uplinkd = None  # probes and uplinks (vrrpd/uplinkd.py), if configured
+        self.notifier = sdnotify.Notifier(None)  # systemd's, read from the environment in run()
+        self.metrics = None  # the HTTP metrics endpoint (metrics_listen), if configured
+        self._registry = None  # prometheus_client's, built on first use (vrrpd/metrics.py)
 
     # ---- lifecycle -------------------------------------------------------------------
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async with trio.open_nursery() as nursery:
-                self.nursery = nursery
-                nursery.start_soon(self.timers.run)
-                control = ControlServer(self, self.cfg.control_socket)
-                await control.start(nursery)
-                nursery.start_soon(watch_links, lambda: self._refresh.set())  # late-bound: the event is replaced after each refresh
-                await self._refresh_links()
-                for icfg in self.cfg.instances.values():
-                    await self._add_instance(icfg)
-                await self._install_accept_filter()
-                self._rebuild_groups()
-                for inst in self.instances.values():
-                    self._spawn(inst)
-                nursery.start_soon(self._refresher)
-                if self.cfg.probes or self.cfg.uplinks:
-                    from .uplinkd import UplinkDriver
+        """Run until SIGTERM/SIGINT, then leave (shutdown). If anything ends the daemon
+        otherwise (a bug: an exception out of one of its tasks), it leaves the same way
+        before the exception goes on: priority 0, VIPs and macvlans removed, stop hooks,
+        so the peer takes over at once and nothing of ours stays on the links."""
+        self.notifier = sdnotify.Notifier.from_env()
+        control: ControlServer | None = None
+        left = False
+        try:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+                async with trio.open_nursery() as nursery:
+                    self.nursery = nursery
+                    nursery.start_soon(self.timers.run)
+                    control = ControlServer(self, self.cfg.control_socket, self.cfg.control_group, self.cfg.control_gid)
+                    await control.start(nursery)
+                    # late-bound: the event is replaced after each refresh
+                    nursery.start_soon(watch_links, lambda: self._refresh.set())
+                    await self._refresh_links()
+                    for icfg in self.cfg.instances.values():
+                        await self._add_instance(icfg)
+                    await self._install_accept_filter()
+                    self._rebuild_groups()
+                    for inst in self.instances.values():
+                        self._spawn(inst)
+                    nursery.start_soon(self._refresher)
+                    if self.cfg.probes or self.cfg.uplinks:
+                        from .uplinkd import UplinkDriver
 
-                    self.uplinkd = UplinkDriver(self)
-                    await self.uplinkd.start(nursery)
-                log.info("vrrpd started: %d instance(s), control socket %s", len(self.instances), self.cfg.control_socket)
-                task_status.started()
-                async for signum in signals:
-                    if signum == signal.SIGHUP:
-                        await self.reload()
-                        continue
-                    log.info("%s: leaving (priority 0 for every master)", signal.Signals(signum).name)
-                    break
+                        self.uplinkd = UplinkDriver(self)
+                        await self.uplinkd.start(nursery)
+                    if self.cfg.metrics_listen is not None:
+                        from hacommon.metrics_http import MetricsServer
+
+                        self.metrics = MetricsServer(self.metrics_registry(), self.cfg.metrics_listen, "vrrpd")
+                        await self.metrics.start(nursery)
+                    log.info("vrrpd started: %d instance(s), control socket %s", len(self.instances), self.cfg.control_socket)
+                    await self._initial_states_known()
+                    self.notifier.ready(self.status_line())
+                    nursery.start_soon(sdnotify.run, self.notifier, self.status_line, self.unhealthy)
+                    task_status.started()
+                    async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            self.notifier.reloading()
+                            await self.reload()
+                            self.notifier.ready(self.status_line())
+                            continue
+                        log.info("%s: leaving (priority 0 for every master)", signal.Signals(signum).name)
+                        break
+                    self.notifier.stopping("leaving: priority 0 for every master")
+                    left = True
+                    await self.shutdown()
+                    nursery.cancel_scope.cancel()
+        except BaseException as e:
+            if not left:
+                if not isinstance(e, (SystemExit, KeyboardInterrupt, trio.Cancelled)):
+                    log.critical("vrrpd is ending on an unexpected error (%s); leaving as on SIGTERM first",
+                                 first_error(e), exc_info=e)
+                    self.notifier.stopping("crashed: leaving as on SIGTERM")
                 await self.shutdown()
-                nursery.cancel_scope.cancel()
+            raise
+        finally:
+            if control is not None:
                 control.close()
-        self.nl.close()
+            if self.metrics is not None:
+                self.metrics.close()
+            self.nl.close()
 
     async def shutdown(self) -> None:
-        """Priority-0 adverts, VIPs and macvlans removed, stop hooks run (bounded)."""
+        """Priority-0 adverts, VIPs and macvlans removed, stop hooks run (bounded). Each
+        step fails alone (logged): leaving must get as far as it can."""
         with trio.CancelScope(shield=True):
             hooks = []
             for inst in list(self.instances.values()):
-                hooks += await inst.stop()
+                try:
+                    hooks += await inst.stop()
+                except Exception:
+                    log.exception("%s: leaving failed", inst.name)
             with trio.move_on_after(5):
                 async with trio.open_nursery() as n:
                     for h in hooks:
@@ -112,21 +158,33 @@ class Daemon:
             for sock in self.tx.values():
                 sock.close()
             if self.uplinkd is not None:
-                await self.uplinkd.stop()
+                try:
+                    await self.uplinkd.stop()
+                except Exception:
+                    log.exception("uplinks: leaving failed")
             if any(not i.machine.params.accept for i in self.instances.values()):
-                await self._nft(accept_filter.remove)
+                try:
+                    await self._nft(accept_filter.remove)
+                except Exception:
+                    log.exception("Accept_Mode filter: leaving failed")
 
     async def reload(self) -> None:
         try:
-            new = config_mod.load(self.cfg.path)
+            new = config_mod.load_checked(self.cfg.path)
         except config_mod.ConfigError as e:
             log.error("SIGHUP: configuration not reloaded:\n%s", "\n".join(e.problems))
+            return
+        except Exception:  # a loader bug must not end the daemon: keep the running configuration
+            log.exception("SIGHUP: configuration not reloaded: unexpected error reading %s", self.cfg.path)
             return
         if (new.probes, new.uplinks) != (self.cfg.probes, self.cfg.uplinks):
             log.warning("SIGHUP: probe and uplink changes only take effect on restart")
             new = dataclasses.replace(new, probes=self.cfg.probes, uplinks=self.cfg.uplinks)
-        if new.control_socket != self.cfg.control_socket:
-            log.warning("SIGHUP: control_socket changes only take effect on restart")
+        if (new.control_socket, new.control_group) != (self.cfg.control_socket, self.cfg.control_group):
+            log.warning("SIGHUP: control_socket and control_group changes only take effect on restart")
+        if new.metrics_listen != self.cfg.metrics_listen:
+            log.warning("SIGHUP: metrics_listen changes only take effect on restart")
+            new = dataclasses.replace(new, metrics_listen=self.cfg.metrics_listen)
         kept, changed = 0, []
         for name, inst in list(self.instances.items()):
             if new.instances.get(name) == inst.cfg and new.group_of(name) == inst.group:
@@ -175,6 +233,7 @@ class Daemon:
         self._update_receivers()
 
     def _rebuild_groups(self) -> None:
+        self.publisher.notify_timeout = self.cfg.notify_timeout
         self.publisher.rebuild_groups(self.cfg.sync_groups.values(), set(self.instances))
         for inst in self.instances.values():
             inst.group = self.cfg.group_of(inst.name)
@@ -390,7 +449,54 @@ class Daemon:
         # The machine ignores what did not change, so posting every time is safe.
         inst.post(LinksChanged(primary))
 
+    # ---- systemd ---------------------------------------------------------------------
+
+    async def _initial_states_known(self, timeout: float = 5.0) -> None:
+        """READY=1 waits until every instance has left INITIALIZE (its Startup event ran:
+        backup, master for an owner, or fault), so that units ordered after vrrpd start
+        with its state decided."""
+        with trio.move_on_after(timeout):
+            while any(i.machine.state == State.INIT for i in self.instances.values()):
+                await trio.sleep(0.01)
+
+    def status_line(self) -> str:
+        """systemd's STATUS=: "WAN master, LAN master"; with many instances, counts."""
+        insts = list(self.instances.values())
+        if not insts:
+            line = "no VRRP instance"
+        elif len(insts) <= 6:
+            line = ", ".join(f"{i.name} {i.machine.state.value}" for i in insts)
+        else:
+            by_state: dict[str, int] = {}
+            for i in insts:
+                by_state[i.machine.state.value] = by_state.get(i.machine.state.value, 0) + 1
+            line = f"{len(insts)} instances: " + ", ".join(f"{n} {s}" for s, n in sorted(by_state.items()))
+        sel = self.uplinkd.selector if self.uplinkd is not None else None
+        if sel is not None:
+            line += "; uplinks ALL DOWN" if sel.all_down else f"; uplink {sel.active or 'undecided'}"
+        return line
+
+    def unhealthy(self) -> str | None:
+        """The watchdog's question: does every instance task keep up with its timers? An
+        instance whose deadline passed long ago and was not handled is stuck (a kernel
+        call that never returns, say): stop pinging so that systemd restarts vrrpd."""
+        now = trio.current_time()
+        for inst in self.instances.values():
+            due = inst.machine.next_deadline()
+            if due is not None and now - due > WATCHDOG_LATE:
+                return f"instance {inst.name}: its timer is {now - due:.1f}s overdue (its task is stuck)"
+        return None
+
     # ---- status ----------------------------------------------------------------------
+
+    def metrics_registry(self):
+        """prometheus_client's registry over this daemon's status (vrrpd/metrics.py):
+        what `vrrpctl metrics` and metrics_listen both serve."""
+        if self._registry is None:
+            from .metrics import registry_for
+
+            self._registry = registry_for(self)
+        return self._registry
 
     def status(self) -> list[InstanceStatus]:
         return [inst.status(self.demotions.reasons(inst.name, inst.group)) for inst in self.instances.values()]

@@ -50,8 +50,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vrrpd")
 
-#: Events an instance's inbox holds before adverts are dropped (counted, logged).
-INBOX_SIZE = 1024
+#: Adverts an instance's inbox holds before further ones are dropped (logged). The inbox
+#: keeps room beyond that for everything else (sync-group commands, link and priority
+#: changes, timer expiries), so an advert flood can never crowd out a sync group's command.
+ADVERT_ROOM = 1024
+CONTROL_ROOM = 256
+INBOX_SIZE = ADVERT_ROOM + CONTROL_ROOM
 
 
 # ---- what an instance's inbox carries --------------------------------------------------
@@ -135,8 +139,11 @@ class InstanceDriver:
     # ---- inbox ---------------------------------------------------------------------------
 
     def post(self, event: InboxEvent) -> bool:
-        """Put an event in the inbox without waiting; False (logged) if it is full."""
+        """Put an event in the inbox without waiting; False (logged) if it is full. Adverts
+        only get ADVERT_ROOM of it: the rest stays free for commands."""
         try:
+            if isinstance(event, AdvertIn) and self._send_in.statistics().current_buffer_used >= ADVERT_ROOM:
+                raise trio.WouldBlock
             self._send_in.send_nowait(event)
             return True
         except trio.WouldBlock:
@@ -256,7 +263,8 @@ class InstanceDriver:
         if self.cfg.notify:
             from .notify import run_hook
 
-            hooks.append(lambda: run_hook(self.cfg.notify, self.name, self.group, "stop", self.hook_env("stopped")))
+            timeout = self.daemon.cfg.notify_timeout
+            hooks.append(lambda: run_hook(self.cfg.notify, self.name, self.group, "stop", self.hook_env("stopped"), timeout))
         return hooks
 
     # ---- actions ---------------------------------------------------------------------------

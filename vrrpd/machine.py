@@ -239,6 +239,7 @@ class VirtualRouter:
     # why the master-down timer was last set, to explain a takeover
     _down_cause: str = "startup"
     _last_answer_at: float | None = None
+    _last_prio0_answer_at: float | None = None
     # make-before-break preemption: on (the driver sets it) a preemption of a live lower
     # master waits for preempt_ready(); pending since, and when it stops waiting
     preempt_gate: bool = False
@@ -384,7 +385,9 @@ class VirtualRouter:
     def receive(self, adv: Advert | AdvertV3, now: float) -> list[Action]:
         """An advert that passed the packet-level checks and carries our VRID."""
         if adv.src is not None and self.primary_ip is not None and adv.src.packed == self.primary_ip.packed:
-            return []  # our own advert looped back (compared without any IPv6 scope); not an event
+            # Our own advert looped back (compared without any IPv6 scope), or someone
+            # using our address: never an event, but counted.
+            return [self._drop(Reason.OWN_ADDRESS, f"advert with our own address {adv.src} as source")]
         findings = self.check(adv)
         if findings and isinstance(findings[0], Dropped):
             return findings
@@ -492,6 +495,11 @@ class VirtualRouter:
 
     def _backup_receive(self, adv: Advert, now: float) -> list[Action]:
         if adv.priority == 0:
+            if self.master_ip is None or adv.src is None or adv.src.packed != self.master_ip.packed:
+                # Only the master we know can leave: one spoofed packet would otherwise make
+                # us take over after Skew_Time (VIPs, GARPs, a commit) and fall back.
+                return [self._drop(Reason.PRIO0_NOT_MASTER, f"priority 0 from {adv.src}, which is not the master "
+                                                            f"({self.master_ip or 'none heard yet'}): ignored")]
             # The master is leaving: take over after Skew_Time only (§6.4.2).
             self.master_down_at = now + self.skew_time
             self._down_cause = f"master {adv.src} left (priority 0)"
@@ -532,7 +540,12 @@ class VirtualRouter:
 
     def _master_receive(self, adv: Advert, now: float) -> list[Action]:
         if adv.priority == 0:
-            # Another master left; make sure the backups hear us at once (§6.4.3).
+            # Another master left; make sure the backups hear us at once (§6.4.3), but at
+            # most once per advert interval: a flood of them must not make us flood.
+            if self._last_prio0_answer_at is not None and now - self._last_prio0_answer_at < self.params.advert_interval:
+                self.counters.prio0_answers_limited += 1
+                return []
+            self._last_prio0_answer_at = now
             self.adver_at = now + self.params.advert_interval
             return [self._advert(self.effective_priority)]
         higher = adv.priority > self.effective_priority or (

@@ -56,6 +56,9 @@ class Reason(str, Enum):
     AUTH = "auth_failures"
     ADDRESS_LIST = "address_list_errors"
     INTERVAL = "interval_errors"
+    # Beyond RFC 3768 §7.1 (docs/vrrpd.md, "Protocol choices"):
+    OWN_ADDRESS = "own_address_adverts"  # our own address as the source: looped back, or spoofed
+    PRIO0_NOT_MASTER = "prio0_ignored"  # priority 0 from a router that is not the master we know
 
 
 @dataclass(frozen=True, slots=True)

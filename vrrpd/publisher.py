@@ -20,7 +20,7 @@ from hacommon import handshake as hs
 
 from .group import GROUP_FAULT_KEY, SyncGroup
 from .machine import State, Transition
-from .notify import run_hook
+from .notify import DEFAULT_TIMEOUT, HookQueue, run_hook
 
 log = logging.getLogger("vrrpd")
 
@@ -67,14 +67,20 @@ class Publisher:
     """Subscribers, hooks and sync groups of one daemon.
 
     ``deliver(member, command)`` hands a sync-group command to a member instance's
-    driver; ``spawn(async_fn)`` runs a hook in the daemon's nursery."""
+    driver; ``spawn(async_fn)`` runs a task in the daemon's nursery; ``instance(name)``
+    is a member's driver (or None)."""
 
-    def __init__(self, deliver: Callable[[str, object], None], spawn: Callable, instances: Callable = lambda: ()):
+    def __init__(self, deliver: Callable[[str, object], None], spawn: Callable,
+                 instance: Callable[[str], object] = lambda name: None, instances: Callable = lambda: ()):
         self.subscribers: set[Subscriber] = set()
         self.groups: dict[str, SyncGroup] = {}
         self._deliver = deliver
-        self._spawn = spawn
+        self._instance = instance
         self._instances = instances  # the instance drivers, for the state a new subscriber starts from
+        self.hooks = HookQueue(spawn)  # one queue per instance and group: hooks run in order
+        self.notify_timeout = DEFAULT_TIMEOUT
+        self._group_notify: dict[str, tuple[str, ...]] = {}  # group -> its own notify command
+        self._group_state: dict[str, State] = {}  # the state its hook last announced
         self._hold_ids = 0
 
     # ---- subscribers -------------------------------------------------------------------
@@ -135,14 +141,40 @@ class Publisher:
             if self._offer(sub, msg) and waiter is not None:
                 held.append(waiter)
         if inst.cfg.notify and t.new != State.INIT:
-            hook = lambda: run_hook(inst.cfg.notify, inst.name, inst.group, t.new.value, inst.hook_env(t.reason, t.old.value))
+            timeout = self.notify_timeout
+            hook = lambda: run_hook(inst.cfg.notify, inst.name, inst.group, t.new.value, inst.hook_env(t.reason, t.old.value),
+                                    timeout)
             if hooks is not None:
                 hooks.append(hook)
             else:
-                self._spawn(hook)
+                self.hooks.submit(inst.name, hook)
         if inst.group in self.groups:
             self._group_commands(self.groups[inst.group].on_transition(inst.name, t.old, t.new, forced=forced))
+            if hooks is None:
+                self._maybe_group_hook(inst.group, t.reason)
         return held
+
+    def _maybe_group_hook(self, group: str, reason: str) -> None:
+        """A sync group's own notify runs once all its members have reached one state
+        (master, backup or fault), once per such state."""
+        cmd = self._group_notify.get(group)
+        if not cmd:
+            return
+        states = set()
+        for name in self.groups[group].members:
+            member = self._instance(name)
+            if member is None:
+                return
+            states.add(member.machine.state)
+        if len(states) != 1:
+            return
+        state = states.pop()
+        if state == State.INIT or self._group_state.get(group) == state:
+            return
+        self._group_state[group] = state
+        timeout = self.notify_timeout
+        env = {"VRRP_REASON": reason, "VRRP_MEMBERS": ",".join(self.groups[group].members)}
+        self.hooks.submit(f"group {group}", lambda: run_hook(cmd, "", group, state.value, env, timeout))
 
     # ---- make-before-break preemption ---------------------------------------------------
 
@@ -176,6 +208,7 @@ class Publisher:
         keeps which of them are faulty."""
         old = self.groups
         self.groups = {}
+        self._group_notify = {g.name: g.notify for g in configs}
         for g in configs:
             grp = SyncGroup(g.name, g.instances)
             if g.name in old and old[g.name].members == g.instances:

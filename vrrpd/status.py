@@ -1,13 +1,16 @@
 """The one schema for vrrpd's state and counters.
 
 The daemon fills `InstanceStatus` objects; `vrrpctl status` renders them as text or
-JSON and `vrrpctl metrics` as Prometheus exposition. Field names are a public
+JSON, and vrrpd/metrics.py's collectors as Prometheus metrics (`vrrpctl metrics`,
+`metrics_listen`). Field names are a public
 interface (tests, scripts and ctsync read them): add, never rename.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+
+from .status_text import render_text, render_uplinks_text  # noqa: F401 - the text views, kept lean for vrrpctl
 
 
 @dataclass
@@ -33,6 +36,9 @@ class Counters:
     interval_errors: int = 0  # v2: dropped; v3: counted and accepted (the backups learn it), 0 dropped
     send_errors: int = 0
     hold_timeouts: int = 0  # master transitions whose subscribers did not confirm in time
+    own_address_adverts: int = 0  # adverts with our own address as source (looped back, or spoofed): ignored
+    prio0_ignored: int = 0  # priority 0 from a router that is not the master we know: ignored
+    prio0_answers_limited: int = 0  # priority-0 adverts a master did not answer again within one interval
 
     def bump(self, name: str, by: int = 1) -> None:
         setattr(self, name, getattr(self, name) + by)
@@ -77,60 +83,6 @@ class InstanceStatus:
         values = {k: v for k, v in data.items() if k in known}
         values["counters"] = Counters(**{k: v for k, v in data.get("counters", {}).items() if k in COUNTER_NAMES})
         return cls(**values)
-
-
-def render_text(instances: list[InstanceStatus], verbose: bool = True) -> str:
-    """Human view: one block per instance, non-zero error counters highlighted."""
-    out: list[str] = []
-    for st in instances:
-        group = f"  sync group {st.sync_group}" if st.sync_group else ""
-        v3 = "  VRRPv3" if st.version == 3 else ""
-        out.append(f"{st.name}: {st.state.upper()}  vrid {st.vrid} on {st.interface}{group}{v3}")
-        prio = f"{st.priority}" if st.priority == st.effective_priority else f"{st.effective_priority} (configured {st.priority})"
-        out.append(f"  priority        {prio}   preempt {'on' if st.preempt else 'off'}")
-        for d in st.demotions:
-            out.append(f"  demoted         {d}")
-        out.append(f"  master          {st.master_ip or '-'}  ({st.master_reason})")
-        learned = ""
-        if st.master_adver_interval is not None and st.master_adver_interval != st.advert_interval:
-            learned = f" (master's {st.master_adver_interval:g}s)"
-        out.append(f"  timers          advert {st.advert_interval:g}s{learned}  skew {st.skew_time:.3f}s  "
-                   f"master-down {st.master_down_interval:.3f}s")
-        out.append(f"  vmac            {st.vmac or '- (addresses on the parent)'}")
-        out.append(f"  addresses       {', '.join(st.virtual_addresses)}")
-        if st.fault_reasons:
-            out.append(f"  fault           {'; '.join(st.fault_reasons)}")
-        out.append(f"  last event      {st.last_event}")
-        c = st.counters
-        out.append(
-            f"  adverts         rx {c.adverts_rx}  tx {c.adverts_tx}  prio0 rx {c.prio0_rx} tx {c.prio0_tx}  garp tx {c.garp_tx}"
-        )
-        out.append(f"  transitions     became master {c.became_master}  released {c.released_master}")
-        errors = {n: getattr(c, n) for n in COUNTER_NAMES if n.endswith(("errors", "failures", "discards")) and getattr(c, n)}
-        if errors or verbose:
-            shown = errors if errors else {"none": 0}
-            out.append("  dropped         " + "  ".join(f"{k} {v}" for k, v in shown.items()))
-        out.append("")
-    return "\n".join(out)
-
-
-def render_metrics(instances: list[InstanceStatus]) -> str:
-    """Prometheus text exposition of the same fields."""
-    lines = [
-        "# HELP vrrp_state 1 for the instance's current state",
-        "# TYPE vrrp_state gauge",
-    ]
-    for st in instances:
-        for s in ("initialize", "backup", "master", "fault"):
-            lines.append(f'vrrp_state{{instance="{st.name}",vrid="{st.vrid}",state="{s}"}} {int(st.state == s)}')
-    lines += ["# TYPE vrrp_effective_priority gauge"]
-    for st in instances:
-        lines.append(f'vrrp_effective_priority{{instance="{st.name}",vrid="{st.vrid}"}} {st.effective_priority}')
-    for name in COUNTER_NAMES:
-        lines.append(f"# TYPE vrrp_{name}_total counter")
-        for st in instances:
-            lines.append(f'vrrp_{name}_total{{instance="{st.name}",vrid="{st.vrid}"}} {getattr(st.counters, name)}')
-    return "\n".join(lines) + "\n"
 
 
 # ---- probes and uplinks (docs/uplinks.md) ------------------------------------------
@@ -195,52 +147,3 @@ class UplinksStatus:
         out.probes = [pick(ProbeStatus, p) for p in data.get("probes", [])]
         out.uplinks = [pick(UplinkStatus, u) for u in data.get("uplinks", [])]
         return out
-
-
-def render_uplinks_text(st: UplinksStatus) -> str:
-    out: list[str] = []
-    if st.uplinks:
-        state = "ALL DOWN (keeping the last choice)" if st.all_down else (st.active or "undecided (waiting for every probe)")
-        out.append(f"uplinks: active {state}  switches {st.switches}  return routing {'on' if st.return_routing else 'off'}")
-        for u in st.uplinks:
-            health = {True: "healthy", False: "DOWN", None: "unknown"}[u.healthy]
-            mark = "*" if u.active else " "
-            out.append(f" {mark} {u.name:<10} {health:<8} {u.interface} via {u.gateway}  pref {u.preference}  table {u.table}  "
-                       f"probe {u.probe}  flushed {u.flushed_entries} in {u.flushes} flush(es)")
-        if st.last_switch:
-            ls = st.last_switch
-            out.append(f"  last switch     {ls.get('old') or '-'} -> {ls.get('new')} ({ls.get('reason')})")
-        if st.last_flush:
-            lf = st.last_flush
-            out.append(f"  last flush      {lf.get('deleted')} entries NATed to {lf.get('address')} ({lf.get('uplink')}, {lf.get('filter')})")
-        if st.route_errors:
-            out.append(f"  route errors    {st.route_errors}")
-    if st.probes:
-        out.append("probes:")
-        for p in st.probes:
-            err = f"  last error: {p.last_error}" if p.last_error else ""
-            out.append(f"  {p.name:<10} {p.state.upper():<8} {p.kind} {p.target} via {p.interface} {p.gateway} (table {p.table})  "
-                       f"results {p.results} failed {p.failures} transitions {p.transitions}{err}")
-    return "\n".join(out) + ("\n" if out else "")
-
-
-def render_uplinks_metrics(st: UplinksStatus) -> str:
-    lines = ["# TYPE vrrp_probe_up gauge"]
-    for p in st.probes:
-        lines.append(f'vrrp_probe_up{{probe="{p.name}",interface="{p.interface}"}} {1 if p.state == "up" else 0}')
-    for name in ("results", "failures", "transitions"):
-        lines.append(f"# TYPE vrrp_probe_{name}_total counter")
-        for p in st.probes:
-            lines.append(f'vrrp_probe_{name}_total{{probe="{p.name}"}} {getattr(p, name)}')
-    if st.uplinks:
-        lines.append("# TYPE vrrp_uplink_active gauge")
-        for u in st.uplinks:
-            lines.append(f'vrrp_uplink_active{{uplink="{u.name}"}} {int(u.active)}')
-        lines.append("# TYPE vrrp_uplink_healthy gauge")
-        for u in st.uplinks:
-            lines.append(f'vrrp_uplink_healthy{{uplink="{u.name}"}} {int(bool(u.healthy))}')
-        lines.append("# TYPE vrrp_uplink_flushed_entries_total counter")
-        for u in st.uplinks:
-            lines.append(f'vrrp_uplink_flushed_entries_total{{uplink="{u.name}"}} {u.flushed_entries}')
-        lines += ["# TYPE vrrp_uplink_switches_total counter", f"vrrp_uplink_switches_total {st.switches}"]
-    return "\n".join(lines) + "\n"

@@ -201,7 +201,8 @@ class UplinkDriver:
         if p.notify:
             env = {"PROBE_NAME": name, "PROBE_STATE": "up" if up else "down", "PROBE_INTERFACE": p.interface,
                    "PROBE_TARGET": str(p.target), "PROBE_ERROR": "" if up else h.last_error}
-            self.d.nursery.start_soon(run_hook, p.notify, name, None, "up" if up else "down", env)
+            self.d.publisher.hooks.submit(f"probe {name}", lambda: run_hook(p.notify, name, None, "up" if up else "down", env,
+                                                                              self.d.cfg.notify_timeout))
         for inst in self.d.instances.values():
             if inst.tracker.update_probe(name, up):
                 # The same path as a link change: the machine recomputes fault and priority.
@@ -232,7 +233,8 @@ class UplinkDriver:
             env = {"UPLINK_NEW": act.new, "UPLINK_OLD": act.old or "", "UPLINK_REASON": act.reason,
                    "UPLINK_NEW_INTERFACE": new.interface, "UPLINK_NEW_GATEWAY": str(new.gateway),
                    "UPLINK_OLD_ADDRESS": str(await self._nat_address(old)) if old else ""}
-            self.d.nursery.start_soon(run_hook, self.up_cfg.notify, act.new, act.old, "switch", env)
+            self.d.publisher.hooks.submit("uplinks", lambda: run_hook(self.up_cfg.notify, act.new, act.old, "switch", env,
+                                                                        self.d.cfg.notify_timeout))
 
     async def _nat_address(self, u):
         if u.snat_address is not None:

@@ -185,12 +185,18 @@ def test_forged_and_replayed_datagrams_change_nothing():
     t[60] ^= 1
     assert b.receive_datagram(bytes(t), 0.3).messages == []
     assert b.stats.auth_failures == 2
-    # an old epoch (a captured datagram of the peer's previous life)
+    # another incarnation of the peer that echoes b's epoch: a restart of a, or a replay
+    # of an incarnation b never accepted. b cannot tell: it acts on nothing and takes a
+    # new epoch, which only datagrams made from now on can echo
     old = Channel(1, 999, KEY)
     old._echo = 2000
     feed(old, 1)
-    assert b.receive_datagram(old.datagrams_to_send(0.0)[0], 0.4).messages == []
-    assert b.stats.replayed == 2
+    dg = old.datagrams_to_send(0.0)[0]
+    assert b.receive_datagram(dg, 0.4).messages == []
+    assert b.stats.epoch_renewals == 1 and b.epoch != 2000
+    assert b.receive_datagram(dg, 0.5).messages == []  # the same bytes again: not for b's new epoch
+    assert b.receive_datagram(raw[0], 0.6).messages == []  # nor a's old datagram
+    assert b.stats.unconfirmed == 1 + 2 and b.stats.replayed == 1  # 1: the handshake's
     assert b.stats.messages_rx == 10
 
 
@@ -205,6 +211,11 @@ def test_peer_liveness_and_restart():
     a2._echo = b.epoch  # it has heard b again
     feed(a2, 1)
     d = b.receive_datagram(a2.datagrams_to_send(4.0)[0], 4.0)
+    assert d.messages == [] and b.stats.epoch_renewals == 1  # b takes a new epoch first
+    for dg in b.datagrams_to_send(4.0):  # ... and tells a2 at once
+        a2.receive_datagram(dg, 4.0)
+    a2.handle_timer(4.3)  # a2's request is unacknowledged: resent, now echoing b's new epoch
+    d = b.receive_datagram(a2.datagrams_to_send(4.3)[0], 4.3)
     assert d.peer_restarted and len(d.messages) == 1
 
 
@@ -223,9 +234,45 @@ def test_wire_round_trip():
 
 def test_replay_window():
     w = ReplayWindow(size=8)
-    assert w.check(1, 5) is None and w.check(1, 5) == "replayed"
-    assert w.check(1, 3) is None  # late but inside the window
-    assert w.check(1, 20) is None
-    assert w.check(1, 12) == "replayed"  # 8 or more behind the newest
-    assert w.check(0, 30) == "replayed"  # older epoch
-    assert w.check(2, 1) is None  # a newer epoch resets
+    assert w.check(5) is None and w.check(5) == "replayed"
+    assert w.check(3) is None  # late but inside the window
+    assert w.check(20) is None
+    assert w.check(12) == "replayed"  # 8 or more behind the newest
+    assert w.check(0) == "malformed"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    new_epoch=st.integers(1, 3000),  # b's was 2000: often smaller (a clock behind), sometimes larger
+    loss=st.floats(0, 0.3),
+    replays=st.integers(0, 60),
+    seed=st.integers(0, 10_000),
+)
+def test_a_restart_with_any_epoch_resumes_and_replays_of_the_old_incarnation_deliver_nothing(new_epoch, loss, replays, seed):
+    """b restarts with any epoch while its old datagrams (and a's to it) are replayed at
+    random moments: a accepts the new incarnation, each side gets what the other sends
+    from then on, once and in order, and nothing of b's old incarnation comes out of a."""
+    a, b = pair()
+    feed(a, 40)
+    for i in range(40):
+        b.send(Message(MsgType.ENTRY, b"old-b" + struct.pack("!I", i)), 0.0)
+    first = Link(a, b)
+    first.run(3.0)
+    assert first.got["b"] == bodies(40) and len(first.got["a"]) == 40
+    old = first.sent_raw
+    b2 = Channel(2, new_epoch, KEY)
+    link = Link(a, b2, loss=loss, seed=seed, until_loss_stops=4.0)
+    link.now = first.now
+    rng = random.Random(seed)
+    for raw in rng.sample(old, min(replays, len(old))):
+        dst = "b" if decode(raw, KEY).node == 1 else "a"
+        link.n += 1
+        heapq.heappush(link.air, (link.now + rng.random() * 3.0, link.n, dst, raw))
+    feed(a, 30, start=100)
+    new_b = [b"new-b" + struct.pack("!I", i) for i in range(30)]
+    for body in new_b:
+        b2.send(Message(MsgType.ENTRY, body), link.now)
+    link.run(link.now + 20.0)
+    assert link.got["a"] == new_b  # all of b's new incarnation, once, in order; nothing of the old one
+    assert link.got["b"] == bodies(30, start=100)
+    assert a.peer_epoch == b2.epoch and b2.peer_epoch == a.epoch

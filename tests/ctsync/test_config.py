@@ -72,3 +72,9 @@ def test_demote_when_not_ready():
 ])
 def test_bad_demotion(failover, expected):
     assert problems(failover=failover) == [expected]
+
+
+def test_send_queue():
+    assert parse(table(), "r1.toml").send_queue == 1 << 18
+    assert parse(table(send_queue=4096), "r1.toml").send_queue == 4096
+    assert problems(send_queue=100) == ["r1.toml: ctsync.send_queue: must be an integer from 1024 to 16777216, got 100"]

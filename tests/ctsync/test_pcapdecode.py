@@ -183,3 +183,41 @@ def test_dissector_decodes_good_datagrams_and_flags_bad_ones(tmp_path):
     bad.write_bytes(pcap([ether(udp_ipv4(d[:60] + d[-32:]))]))
     out = _tshark(bad)
     assert "Malformed" in out and "truncated message" in out and "Lua Error" not in out
+
+
+# ---- inputs found by fuzzing (issue #8): each once crashed `ctsyncctl decode` ----
+
+def test_pcapng_tsresol_option_cut_at_the_end_of_its_block(tmp_path):
+    """An if_tsresol option whose header is the block body's last 4 bytes (its value is
+    missing): once an IndexError; now the option is ignored (the default resolution)."""
+    f = tmp_path / "cut.pcapng"
+    f.write_bytes(bytes.fromhex("0a0d0d0a1c0000004d3c2b1a01000000ffffffffffffffff1c00000001000000"
+                                "1800000001000000ffff00000900010018000000"))
+    assert list(decode_lines(f)) == []
+    assert ctsyncctl_main(["decode", str(f)]) == 0
+
+
+def test_pcapng_option_longer_than_its_block(tmp_path):
+    body = struct.pack("<HHI", 1, 0, 65535) + struct.pack("<HH", 9, 200) + b"\x06\0\0\0"
+    n = 12 + len(body)
+    data = pcapng([])[:28] + struct.pack("<II", 1, n) + body + struct.pack("<I", n)
+    f = tmp_path / "long-option.pcapng"
+    f.write_bytes(data)
+    assert list(decode_lines(f)) == []
+
+
+def test_entry_body_that_is_a_netlink_error_is_described_not_a_crash():
+    """An ENTRY whose body is an NLMSG_ERROR: once an AttributeError."""
+    from ctsync.pcapdecode import describe_message
+
+    body = bytes.fromhex("1400000002000000000000000000000000000000")
+    assert describe_message(MsgType.ENTRY, body) == "ENTRY (not a conntrack entry: netlink message type 2, 20 bytes)"
+
+
+def test_ctsyncctl_decode_of_a_capture_with_an_error_entry(tmp_path, capsys):
+    body = bytes.fromhex("1400000002000000000000000000000000000000")
+    d = encode(Datagram(1, 10, 1, 1, 0, messages=(Message(MsgType.ENTRY, body),)), KEY)
+    f = tmp_path / "err.pcap"
+    f.write_bytes(pcap([ether(udp_ipv4(d))]))
+    assert ctsyncctl_main(["decode", str(f)]) == 0
+    assert messages(capsys.readouterr().out.splitlines()) == ["ENTRY (not a conntrack entry: netlink message type 2, 20 bytes)"]

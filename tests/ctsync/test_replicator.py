@@ -31,9 +31,12 @@ def entry(i: int, proto=6, timeout=300) -> Entry:
 class Net:
     """Two replicators; the 'kernel' of each is a dict, dumps come from it."""
 
-    def __init__(self, loss=0.0, seed=1, **kw):
-        self.n = {"a": Replicator(cfg("172.16.0.1", "172.16.0.2", **kw), epoch=1),
-                  "b": Replicator(cfg("172.16.0.2", "172.16.0.1", **kw), epoch=2)}
+    def __init__(self, loss=0.0, seed=1, epochs=(1, 2), **kw):
+        self.kw = kw
+        self.manual_dumps = False  # True: DumpKernel only begins the push; the test feeds the dump
+        self.dumps: list[int] = []  # push ids begun that way
+        self.n = {"a": Replicator(cfg("172.16.0.1", "172.16.0.2", **kw), epoch=epochs[0]),
+                  "b": Replicator(cfg("172.16.0.2", "172.16.0.1", **kw), epoch=epochs[1])}
         self.kernel = {"a": {}, "b": {}}
         self.injected = {"a": [], "b": []}
         self.removed = {"a": [], "b": []}
@@ -64,6 +67,8 @@ class Net:
                         for d in act.datagrams:
                             if self.rng.random() >= self.loss and not (drop and drop(name, d)):
                                 other.datagram(d, self.now)
+                    elif isinstance(act, DumpKernel) and self.manual_dumps:
+                        self.dumps.append(r.begin_table(self.now, act.reason))
                     elif isinstance(act, DumpKernel):
                         r.send_table(list(self.kernel[name].values()), self.now, act.reason)
                     elif isinstance(act, Inject):
@@ -75,6 +80,13 @@ class Net:
                     elif isinstance(act, Commit):
                         self.commits[name].append(act)
             self.now = round(self.now + step, 6)
+
+    def restart(self, node, epoch) -> Replicator:
+        """``node``'s ctsync restarts (its kernel keeps its entries)."""
+        local, peer = ("172.16.0.1", "172.16.0.2") if node == "a" else ("172.16.0.2", "172.16.0.1")
+        r = self.n[node] = Replicator(cfg(local, peer, **self.kw), epoch=epoch)
+        r.start(self.now)
+        return r
 
     def become_master(self, node) -> Commit:
         """The group moves to master on ``node``: the Commit its replicator hands out."""
@@ -288,6 +300,206 @@ def test_a_complete_table_followed_by_a_stuck_gap_is_not_ready():
     assert not b.ready(net.now) and b.not_ready(net.now) and a.ready(net.now)
     net.run(3.0)
     assert len(b.cache) == 5 and b.ready(net.now) and not b.not_ready(net.now)
+
+
+def test_a_peer_restarting_with_a_smaller_epoch_resyncs_and_its_old_datagrams_stay_dead():
+    """The clock-behind case: b's ctsync restarts with an epoch smaller than its previous
+    one (it used to be the start time, and a clock can go back: no RTC before NTP, a VM
+    snapshot). a refused the new incarnation as a replay, forever. Now a takes it within
+    a round trip or two and both sides resync; datagrams of b's previous incarnation,
+    replayed during the restart and after, change nothing."""
+    net = Net(epochs=(7_000_000, 9_000_000))
+    a = net.n["a"]
+    net.run(0.5)
+    for i in range(20):
+        net.event("a", "new", entry(i))
+    old_b: list[bytes] = []
+
+    def record(sender, d):
+        if sender == "b":
+            old_b.append(d)
+        return False  # nothing dropped
+
+    net.event("b", "new", entry(100))
+    net.event("b", "new", entry(101))
+    net.run(0.5, drop=record)
+    net.event("b", "destroy", entry(101))
+    net.run(0.5, drop=record)
+    assert cached_keys(a) == {entry_key(entry(100))} and a.in_sync
+    assert any(len(d) > 200 for d in old_b)  # entries among them
+
+    b = net.restart("b", epoch=5)  # smaller than 9_000_000
+    for d in old_b:  # replayed while b's new incarnation introduces itself
+        a.datagram(d, net.now)
+    net.run(3.0)
+    assert b.in_sync and cached_keys(b) == set(net.kernel["a"])
+    assert a.in_sync and cached_keys(a) == set(net.kernel["b"]) == {entry_key(entry(100))}
+    assert a.channel.peer_epoch == b.channel.epoch
+    rx = a.channel.stats.messages_rx
+    for d in old_b:  # and replayed once more, now that all is settled
+        a.datagram(d, net.now)
+    net.run(1.0)
+    assert cached_keys(a) == {entry_key(entry(100))}  # no ENTRY 101 came back
+    assert a.channel.stats.messages_rx - rx <= 2  # b's heartbeats of that second, nothing replayed
+    assert a.channel.stats.replayed + a.channel.stats.unconfirmed >= len(old_b)
+
+
+def small_queues(net: Net, queue_limit: int = 500) -> None:
+    """A send queue much smaller than the tables pushed (2^18 messages in production)."""
+    for r in net.n.values():
+        r.channel.queue_limit = queue_limit
+
+
+def test_a_table_larger_than_the_send_queue_is_pushed_whole_and_drops_stale():
+    """A push used to go into the send queue at once: past its limit the queue was
+    dropped with RESYNC_BEGIN in it and another push asked for at once, forever; the
+    backup never became in sync nor dropped its stale entries. The push now streams
+    into the queue as the send window lets it."""
+    net = Net(resend_queue=16)
+    small_queues(net)
+    a, b = net.n["a"], net.n["b"]
+    net.run(0.3)
+    for i in range(100):
+        net.event("a", "new", entry(i))
+    net.run(0.5)
+    assert len(b.cache) == 100
+    # a's kernel changes without events reaching the peer: 50 gone, 5000 more
+    for i in range(50):
+        net.kernel["a"].pop(entry_key(entry(i)))
+    for i in range(1000, 6000):
+        net.kernel["a"][entry_key(entry(i))] = entry(i)
+    b.become_backup(net.now)  # asks for the whole table; not in sync until it is in
+    net.run(10.0)
+    assert b.in_sync and cached_keys(b) == set(net.kernel["a"])
+    assert b.counters.stale_dropped == 50
+    assert a.channel.stats.queue_overflows == 0
+
+
+def _pushing(net: Net, node: str) -> bool:
+    return net.n[node].table_push() is not None
+
+
+def test_events_during_a_streamed_push_win_over_the_dumps_older_view():
+    """begin_table/send_table's promise, kept while the push streams: an entry an event
+    destroys or changes after the dump was read is sent as the event says, not as the
+    dump saw it, and one the event creates is not dropped as stale."""
+    net = Net(resend_queue=16, mtu=576)
+    small_queues(net, 1000)  # the push keeps 250 entries queued at most
+    a, b = net.n["a"], net.n["b"]
+    net.run(0.3)
+    for i in range(3000):
+        net.kernel["a"][entry_key(entry(i))] = entry(i)
+    b.become_backup(net.now)
+    net.run(0.05)
+    assert _pushing(net, "a"), "the push should still be streaming"
+    net.event("a", "destroy", entry(2990))
+    changed = entry(2991, timeout=77)
+    net.event("a", "update", changed)
+    net.event("a", "new", entry(5000))
+    assert _pushing(net, "a")
+    net.run(5.0)
+    assert b.in_sync and cached_keys(b) == set(net.kernel["a"])
+    assert entry_key(entry(2990)) not in b.cache and entry_key(entry(5000)) in b.cache
+    assert parse_message(b.cache.message(entry_key(changed)))[4].timeout == 77
+    assert a.internal == set(net.kernel["a"])
+
+
+def test_a_long_push_is_neither_restarted_by_retries_nor_by_the_refresh_and_a_newer_one_supersedes_it():
+    """A push lasting longer than the peer's retry and our refresh interval: the peer
+    does not ask again while the push makes progress, the periodic refresh waits for it
+    to end, so it completes; an overrun meanwhile starts a newer push that supersedes it."""
+    net = Net(resend_queue=16, mtu=576)
+    small_queues(net, 1000)  # the push keeps 250 entries queued at most
+    a, b = net.n["a"], net.n["b"]
+    b.resync_retry, a.refresh_interval = 0.3, 0.4
+    net.run(0.3)
+    for i in range(3000):
+        net.kernel["a"][entry_key(entry(i))] = entry(i)
+    sent, asked = a.counters.resyncs_sent, b.counters.resyncs_requested
+    b.become_backup(net.now)
+    t0 = net.now
+    while not b.in_sync and net.now < t0 + 10:
+        net.run(0.05)
+    assert b.in_sync and cached_keys(b) == set(net.kernel["a"])
+    assert net.now - t0 > 0.6, "the push was too short to show anything"
+    assert b.counters.resyncs_requested == asked + 1 and a.counters.resyncs_sent == sent + 1
+    # now a newer push supersedes one under way: b is in sync at the end of the newer one
+    a.refresh_interval = 1000.0
+    for i in range(50):
+        net.kernel["a"].pop(entry_key(entry(i)))
+    a.overrun(net.now)
+    net.run(0.1)
+    assert _pushing(net, "a")
+    received = b.counters.resyncs_received
+    for i in range(50, 100):
+        net.kernel["a"].pop(entry_key(entry(i)))
+    a.overrun(net.now)
+    net.run(5.0)
+    assert cached_keys(b) == set(net.kernel["a"]) and b.in_sync
+    assert b.counters.resyncs_received == received + 1  # the first push never ended
+
+
+def _datagrams(actions) -> list[bytes]:
+    return [d for act in actions if isinstance(act, SendDatagrams) for d in act.datagrams]
+
+
+def test_a_request_that_crossed_our_begin_is_answered_by_the_push_under_way_a_later_one_restarts_it():
+    """The peer's request and our BEGIN cross on the wire: the push under way answers it
+    (the peer gets BEGIN after asking), no second push of a large table. A request made
+    after the peer had our BEGIN (it lost track: a gap, a move to backup) gets a new one."""
+    net = Net(resend_queue=16, mtu=576)
+    small_queues(net, 1000)
+    a, b = net.n["a"], net.n["b"]
+    net.run(0.3)
+    for i in range(2000):
+        net.kernel["a"][entry_key(entry(i))] = entry(i)
+    b.become_backup(net.now)
+    request = _datagrams(b.poll(net.now))  # b's request, on its way
+    a.overrun(net.now)
+    [dump] = [act for act in a.poll(net.now) if isinstance(act, DumpKernel)]
+    rid = a.begin_table(net.now, dump.reason)
+    assert a.table_entries(rid, list(net.kernel["a"].values()), net.now)
+    a.table_done(rid, net.now)
+    begin = _datagrams(a.poll(net.now))  # a's BEGIN and first entries, on their way
+    for d in request:
+        a.datagram(d, net.now)
+    assert not any(isinstance(act, DumpKernel) for act in a.poll(net.now))  # merged
+    for d in begin:
+        b.datagram(d, net.now)
+    net.run(0.1)
+    assert _pushing(net, "a")
+    sent = a.counters.resyncs_sent
+    b.become_backup(net.now)  # b has had BEGIN: this request needs a push of its own
+    net.run(5.0)
+    assert a.counters.pushes_superseded == 1 and a.counters.resyncs_sent == sent + 1
+    assert b.in_sync and cached_keys(b) == set(net.kernel["a"])
+
+
+def test_a_dump_read_slowly_in_parts_is_streamed_and_not_restarted_by_the_peer():
+    """The kernel's dump of a large table takes a while (1M entries: 20-30 s to decode)
+    and may stall on a busy box. The peer has our BEGIN and waits: it does not ask again
+    after its 5 s retry (which would restart the push, and a large one would never end),
+    and the entries stream as the dump is read."""
+    net = Net()
+    a, b = net.n["a"], net.n["b"]
+    net.run(0.5)
+    entries = [entry(i) for i in range(3000)]
+    for e in entries:
+        net.kernel["a"][entry_key(e)] = e
+    net.manual_dumps = True
+    b.become_backup(net.now)
+    net.run(0.1)
+    [rid] = net.dumps
+    net.run(12.0, step=0.05)  # the dump stalls: nothing but BEGIN for 12 s
+    for k in range(0, 3000, 300):
+        assert a.table_entries(rid, entries[k:k + 300], net.now)
+        net.run(1.0, step=0.05)
+        assert len(b.cache) == k + 300  # streamed as read
+    a.table_done(rid, net.now)
+    net.run(1.0)
+    assert b.in_sync and cached_keys(b) == set(net.kernel["a"])
+    assert a.counters.pushes_superseded == 0 and b.counters.resyncs_requested == 2  # start, backup
+    assert net.dumps == [rid]
 
 
 def test_make_before_break_commits_while_backup_then_writes_what_follows():

@@ -1,5 +1,5 @@
 """The classic HA pair with NAT (halab.hapair) and the traffic tools
-(halab.traffic), on a real kernel.
+(halab.traffic, halab.trafficgen), on a real kernel.
 
     c --lan-- r1/r2 (VIPs 192.168.100.1 and 10.10.0.101, SNAT) --wan-- s
 
@@ -25,6 +25,7 @@ import pytest
 
 from halab import traffic
 from halab.hapair import CLIENT_IP, LAN_VIP, SERVER_IP, WAN_VIP, build_hapair, nft_ruleset
+from halab.trafficgen.udp import iter_flows
 
 PUBLIC = WAN_VIP
 
@@ -57,7 +58,7 @@ def test_ruleset_text():
     strict = nft_ruleset("strict")
     assert 'oifname "eth0" ip saddr 192.168.100.0/24 snat to 10.10.0.101' in strict
     assert "policy drop" in strict and "ct state established,related accept" in strict
-    assert "ct state invalid drop" in strict
+    assert "ct state invalid counter drop" in strict
     perm = nft_ruleset("permissive")
     assert "snat to 10.10.0.101" in perm and "policy drop" not in perm
     with pytest.raises(ValueError):
@@ -65,13 +66,13 @@ def test_ruleset_text():
 
 
 def test_flow_schedule():
-    flows = list(traffic.iter_flows(rate=100, count=1000, duration=2.0, sport_lo=20000,
-                                    sport_hi=20099, port=6000, nports=3))
+    flows = list(iter_flows(rate=100, count=1000, duration=2.0, sport_lo=20000,
+                            sport_hi=20099, port=6000, nports=3))
     assert len(flows) == 201  # due 0 .. 2.0 inclusive, bounded by duration
     assert flows[0] == (0, 0.0, 20000, 6000)
     assert flows[100] == (100, 1.0, 20000, 6001)  # ports wrapped: next destination port
     assert len({(sp, dp) for _, _, sp, dp in flows}) == len(flows)  # distinct 5-tuples
-    assert len(list(traffic.iter_flows(rate=1e6, count=50, duration=10))) == 50  # bounded by count
+    assert len(list(iter_flows(rate=1e6, count=50, duration=10))) == 50  # bounded by count
 
 
 # --------------------------------------------------------------------------

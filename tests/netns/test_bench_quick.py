@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import halab
+from bench.__main__ import FIGURES
 
 pytestmark = [
     pytest.mark.netns,
@@ -73,7 +74,7 @@ def test_quick_run_is_complete_and_bounded(quick):
     assert meta["duration_s"] < 480, f"--quick took {meta['duration_s']} s"
     for key in ("date", "kernel", "cpus", "keepalived", "conntrackd", "window_s", "machine"):
         assert meta[key], key
-    assert res["figures"] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert res["figures"] == sorted(FIGURES)
 
 
 def test_figure_1_takeover(quick):
@@ -161,7 +162,18 @@ def test_figure_7_scale(quick):
     assert f"| keepalived | 1 | {counts[-1]} |" in text and f"| vrrpd | 0.05 | {counts[-1]} |" in text
 
 
-def test_figure_8_fast_failover(quick):
+def test_figure_8_cli_start_up(quick):
+    res, text = quick
+    commands = res["cli"]["commands"]
+    assert set(commands) == {"python -c pass", "vrrpctl status", "ctsyncctl status", "ctsyncctl commit"}
+    for name, r in commands.items():
+        assert r["n"] >= 1 and len(r["samples_ms"]) == r["n"], name
+        # a fresh process: never faster than nothing, never slower than a stuck socket
+        assert 0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"] < 30_000, (name, r)
+    assert "| `vrrpctl status` |" in text
+
+
+def test_figure_9_fast_failover(quick):
     res, text = quick
     combos = [f"ipv{f}-{m}" for f, m in res["meta"]["fast_combos"]]
     assert combos
@@ -181,4 +193,4 @@ def test_figure_8_fast_failover(quick):
             assert 0 < median(agg, "failover", "udp_gap_s") < 3, (stack, combo)
             assert 0 < median(agg, "failover", "gap_max_s") < 5, (stack, combo)
             assert median(agg, "failover", "version") == 3
-    assert "### 8. Fast stateful failover" in text and "| IPv6, commit | vrrpd + ctsync |" in text
+    assert "### 9. Fast stateful failover" in text and "| IPv6, commit | vrrpd + ctsync |" in text

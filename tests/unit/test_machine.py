@@ -352,12 +352,44 @@ def test_preempt_delay_never_shortens_the_timer():
     assert vr.next_deadline() == 3.21875
 
 
-def test_backup_ignores_its_own_looped_advert():
+def test_backup_ignores_its_own_looped_advert_and_counts_it():
+    """Issue: adverts with our own source address were dropped uncounted (a spoofer
+    using our address went unseen)."""
     vr = backup(100)
     before = snapshot(vr)
-    assert vr.receive(advert(100, src=MY_IP), 1.0) == []
+    assert norm(vr.receive(advert(100, src=MY_IP), 1.0)) == [("Dropped", Reason.OWN_ADDRESS)]
     assert vr.master_down_at == 3.609375
-    assert delta(before, vr) == {}
+    assert delta(before, vr) == {"own_address_adverts": 1}
+
+
+def test_priority_zero_is_accepted_only_from_the_master_we_know():
+    """Issue: one spoofed priority-0 advert from any source made a backup take over after
+    Skew_Time (VIPs, GARPs, a commit) and fall back."""
+    vr = backup(100)
+    before = snapshot(vr)
+    # no master heard yet: a priority 0 means nothing
+    assert norm(vr.receive(advert(0, src=PEER_HIGH), 0.5)) == [("Dropped", Reason.PRIO0_NOT_MASTER)]
+    assert vr.receive(advert(200, src=PEER_HIGH), 1.0) == []  # the master
+    spoofed = A("10.0.0.66")
+    assert norm(vr.receive(advert(0, src=spoofed), 1.5)) == [("Dropped", Reason.PRIO0_NOT_MASTER)]
+    assert vr.master_down_at == 1.0 + vr.master_down_interval  # not moved up to Skew_Time
+    assert vr.handle_timer(1.5 + vr.skew_time) == [] and vr.state == BACKUP
+    assert delta(before, vr) == {"prio0_ignored": 2, "prio0_rx": 2, "adverts_rx": 3}
+    # the real master leaving still hands over after Skew_Time
+    assert vr.receive(advert(0, src=PEER_HIGH), 2.0) == []
+    assert vr.master_down_at == 2.0 + vr.skew_time
+
+
+def test_a_master_answers_priority_zero_at_most_once_per_interval():
+    """Issue: a master answered every priority-0 advert at once: a flood made it flood."""
+    vr = master(200, now=0.0)
+    t0 = 10.0
+    assert vr.receive(advert(0, src=PEER_LOW), t0) == [SendAdvert(200)]
+    before = snapshot(vr)
+    for i in range(1, 50):
+        assert vr.receive(advert(0, src=PEER_LOW), t0 + i * 0.01) == []
+    assert delta(before, vr) == {"prio0_answers_limited": 49, "prio0_rx": 49, "adverts_rx": 49}
+    assert vr.receive(advert(0, src=PEER_LOW), t0 + 1.0) == [SendAdvert(200)]
 
 
 # ---- §6.4.3 Master -----------------------------------------------------------------------
@@ -477,9 +509,9 @@ def test_garp_repeat_disabled():
 def test_master_ignores_its_own_looped_advert():
     vr = master(100)
     before = snapshot(vr)
-    assert vr.receive(advert(100, src=MY_IP), 4.0) == []
+    assert norm(vr.receive(advert(100, src=MY_IP), 4.0)) == [("Dropped", Reason.OWN_ADDRESS)]
     assert vr.state == MASTER
-    assert delta(before, vr) == {}
+    assert delta(before, vr) == {"own_address_adverts": 1}
 
 
 # ---- §7.1 instance checks ----------------------------------------------------------------

@@ -408,8 +408,9 @@ def test_ipv6_instance_elects_by_link_local_address():
 def test_ipv6_own_advert_with_a_scoped_source_is_ignored():
     vr = v6_router(ip=A6("fe80::5%eth0"))
     vr.start(0.0)
-    assert vr.receive(advert(100, src=MY_LL, addresses=VIPS6), 1.0) == []
-    assert counts(vr) == {}
+    acts = vr.receive(advert(100, src=MY_LL, addresses=VIPS6), 1.0)
+    assert [a.reason.value for a in acts] == ["own_address_adverts"]
+    assert counts(vr) == {"own_address_adverts": 1}
 
 
 def test_ipv6_instance_without_link_local_is_in_fault():

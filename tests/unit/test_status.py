@@ -8,7 +8,7 @@ import json
 import pytest
 
 from vrrpd.machine import RouterParams, VirtualRouter
-from vrrpd.status import COUNTER_NAMES, Counters, InstanceStatus, render_metrics, render_text
+from vrrpd.status import COUNTER_NAMES, Counters, InstanceStatus, render_text
 
 
 def sample(**kw) -> InstanceStatus:
@@ -130,28 +130,40 @@ def test_render_text_several_instances():
     assert "WAN: MASTER" in text and "LAN: BACKUP  vrid 52" in text
 
 
-def test_render_metrics():
-    st = sample(counters=Counters(adverts_rx=12, checksum_errors=3, owner_discards=1))
-    out = render_metrics([st, sample(name="LAN", vrid=52, state="fault", counters=Counters())])
-    lines = out.splitlines()
-    assert out.endswith("\n")
-    assert 'vrrp_state{instance="WAN",vrid="51",state="master"} 1' in lines
-    assert 'vrrp_state{instance="WAN",vrid="51",state="backup"} 0' in lines
-    assert 'vrrp_state{instance="LAN",vrid="52",state="fault"} 1' in lines
-    assert 'vrrp_state{instance="LAN",vrid="52",state="master"} 0' in lines
-    assert 'vrrp_effective_priority{instance="WAN",vrid="51"} 90' in lines
-    assert 'vrrp_adverts_rx_total{instance="WAN",vrid="51"} 12' in lines
-    assert 'vrrp_checksum_errors_total{instance="WAN",vrid="51"} 3' in lines
-    assert 'vrrp_owner_discards_total{instance="WAN",vrid="51"} 1' in lines
-    assert 'vrrp_adverts_rx_total{instance="LAN",vrid="52"} 0' in lines
-    for name in COUNTER_NAMES:
-        assert f"# TYPE vrrp_{name}_total counter" in lines
-        assert sum(1 for line in lines if line.startswith(f"vrrp_{name}_total{{")) == 2
-    # every sample line is "name{labels} integer"
-    for line in lines:
-        if not line.startswith("#"):
-            name_labels, value = line.rsplit(" ", 1)
-            assert name_labels.endswith("}") and int(value) >= 0
+def test_metrics_from_the_status_schema():
+    """vrrpd/metrics.py's collector, rendered by prometheus_client and read back with
+    its parser: every counter under its RFC 8347-style name, the state as one gauge per
+    state, HELP and TYPE for each."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from vrrpd.metrics import COUNTER_METRICS, VrrpdCollector, render
+
+    st = sample(counters=Counters(adverts_rx=12, checksum_errors=3, owner_discards=1, became_master=2))
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(VrrpdCollector(lambda: [st, sample(name="LAN", vrid=52, state="fault", counters=Counters())], lambda: None))
+    text = render(reg)
+    assert "# HELP vrrp_advertisement_rcvd_total" in text and "# TYPE vrrp_advertisement_rcvd_total counter" in text
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+
+    def value(metric, **labels):
+        fam = fams[metric]
+        got = [s.value for s in fam.samples if all(s.labels.get(k) == v for k, v in labels.items())]
+        assert len(got) == 1, (metric, labels, fam.samples)
+        return got[0]
+
+    assert value("vrrp_state", name="WAN", vrid="51", state="master") == 1
+    assert value("vrrp_state", name="WAN", state="backup") == 0
+    assert value("vrrp_state", name="LAN", vrid="52", state="fault") == 1
+    assert value("vrrp_effective_priority", name="WAN") == 90
+    assert value("vrrp_advertisement_rcvd", name="WAN") == 12  # the parser's family name drops _total
+    assert value("vrrp_checksum_errors", name="WAN") == 3
+    assert value("vrrp_owner_discards", name="WAN") == 1
+    assert value("vrrp_master_transitions", name="WAN") == 2
+    assert value("vrrp_advertisement_rcvd", name="LAN", interface="eth0") == 0
+    for field, (metric, _) in COUNTER_METRICS.items():
+        assert fams[metric].type == "counter" and len(fams[metric].samples) == 2, metric
+    assert set(COUNTER_METRICS) == set(COUNTER_NAMES)
 
 
 def test_machine_counters_are_the_status_counters():
@@ -168,3 +180,22 @@ def test_render_text_v3_learned_interval():
     same = render_text([sample(version=3, advert_interval=0.05, master_adver_interval=0.05)]).splitlines()
     assert "  timers          advert 0.05s  skew 0.648s  master-down 3.648s" in same
     assert InstanceStatus.from_dict(json.loads(json.dumps(st.to_dict()))) == st
+
+
+def test_vrrpctl_renders_the_json_as_the_daemon_would_its_objects():
+    """vrrpctl renders the status JSON it receives without the schema's dataclasses
+    (start-up); the text must be the same as from the objects."""
+    from vrrpd.status_text import from_json
+
+    sts = [sample(), sample(name="LAN", vrid=52, state="fault", counters=Counters(auth_failures=4), fault_reasons=["x"])]
+    wire = json.loads(json.dumps([s.to_dict() for s in sts]))
+    assert render_text(from_json(wire)) == render_text(sts)
+
+
+def test_cli_default_sockets_are_the_shared_ones():
+    from ctsync import cli as ccli
+    from hacommon import paths
+    from vrrpd import cli as vcli
+
+    assert vcli.DEFAULT_CONTROL_SOCKET == paths.VRRPD_CONTROL_SOCKET
+    assert ccli.DEFAULT_CONTROL_SOCKET == paths.CTSYNC_CONTROL_SOCKET

@@ -3,6 +3,8 @@ file, key and problem."""
 
 from __future__ import annotations
 
+import json
+
 import ipaddress
 import textwrap
 
@@ -168,7 +170,10 @@ def test_vrrpd_check_covers_probes_and_uplinks(tmp_path, capsys):
 
 
 def test_status_text_json_round_trip_and_metrics():
-    from vrrpd.status import ProbeStatus, UplinksStatus, UplinkStatus, render_uplinks_metrics, render_uplinks_text
+    from prometheus_client import CollectorRegistry
+
+    from vrrpd.metrics import VrrpdCollector, render
+    from vrrpd.status import ProbeStatus, UplinksStatus, UplinkStatus, render_uplinks_text
 
     st = UplinksStatus(
         probes=[ProbeStatus("ISP1", "icmp", "wan1", "198.51.100.1", "192.0.2.53", 100, "down", 10, 4, 2, "no echo reply within 0.2s", "fail")],
@@ -179,13 +184,18 @@ def test_status_text_json_round_trip_and_metrics():
     )
     assert UplinksStatus.from_dict(st.to_dict()) == st
     text = render_uplinks_text(st)
+    from vrrpd.status_text import from_json
+
+    assert render_uplinks_text(from_json(json.loads(json.dumps(st.to_dict())))) == text  # what vrrpctl renders
     assert "uplinks: active ISP2  switches 2" in text
     assert " * ISP2       healthy" in text and "   ISP1       DOWN" in text
     assert "last flush      3 entries NATed to 198.51.100.2 (ISP1, udp dport 5060)" in text
     assert "ISP1       DOWN     icmp 192.0.2.53 via wan1" in text and "last error: no echo reply" in text
-    m = render_uplinks_metrics(st)
-    assert 'vrrp_uplink_active{uplink="ISP2"} 1' in m and 'vrrp_probe_up{probe="ISP1",interface="wan1"} 0' in m
-    assert "vrrp_uplink_switches_total 2" in m
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(VrrpdCollector(lambda: [], lambda: st))
+    m = render(reg)
+    assert 'vrrp_uplink_active{uplink="ISP2"} 1.0' in m and 'vrrp_probe_up{interface="wan1",probe="ISP1"} 0.0' in m
+    assert "vrrp_uplink_switches_total 2.0" in m
 
 
 def test_the_example_file_is_valid():

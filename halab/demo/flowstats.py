@@ -13,8 +13,8 @@ import re
 import struct
 from collections import defaultdict
 
-from .traffic import SIP_PORT, TCP_PORT
-from .vrrp import read_pcap
+from ..trafficgen.common import SIP_PORT, TCP_PORT
+from ..vrrp import read_pcap
 
 FLOW_CLASSES = ("tcp", "sip", "icmp")
 

@@ -1,0 +1,7 @@
+"""``python -m halab.demo`` (``./run demo``): see :mod:`halab.demo`."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
