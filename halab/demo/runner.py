@@ -44,8 +44,8 @@ class Console:
         def run():
             try:
                 for ev in stream(socket, "events"):
-                    if "instance" not in ev:
-                        continue
+                    if "instance" not in ev or ev.get("current"):
+                        continue  # not a transition (a notice, or the state when we subscribed)
                     ev["router"] = router
                     with self.lock:
                         self.events.append(ev)
