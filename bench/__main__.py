@@ -11,10 +11,13 @@ traffic for both, only the daemons swapped.  Figures:
 3. the takeover race: every connection sending every 5 ms (bench/failover.py);
 4. replication rate, 5. commit time, 6. memory per entry (bench/replication.py)
    and idle cost of every daemon (bench/idle.py);
-7. vrrpd vs keepalived with 1, 50, 200 instances: CPU, RSS, advert timers
-   (bench/idle.py);
+7. vrrpd vs keepalived with 1, 50, 200 instances: CPU, RSS, advert timers, with
+   1 s adverts (VRRPv2) and 0.05 s and 0.01 s adverts (VRRPv3) (bench/idle.py);
 8. start-up of the command-line tools: vrrpctl status, ctsyncctl status and
-   commit against daemons in the lab (bench/cli.py).
+   commit against daemons in the lab (bench/cli.py);
+9. fast stateful failover: VRRPv3 with 0.05 s adverts, hard failure, commit and inject
+   mode, IPv4 and IPv6: takeover against Master_Down_Interval, UDP and TCP gaps,
+   connections kept (bench/fast.py).
 
 By default the results replace docs/benchmarks.json and the "Results" section
 of docs/benchmarks.md (between the ``<!-- bench:results -->`` markers);
@@ -41,7 +44,7 @@ import traceback
 
 from halab import require_root_and_netns
 
-from . import cli, failover, idle, parking_race, replication, takeover
+from . import cli, failover, fast, idle, parking_race, replication, takeover
 from .report import MARK_BEGIN, MARK_END, render_markdown
 from .stacks import HA_STACKS, STACKS
 
@@ -49,7 +52,7 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_JSON = os.path.join(HERE, "docs", "benchmarks.json")
 DEFAULT_MD = os.path.join(HERE, "docs", "benchmarks.md")
 FIGURES = {1: "takeover", 2: "failover", 3: "race", 4: "replication", 5: "commit", 6: "memory", 7: "scale",
-           8: "cli"}
+           8: "cli", 9: "fast"}
 
 
 class Plan:
@@ -72,8 +75,16 @@ class Plan:
         self.entries = (2000,) if quick else (10000, 50000, 100000)
         self.scale_counts = (20,) if quick else (1, 50, 200)
         self.window, self.settle = (3.0, 1.0) if quick else (15.0, 12.0)
+        # Figure 7 with VRRPv3's fast adverts too; shorter windows (hundreds of adverts
+        # per instance already), the settle still past the 5 s GARP repeat.
+        self.scale_intervals = (1.0, 0.05) if quick else (1.0, 0.05, 0.01)
+        self.fast_window, self.fast_settle = (3.0, 1.0) if quick else (6.0, 6.0)
         self.cli_runs = runs if runs and runs >= 5 else (5 if quick else 21)
-        self.budget = 420.0 if quick else 1800.0
+        # Figure 9: (family, mode) combinations, connections, seconds of traffic.
+        self.fast_combos = ((6, "commit"),) if quick else ((4, "commit"), (4, "inject"), (6, "commit"), (6, "inject"))
+        self.fast_conns = 10 if quick else 100
+        self.fast_phase = 5.0 if quick else 8.0
+        self.budget = 600.0 if quick else 2700.0
 
 
 def failover_interval(conns: int) -> float:
@@ -128,6 +139,10 @@ def _meta(args, plan: Plan) -> dict:
         "slow_race_entries": plan.slow_race_entries,
         "entries": list(plan.entries),
         "idle_instance_counts": list(plan.scale_counts),
+        "idle_advert_intervals": list(plan.scale_intervals),
+        "fast_combos": [list(c) for c in plan.fast_combos],
+        "fast_conns": plan.fast_conns,
+        "fast_advert_interval_s": fast.ADVERT_INTERVAL,
         "window_s": plan.window,
         "settle_s": plan.settle,
         "clk_tck": idle.CLK_TCK,
@@ -203,12 +218,12 @@ def _write_md(path: str, md: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1])
-    ap.add_argument("--quick", action="store_true", help="CI mode: one run of every figure, small N (~3 min)")
+    ap.add_argument("--quick", action="store_true", help="CI mode: one run of every figure, small N (~4 min)")
     ap.add_argument("--runs", type=int, help="runs per figure (default 3, failover 2; quick 1)")
-    ap.add_argument("--figures", default="1,2,3,4,5,6,7,8", help="which figures (comma-separated numbers)")
+    ap.add_argument("--figures", default="1,2,3,4,5,6,7,8,9", help="which figures (comma-separated numbers)")
     ap.add_argument("--out", help=f"JSON file (default {os.path.relpath(DEFAULT_JSON, HERE)}, or none with --md)")
     ap.add_argument("--md", help=f"Markdown file (default: the results section of {os.path.relpath(DEFAULT_MD, HERE)})")
-    ap.add_argument("--budget", type=float, help="overall time budget in seconds (default 420 quick, 1800 full)")
+    ap.add_argument("--budget", type=float, help="overall time budget in seconds (default 600 quick, 2700 full)")
     ap.add_argument("--seed", type=int, default=None, help="seed of the random failure phase")
     ap.add_argument("--render", metavar="JSON", help="only rewrite the Markdown (--md, default the doc's "
                     "results section) from a JSON written by an earlier run; measures nothing")
@@ -220,9 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         figs = {int(x) for x in args.figures.split(",") if x.strip()}
     except ValueError:
-        ap.error("--figures takes numbers 1-8, e.g. 1,4,5")
+        ap.error("--figures takes numbers 1-9, e.g. 1,4,5")
     if not figs <= set(FIGURES):
-        ap.error(f"--figures: unknown figure(s) {sorted(figs - set(FIGURES))} (1-8)")
+        ap.error(f"--figures: unknown figure(s) {sorted(figs - set(FIGURES))} (1-9)")
     if args.out is None and args.md is None:
         args.out, args.md = DEFAULT_JSON, DEFAULT_MD
     if args.render:
@@ -238,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     t_begin = time.monotonic()
     res: dict = {"meta": _meta(args, plan), "figures": sorted(figs), "takeover": {}, "failover": {},
-                 "race": {}, "slow_race": {}, "replication": {}, "ha_idle": {}, "idle": [], "cli": {}, "errors": []}
+                 "race": {}, "slow_race": {}, "replication": {}, "ha_idle": {}, "idle": [], "cli": {}, "fast": {},
+                 "errors": []}
 
     def remaining() -> float:
         return budget - (time.monotonic() - t_begin)
@@ -324,19 +340,32 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- 7: scale of the VRRP daemon
     if 7 in figs:
-        for stack in STACKS.values():
-            for n in plan.scale_counts:
-                r = attempt(f"fig 7 {stack.name} {n} instance(s)", idle.idle_run, stack, n, plan.window,
-                            plan.settle, run_budget(plan.window + plan.settle + 60 + n / 2), timers=n > 1)
-                row = {"daemon": stack.name, "instances": n}
-                row.update(r or {"cpu_percent": None, "cpu_seconds": None, "rss_kib": None})
-                res["idle"].append(row)
+        for interval in plan.scale_intervals:
+            window, settle = (plan.window, plan.settle) if interval >= 1 else (plan.fast_window, plan.fast_settle)
+            for stack in STACKS.values():
+                for n in plan.scale_counts:
+                    r = attempt(f"fig 7 {stack.name} {n} instance(s) at {interval:g} s", idle.idle_run, stack, n,
+                                window, settle, run_budget(window + settle + 60 + n / 2),
+                                timers=n > 1 or interval < 1, interval=interval)
+                    row = {"daemon": stack.name, "instances": n, "advert_interval_s": interval}
+                    row.update(r or {"cpu_percent": None, "cpu_seconds": None, "rss_kib": None})
+                    res["idle"].append(row)
 
     # --- 8: start-up of the command-line tools
     if 8 in figs:
         r = attempt(f"fig 8 CLI start-up, {plan.cli_runs} runs per command", cli.cli_run, plan.cli_runs)
         if r:
             res["cli"] = r
+
+    # --- 9: fast stateful failover (VRRPv3, 0.05 s adverts), both stacks, IPv4 and IPv6
+    if 9 in figs:
+        for stack in HA_STACKS.values():
+            res["fast"][stack.name] = {}
+            for family, mode in plan.fast_combos:
+                runs = [attempt(f"fig 9 {stack.name} IPv{family} {mode} run {i + 1}", fast.fast_run, stack, family,
+                                mode, plan.fast_conns, run_budget(90), phase=plan.fast_phase, rng=rng)
+                        for i in range(plan.failover_runs)]
+                res["fast"][stack.name][f"ipv{family}-{mode}"] = aggregate([r for r in runs if r])
 
     res["meta"]["duration_s"] = round(time.monotonic() - t_begin, 1)
     res["meta"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]

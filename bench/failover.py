@@ -39,12 +39,39 @@ import random
 import time
 
 from halab import Lab
-from halab.hapair import LAN_VIP, SERVER_IP, WAN_VIP, build_hapair
+from halab.hapair import ROUTER_ADDRS6, SERVER_IP, WAN_VIP, build_hapair
 from halab.traffic import collect, start_tcp, start_udp
 
 from .stacks import HaStack, deadline
 
-COUNTING_TABLE = f"""\
+
+def counting_table(pair=None) -> str:
+    """The nftables table that only counts (policy accept), for the pair's address
+    family (``table ip bench``, or ``table ip6 bench`` in an IPv6 pair)."""
+    if pair is not None and pair.family == 6:
+        return f"""\
+table ip6 bench {{
+    counter invalid {{ }}
+    counter wan_new {{ }}
+    counter rst_out {{ }}
+    counter icmp_err_out {{ }}
+    counter icmp_port_unreach_out {{ }}
+    counter icmp_host_unreach_out {{ }}
+    chain pre {{
+        type filter hook prerouting priority -150; policy accept;
+        ct state invalid counter name "invalid"
+        ip6 saddr {pair.server_ip} ct state new counter name "wan_new"
+    }}
+    chain out {{
+        type filter hook output priority 0; policy accept;
+        tcp flags & rst == rst counter name "rst_out"
+        icmpv6 type destination-unreachable icmpv6 code port-unreachable counter name "icmp_port_unreach_out"
+        icmpv6 type destination-unreachable icmpv6 code addr-unreachable counter name "icmp_host_unreach_out"
+        icmpv6 type {{ destination-unreachable, time-exceeded, parameter-problem }} counter name "icmp_err_out"
+    }}
+}}
+"""
+    return f"""\
 table ip bench {{
     counter invalid {{ }}
     counter wan_new {{ }}
@@ -67,28 +94,39 @@ table ip bench {{
     }}
 }}
 """
+
+
+COUNTING_TABLE = counting_table()
 COUNTERS = ("invalid", "wan_new", "rst_out", "icmp_err_out", "icmp_port_unreach_out", "icmp_host_unreach_out")
 
 
 ICMP_ERRORS = "icmp[icmptype] == icmp-unreach or icmp[icmptype] == icmp-timxceed"
+ICMP6_ERRORS = "icmp6 and (ip6[40] == 1 or ip6[40] == 3)"  # destination unreachable, time exceeded
 
 
-def icmp_examples(cap, host, top: int = 3) -> list[str]:
+def icmp_examples(cap, host, pair=None, top: int = 3) -> list[str]:
     """The most frequent ICMP errors the router itself sent (source address is
     one of its own), as tcpdump prints them (minus time and interface)."""
     import collections
     import re
-    own = {a.split("/")[0] for ifname in ("eth0", "eth1") for a in host.ipv4_addrs(ifname)} | {WAN_VIP, LAN_VIP}
+    if pair is not None and pair.family == 6:
+        own = {a.split("/")[0] for r in ROUTER_ADDRS6.values() for a in r.values()} | set(pair.vips.values())
+        pat = r"IP6 ([0-9a-f:]+) > (.*)$"
+    else:
+        vips = set(pair.vips.values()) if pair is not None else {WAN_VIP, "192.168.100.1"}
+        own = {a.split("/")[0] for ifname in ("eth0", "eth1") for a in host.ipv4_addrs(ifname)} | vips
+        pat = r"IP (\d+\.\d+\.\d+\.\d+) > (.*)$"
     seen: collections.Counter = collections.Counter()
     for ln in cap.lines():
-        m = re.search(r"IP (\d+\.\d+\.\d+\.\d+) > (.*)$", ln)
+        m = re.search(pat, ln)
         if m and m.group(1) in own:
             seen[re.sub(r"(length|id) \d+", r"\1 _", m.group(0))] += 1
     return [f"{n} x {what}" for what, n in seen.most_common(top)]
 
 
-def read_counters(host) -> dict[str, int]:
-    cp = host.run(["nft", "-j", "list", "counters", "table", "ip", "bench"], check=True, timeout=15)
+def read_counters(host, family: int = 4) -> dict[str, int]:
+    table = "ip6" if family == 6 else "ip"
+    cp = host.run(["nft", "-j", "list", "counters", "table", table, "bench"], check=True, timeout=15)
     out = {}
     for item in json.loads(cp.stdout).get("nftables", []):
         c = item.get("counter")
@@ -97,11 +135,13 @@ def read_counters(host) -> dict[str, int]:
     return out
 
 
-def _delta(a: dict, b: dict) -> dict:
+def delta(a: dict, b: dict) -> dict:
     return {k: b.get(k, 0) - a.get(k, 0) for k in COUNTERS}
 
 
-def _figures(tcp_r: dict, udp_r: dict, conns: int) -> dict:
+
+def figures(tcp_r: dict, udp_r: dict, conns: int, public: str = WAN_VIP) -> dict:
+    """The per-transition figures of one run (``public``: the WAN VIP the server must see)."""
     t = tcp_r["client"]["summary"]
     srv = tcp_r["server"]["summary"]
     u = udp_r["client"]["summary"]
@@ -118,7 +158,7 @@ def _figures(tcp_r: dict, udp_r: dict, conns: int) -> dict:
         "errors": t["errors"],
         # A connection that survived kept its server-side socket, i.e. its public
         # address and port; a port change shows as more connections at the server.
-        "public_port_unchanged": srv["conns"] == conns and set(peers) == {WAN_VIP} and usrv["sources"] == 1,
+        "public_port_unchanged": srv["conns"] == conns and set(peers) == {public} and usrv["sources"] == 1,
         "server_conns": srv["conns"],
         "udp_sources": usrv["sources"],
         "gap_median_s": t["gap_median"],
@@ -127,6 +167,7 @@ def _figures(tcp_r: dict, udp_r: dict, conns: int) -> dict:
         "udp_lost": u["lost"],
         "udp_sent": u["sent"],
     }
+
 
 
 def failover_run(stack: HaStack, conns: int, budget: float, interval: float = 0.05,
@@ -165,8 +206,8 @@ def failover_run(stack: HaStack, conns: int, budget: float, interval: float = 0.
             stack.wait_master(p, r2, timeout=10)
             tr, ur = collect([tcp, udp])
             cap.stop()
-            out["failover"] = _figures(tr, ur, conns)
-            out["failover"]["router"] = _delta(c0, read_counters(p.r2))
+            out["failover"] = figures(tr, ur, conns)
+            out["failover"]["router"] = delta(c0, read_counters(p.r2))
             out["failover"]["icmp_sent_examples"] = icmp_examples(cap, p.r2)
             if not failback:
                 return out
@@ -182,6 +223,6 @@ def failover_run(stack: HaStack, conns: int, budget: float, interval: float = 0.
             stack.wait_master(p, r1, timeout=20)
             stack.wait_backup(p, r2, timeout=10)
             tr, ur = collect([tcp, udp])
-            out["failback"] = _figures(tr, ur, conns)
-            out["failback"]["router"] = _delta(c1, read_counters(p.r1))
+            out["failback"] = figures(tr, ur, conns)
+            out["failback"]["router"] = delta(c1, read_counters(p.r1))
     return out

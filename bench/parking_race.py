@@ -31,7 +31,7 @@ from halab.ctsync import start_ctsync
 from halab.hapair import build_hapair
 from halab.traffic import collect, start_tcp, start_udp
 
-from .failover import COUNTING_TABLE, _delta, _figures, read_counters
+from .failover import COUNTING_TABLE, delta, figures, read_counters
 from .replication import create_in_kernel, lan_udp_flows
 from .stacks import HA_STACKS, deadline
 
@@ -100,8 +100,8 @@ def slow_race_run(variant: str, ruleset: str, entries: int, conns: int, budget: 
             if stack_name == "theirs":  # what conntrackd -c (keepalived's notify) logged
                 took = re.findall(r"commit has taken ([0-9.]+) seconds", r2.conntrackd.daemon_log())
                 out["commit_s"] = float(took[-1]) if took else None
-            out["failover"] = _figures(tr, ur, conns)
-            out["failover"]["router"] = _delta(c0, read_counters(p.r2))
+            out["failover"] = figures(tr, ur, conns)
+            out["failover"]["router"] = delta(c0, read_counters(p.r2))
     return out
 
 

@@ -215,18 +215,22 @@ def ha_idle_table(ha: dict) -> str:
 
 def idle_table(results: dict) -> str:
     lines = [
-        "| Daemon | Instances | CPU % of one core (stat) | CPU s in window (stat) | CPU % (schedstat) "
-        "| window s | RSS MiB | processes / threads | timer jitter ms, median / worst instance "
-        "| instances late (jitter > 100 ms) / missed (interval >= 3.6 s) "
+        "| Daemon | Advert interval s | Instances | CPU % of one core (stat) | CPU s in window (stat) | CPU % (schedstat) "
+        "| window s | RSS MiB | processes / threads | timer jitter ms, median / worst instance / p99 of all intervals "
+        "| instances late (jitter > 10 % of the interval) / missed (an interval >= 3.61 intervals) "
         "| adverts missing from the capture / packets tcpdump dropped |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|",
     ]
-    for row in results.get("idle", []):
+    rows = sorted(results.get("idle", []), key=lambda r: (-r.get("advert_interval_s", 1.0), r["daemon"] != "vrrpd"))
+    for row in rows:
+        iv = f"{row.get('advert_interval_s', 1.0):g}"
         if row.get("cpu_percent") is None:
-            lines.append(f"| {row['daemon']} | {row['instances']} | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
+            lines.append(f"| {row['daemon']} | {iv} | {row['instances']} | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
             continue
         if row.get("advert_jitter_max_s") is not None:
-            timers = (f"{row['advert_jitter_median_s'] * 1000:.1f} / {row['advert_jitter_max_s'] * 1000:.1f}",
+            p99 = row.get("advert_jitter_p99_s")
+            timers = (f"{row['advert_jitter_median_s'] * 1000:.1f} / {row['advert_jitter_max_s'] * 1000:.1f}"
+                      + (f" / {p99 * 1000:.1f}" if p99 is not None else ""),
                       f"{row['instances_late']} / {row['instances_missed']}",
                       f"{row['intervals_missing']} / {row.get('capture_dropped', '?')}")
         elif row.get("advert_interval_max_s") is not None:  # results of an older run
@@ -235,9 +239,45 @@ def idle_table(results: dict) -> str:
         else:
             timers = ("n/a (one instance)", "", "")
         lines.append(
-            f"| {row['daemon']} | {row['instances']} | {row['cpu_percent']:.2f} | {row['cpu_seconds']:.2f} | "
+            f"| {row['daemon']} | {iv} | {row['instances']} | {row['cpu_percent']:.2f} | {row['cpu_seconds']:.2f} | "
             f"{row.get('sched_cpu_percent', float('nan')):.3f} | {row['window_s']:.1f} | {row['rss_kib'] / 1024:.1f} | "
             f"{row['processes']} / {row['threads']} | {timers[0]} | {timers[1]} | {timers[2]} |")
+    return "\n".join(lines)
+
+
+FAST_COLS = [
+    # (header, path, fmt, in ratio row)
+    ("takeover s (bound: Master_Down_Interval 0.1805 s)", ("takeover_s",), ".4f", True),
+    ("beyond the bound ms", ("takeover_excess_ms",), "+.1f", False),
+    ("first GARP/NA s", ("announce_s",), ".4f", True),
+    ("UDP gap s", ("udp_gap_s",), ".3f", True),
+    ("TCP longest gap per conn, median s", ("gap_median_s",), ".3f", True),
+    ("TCP longest gap, worst conn s", ("gap_max_s",), ".3f", True),
+    ("kept %", ("kept_percent",), ".0f", False),
+    ("RSTs", ("rsts",), ".0f", False),
+    ("public port unchanged (runs)", ("public_port_unchanged",), "", False),
+    ("INVALID at new master", ("router", "invalid"), ".0f", False),
+]
+
+
+def fast_table(fast: dict) -> str:
+    head = "| traffic, sync mode | stack | " + " | ".join(c[0] for c in FAST_COLS) + " |"
+    lines = [head, "|---|---|" + "---:|" * len(FAST_COLS)]
+    combos: list[str] = []
+    for st in fast.values():
+        combos += [c for c in st if c not in combos]
+    for combo in combos:
+        fam, mode = combo.split("-", 1)
+        rows = {}
+        for stack in ("ours", "theirs"):
+            rows[stack] = _get(fast, stack, combo, "failover")
+            if rows[stack] is None:
+                continue
+            cells = [cell(_get(rows[stack], *path), fmt) for _, path, fmt, _r in FAST_COLS]
+            lines.append(f"| {fam.replace('ipv', 'IPv')}, {mode} | {HA_LABEL[stack]} | " + " | ".join(cells) + " |")
+        if rows.get("ours") and rows.get("theirs"):
+            rc = [ratio(_get(rows["ours"], *p), _get(rows["theirs"], *p)) if r else "" for _, p, _f, r in FAST_COLS]
+            lines.append("| | ours/theirs | " + " | ".join(rc) + " |")
     return "\n".join(lines)
 
 
@@ -297,8 +337,10 @@ def render_markdown(results: dict) -> str:
             "",
             "### 7. Scale of the VRRP daemon",
             "",
-            f"One daemon, N instances all master (1 advert/s each); CPU = utime+stime over a "
-            f"{m.get('window_s', '?')} s window after a {m.get('settle_s', '?')} s settle, from /proc/PID/stat, "
+            f"One daemon, N instances all master (1 advert/s each with VRRPv2; 20 or 100/s each with VRRPv3 at "
+            f"0.05 or 0.01 s); CPU = utime+stime over a "
+            f"{m.get('window_s', '?')} s window after a {m.get('settle_s', '?')} s settle (6 s and 6 s at 0.05 and "
+            f"0.01 s), from /proc/PID/stat, "
             f"resolution 1/{m.get('clk_tck', '?')} s; schedstat = the scheduler's run time of every thread, "
             f"ns resolution; RSS summed over the daemon's processes; advert intervals from a capture of the window:",
             "",
@@ -311,6 +353,19 @@ def render_markdown(results: dict) -> str:
                 "Each command as a fresh process against a vrrpd and a ctsync in the lab (fork, exec, interpreter, "
                 "imports, one request on the control socket); `python -c pass` is the interpreter alone:", "",
                 cli_table(results["cli"])]
+    if results.get("fast"):
+        out += [
+            "",
+            "### 9. Fast stateful failover (VRRPv3, 0.05 s adverts)",
+            "",
+            f"{m.get('fast_conns', '?')} TCP connections (a message every 50 ms each) and one UDP flow (every 20 ms) "
+            "through the pair, VRRPv3 with adverts every 0.05 s on both routers, hard failure of r1 at a random "
+            "phase of the advert cycle; takeover (r2's first advert) and first GARP/NA for the LAN VIP, on the "
+            "bridges, after r1's last advert of the instance that times out first (the sync group moves then); "
+            "INVALID: packets the new master's conntrack did not know:",
+            "",
+            fast_table(results["fast"]),
+        ]
     # Figures re-run on their own (python -m bench --figures ... --out X.json, then merged
     # into the main JSON by bench.merge) say so under the tables.
     reruns = list(m.get("reruns") or [])

@@ -68,14 +68,25 @@ def build_pair(lab: Lab, hosts=("r1", "r2", "h")):
 # configs
 
 
-def vrrpd_instances(count: int = 1, priority: int = 100, first_vrid: int | None = None) -> dict[str, dict]:
+def timing(interval: float = 1.0) -> dict:
+    """vrrpd's instance keys for an advert interval: whole seconds are VRRPv2 (the
+    default), anything faster VRRPv3 (centiseconds), accepting packets to the VIP as v2
+    does (so that the two versions differ in nothing else)."""
+    if interval >= 1 and float(interval).is_integer():
+        return {"advert_interval": int(interval)}
+    return {"version": 3, "advert_interval": interval, "accept_mode": True}
+
+
+def vrrpd_instances(count: int = 1, priority: int = 100, first_vrid: int | None = None,
+                    interval: float = 1.0) -> dict[str, dict]:
     """``count`` instances on eth0.  One instance: VRID 7, VIP 10.0.0.100.
-    Several: VRIDs 1..count, VIP 10.0.0.(100+i)/24 each (see :func:`multi_vip`)."""
+    Several: VRIDs 1..count, VIP 10.0.0.(100+i)/24 each (see :func:`multi_vip`).
+    ``interval`` below 1 s: VRRPv3 (:func:`timing`)."""
     if count == 1 and first_vrid is None:
-        return {"V": {"interface": IFACE, "vrid": VRID, "priority": priority, "advert_interval": 1,
+        return {"V": {"interface": IFACE, "vrid": VRID, "priority": priority, **timing(interval),
                       "virtual_addresses": [f"{VIP}/24"]}}
     start = first_vrid or 1
-    return {f"V{i}": {"interface": IFACE, "vrid": i, "priority": priority, "advert_interval": 1,
+    return {f"V{i}": {"interface": IFACE, "vrid": i, "priority": priority, **timing(interval),
                       "virtual_addresses": [multi_vip(i, count)]}
             for i in range(start, start + count)}
 
@@ -86,21 +97,23 @@ def multi_vip(i: int, count: int) -> str:
     return f"10.0.0.{100 + i}/24" if count <= 150 else f"10.1.0.{i}/24"
 
 
-def keepalived_conf(count: int = 1, priority: int = 100, router_id: str = "bench") -> str:
+def keepalived_conf(count: int = 1, priority: int = 100, router_id: str = "bench", interval: float = 1.0) -> str:
     """The keepalived equivalent of :func:`vrrpd_instances`: multicast VRRPv2
-    on eth0, state BACKUP, advert_int 1, no vrrp_strict, everything else default."""
+    on eth0, state BACKUP, advert_int 1, no vrrp_strict, everything else default;
+    below 1 s, ``vrrp_version 3`` and that ``advert_int``."""
     if count == 1:
         specs = [("VI_1", VRID, VIP)]
     else:
         specs = [(f"VI_{i}", i, multi_vip(i, count).split("/")[0]) for i in range(1, count + 1)]
-    blocks = [f"global_defs {{\n    router_id {router_id}\n}}\n"]
+    v3 = "" if "version" not in timing(interval) else "    vrrp_version 3\n"
+    blocks = [f"global_defs {{\n    router_id {router_id}\n{v3}}}\n"]
     for name, vrid, vip in specs:
         blocks.append(f"""vrrp_instance {name} {{
     state BACKUP
     interface {IFACE}
     virtual_router_id {vrid}
     priority {priority}
-    advert_int 1
+    advert_int {interval:g}
     virtual_ipaddress {{
         {vip}/24
     }}
@@ -126,7 +139,7 @@ class Daemon:
 class Stack:
     name = ""
 
-    def start(self, host: Host, priority: int, count: int = 1, tag: str = "") -> Daemon:
+    def start(self, host: Host, priority: int, count: int = 1, tag: str = "", interval: float = 1.0) -> Daemon:
         raise NotImplementedError
 
     def is_master(self, d: Daemon) -> bool:
@@ -155,8 +168,8 @@ class Stack:
 class VrrpdStack(Stack):
     name = "vrrpd"
 
-    def start(self, host, priority, count=1, tag=""):
-        v = start_vrrpd(host, vrrpd_instances(count, priority), name=f"vrrpd{tag}")
+    def start(self, host, priority, count=1, tag="", interval=1.0):
+        v = start_vrrpd(host, vrrpd_instances(count, priority, interval=interval), name=f"vrrpd{tag}")
         return Daemon(self, host, v.proc, v)
 
     def is_master(self, d):
@@ -178,10 +191,10 @@ class VrrpdStack(Stack):
 class KeepalivedStack(Stack):
     name = "keepalived"
 
-    def start(self, host, priority, count=1, tag=""):
+    def start(self, host, priority, count=1, tag="", interval=1.0):
         if shutil.which("keepalived") is None:
             raise RuntimeError("keepalived is not installed (apt-get install keepalived)")
-        p = start_keepalived(host, keepalived_conf(count, priority, router_id=host.name),
+        p = start_keepalived(host, keepalived_conf(count, priority, router_id=host.name, interval=interval),
                              name=f"keepalived{tag}")
         d = Daemon(self, host, p)
         # Parent + VRRP child up before anyone measures anything.
@@ -234,7 +247,10 @@ class HaStack:
     vrrp_name = ""
     sync_name = ""
 
-    def start(self, pair, router: str, priority: int, mode: str = "commit") -> Router:
+    def start(self, pair, router: str, priority: int, mode: str = "commit", advert_interval: float = 1) -> Router:
+        """Both daemons in ``router``; ``advert_interval`` below 1 s (or an IPv6 pair):
+        VRRPv3 on both stacks; ``mode``: commit or inject (conntrackd:
+        DisableExternalCache On)."""
         raise NotImplementedError
 
     def wait_master(self, pair, r: Router, timeout: float = 15.0) -> None:
@@ -273,9 +289,9 @@ class HaStack:
 class OursStack(HaStack):
     name, label, vrrp_name, sync_name = "ours", "vrrpd + ctsync", "vrrpd", "ctsync"
 
-    def start(self, pair, router, priority, mode="commit"):
+    def start(self, pair, router, priority, mode="commit", advert_interval=1):
         from halab.ctsync import start_ctsync
-        v = pair.start_vrrpd(router, priority)
+        v = pair.start_vrrpd(router, priority, advert_interval=advert_interval)
         c = start_ctsync(pair.router(router), mode, v.socket)
         return Router(self, pair.router(router), v.proc, c.proc, vrrpd=v, ctsync=c)
 
@@ -315,14 +331,17 @@ class OursStack(HaStack):
 class TheirsStack(HaStack):
     name, label, vrrp_name, sync_name = "theirs", "keepalived + conntrackd", "keepalived", "conntrackd"
 
-    def start(self, pair, router, priority, mode="commit"):
+    def start(self, pair, router, priority, mode="commit", advert_interval=1):
         from halab.conntrackd import keepalived_hapair_conf, start_conntrackd
         if shutil.which("keepalived") is None or shutil.which("conntrackd") is None:
             raise RuntimeError("keepalived and conntrackd are needed (apt-get install keepalived conntrackd)")
         host = pair.router(router)
-        ct = start_conntrackd(host)
-        ka = start_keepalived(host, keepalived_hapair_conf(pair, host.name, priority, ct.script),
-                              name="keepalived")
+        ct = start_conntrackd(host, mode=mode)
+        # A new name each start: a killed keepalived leaves pid files that make the next
+        # one in the same lab believe it is still running.
+        self._starts = getattr(self, "_starts", 0) + 1
+        ka = start_keepalived(host, keepalived_hapair_conf(pair, host.name, priority, ct.script, advert_interval),
+                              name=f"keepalived{self._starts}" if self._starts > 1 else "keepalived")
         return Router(self, host, ka, ct.proc, conntrackd=ct)
 
     @staticmethod

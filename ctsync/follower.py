@@ -106,7 +106,10 @@ class VrrpdFollower:
                         # may move now, and packets wait in the queue, not in retransmits.
                         await self._ack(t.hold_id, stream, send_lock)
                         t = dataclasses.replace(t, hold_id=None)
-                    await self.d.commit(f"vrrpd: {t.instance} became master")
+                    # `current`: vrrpd was master before we subscribed (we started late, or
+                    # reconnected): become master all the same, with what we hold.
+                    how = "is master (when we subscribed)" if t.current else "became master"
+                    await self.d.commit(f"vrrpd: {t.instance} {how}")
                     self.d.verify_nat_later()
             elif t.new in ("backup", "fault"):
                 if rep.role == Role.MASTER:

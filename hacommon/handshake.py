@@ -8,7 +8,11 @@ read these classes, never dicts.
                                        "hold": ["MAIN-GW"], "uplinks": false, "prepare": true}
     vrrpd -> subscriber   Subscribed   {"ok": true, "subscribed": true, "hold": [...]}
     vrrpd -> subscriber   Transition   one per state change of an instance; a move to master
-                                       of an instance the subscriber holds carries "hold_id"
+                                       of an instance the subscriber holds carries "hold_id".
+                                       The stream starts with one per instance, "current": true,
+                                       old = new = its state then (a subscriber that comes after
+                                       the move to master, e.g. ctsync started after vrrpd with
+                                       0.05 s adverts, learns that the group is master)
     vrrpd -> subscriber   Prepare      {"prepare": HOLD_ID, "instance", "group", "reason"}: a held
                                        instance is about to preempt a live lower-priority
                                        master (to subscribers that asked "prepare": true)
@@ -75,11 +79,14 @@ class Transition:
     reason: str
     priority: int
     hold_id: int | None = None
+    current: bool = False  # not a change: the state at subscription (old == new)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         if self.hold_id is None:
             del d["hold_id"]
+        if not self.current:
+            del d["current"]
         return d
 
     def concerns(self, name: str) -> bool:
@@ -231,7 +238,8 @@ def parse_from_vrrpd(line: bytes) -> Subscribed | Transition | Prepare | Prepare
             return Transition(float(obj.get("time", 0.0)), str(obj["instance"]), group,
                               str(obj.get("interface", "")), int(obj.get("vrid", 0)), str(obj.get("old", "")),
                               str(obj["new"]), str(obj.get("reason", "")), int(obj.get("priority", 0)),
-                              hold_id if isinstance(hold_id, int) and not isinstance(hold_id, bool) else None)
+                              hold_id if isinstance(hold_id, int) and not isinstance(hold_id, bool) else None,
+                              obj.get("current") is True)
         except (TypeError, ValueError) as e:
             raise HandshakeError(f"bad transition: {e}") from None
     return Notice(obj)

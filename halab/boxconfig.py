@@ -7,8 +7,12 @@ cannot be the same in a lab is mapped, and nothing else is touched:
 * the control sockets move into the lab's work directory (several labs may run
   at once; ``/run/hapair`` belongs to a real installation);
 * the sync link is ``eth2`` on the box and ``sync0`` in the lab;
-* optional overrides the demo offers: ``advert_interval`` (every instance) and
-  ctsync's ``mode``.
+* optional overrides the demo offers: ``version`` and ``advert_interval`` (every
+  instance; VRRPv3 takes hundredths of a second) and ctsync's ``mode``. With adverts
+  faster than 1 s, ``preempt_delay`` becomes at least FAST_PREEMPT_DELAY: a router that
+  comes back would otherwise preempt (Master_Down_Interval later: 0.18 s at 0.05 s)
+  before its ctsync has even subscribed, i.e. without the peer's state (see
+  docs/ctsync.md, make-before-break failback).
 
 :func:`lab_box_config` returns the mapped file as a dict plus the list of
 changes made (the demo prints it, so the user sees exactly how the lab's
@@ -28,6 +32,8 @@ from .lab import Host, Proc
 from .vrrp import Vrrpd, toml_dump, vrrpd_binary
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+#: seconds a returning router waits before preempting, with sub-second adverts (see above)
+FAST_PREEMPT_DELAY = 2.0
 #: box interface name -> lab interface name
 LAB_IFNAMES = {"eth2": "sync0"}
 
@@ -36,8 +42,9 @@ def example_path(router: str) -> Path:
     return CONFIG_DIR / f"{router}.toml"
 
 
-def lab_box_config(router: str, workdir: str | Path, *, advert_interval: int | None = None,
-                   mode: str | None = None, source: Path | None = None) -> tuple[dict, list[str]]:
+def lab_box_config(router: str, workdir: str | Path, *, advert_interval: float | None = None,
+                   mode: str | None = None, source: Path | None = None,
+                   version: int | None = None) -> tuple[dict, list[str]]:
     """The example file of ``router`` mapped to the lab (see the module doc)."""
     src = source or example_path(router)
     cfg = read_toml(src)
@@ -48,12 +55,23 @@ def lab_box_config(router: str, workdir: str | Path, *, advert_interval: int | N
     old = v.get("control_socket")
     v["control_socket"] = str(workdir / f"vrrpd-{router}.sock")
     changes.append(f"vrrpd.control_socket {old} -> {v['control_socket']}")
+    if version is not None:
+        for name, inst in v.get("instance", {}).items():
+            if inst.get("version", 2) != version:
+                changes.append(f"vrrpd.instance.{name}.version {inst.get('version', 2)} -> {version}")
+                inst["version"] = version
     if advert_interval is not None:
         for name, inst in v.get("instance", {}).items():
             if inst.get("advert_interval", 1) != advert_interval:
                 changes.append(f"vrrpd.instance.{name}.advert_interval "
                                f"{inst.get('advert_interval', 1)} -> {advert_interval}")
                 inst["advert_interval"] = advert_interval
+        if advert_interval < 1:
+            for name, inst in v.get("instance", {}).items():
+                if inst.get("preempt_delay", 0) < FAST_PREEMPT_DELAY:
+                    changes.append(f"vrrpd.instance.{name}.preempt_delay {inst.get('preempt_delay', 0)} -> "
+                                   f"{FAST_PREEMPT_DELAY:g} (sub-second adverts: ctsync subscribes before a preemption)")
+                    inst["preempt_delay"] = FAST_PREEMPT_DELAY
     c = out.get("ctsync")
     if c is not None:
         old = c.get("control_socket")

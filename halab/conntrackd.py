@@ -28,7 +28,7 @@ import stat
 import subprocess
 from dataclasses import dataclass
 
-from .hapair import LAN_VIP, ROUTER_ADDRS, SYNC_ADDRS, WAN_VIP, HaPair
+from .hapair import LAN_VIP, LAN_VIP6, ROUTER_ADDRS, ROUTER_ADDRS6, SYNC_ADDRS, VIP_LINK_LOCAL, WAN_VIP, WAN_VIP6, HaPair
 from .lab import Host, LabError, Proc, wait_for
 
 __all__ = ["Conntrackd", "conntrackd_conf", "start_conntrackd", "notify_script",
@@ -47,23 +47,29 @@ def _paths(host: Host) -> dict[str, str]:
 
 def conntrackd_conf(host: Host, *, hash_size: int = 65536, hash_limit: int = 524288,
                     netlink_buffer: int = 8 << 20, netlink_max_growth: int = 32 << 20,
-                    socket_buffer: int = 4 << 20) -> str:
+                    socket_buffer: int = 4 << 20, mode: str = "commit") -> str:
     """conntrackd.conf for ``host`` (r1 or r2 of the pair): FTFW over sync0.
 
     Sized for a few 100k entries (HashLimit); the netlink buffer may grow to
     32 MiB on overruns, the size ctsync's event socket gets (netlink_rcvbuf),
     so neither daemon is favoured by a bigger buffer.  TCP and UDP are
-    replicated; the routers' own addresses, the sync link and the VIPs are
-    ignored (the documentation's Filter example)."""
+    replicated; the routers' own addresses (IPv4 and IPv6), the sync link and
+    the VIPs are ignored (the documentation's Filter example).  ``mode="inject"``:
+    ``DisableExternalCache On``, conntrackd's way of writing the peer's entries
+    straight into the kernel (ctsync's inject mode); the notify script's commit
+    then has nothing to do."""
     me, peer = host.name, PEER[host.name]
     p = _paths(host)
     own = [a.split("/")[0] for r in ROUTER_ADDRS.values() for a in r.values()]
-    ignore = "\n".join(f"\t\t\tIPv4_address {a}" for a in ["127.0.0.1", *own, WAN_VIP, LAN_VIP])
+    own6 = [a.split("/")[0] for r in ROUTER_ADDRS6.values() for a in r.values()]
+    ignore = "\n".join([f"\t\t\tIPv4_address {a}" for a in ["127.0.0.1", *own, WAN_VIP, LAN_VIP]]
+                       + [f"\t\t\tIPv6_address {a}" for a in ["::1", *own6, WAN_VIP6, LAN_VIP6]])
+    inject = "\t\tDisableExternalCache On\n" if mode == "inject" else ""
     return f"""# conntrackd for {me} (halab, generated): FTFW over the sync link
 Sync {{
 \tMode FTFW {{
 \t\tResendQueueSize 131072
-\t}}
+{inject}\t}}
 \tUDP {{
 \t\tIPv4_address {SYNC_ADDRS[me]}
 \t\tIPv4_Destination_Address {SYNC_ADDRS[peer]}
@@ -244,29 +250,38 @@ def start_conntrackd(host: Host, wait: bool = True, **conf_kw) -> Conntrackd:
 
 
 def keepalived_hapair_conf(pair: HaPair, router: str, priority: int, script: str,
-                           advert_int: int = 1) -> str:
+                           advert_int: float = 1) -> str:
     """keepalived.conf for one router of the pair: the same two instances and
     sync group as vrrpd's (WAN VRID 1 on eth0, LAN VRID 2 on eth1, group
     MAIN-GW, preempt), the conntrackd notify script on the group (as in
-    conntrack-tools' doc/sync/keepalived.conf)."""
+    conntrack-tools' doc/sync/keepalived.conf).  An IPv6 pair, or adverts
+    faster than 1 s: ``vrrp_version 3`` (IPv6 VIPs with fe80::1 first, as vrrpd's)."""
+    family = getattr(pair, "family", 4)
+    v3 = family == 6 or not float(advert_int).is_integer()
+    if family == 6:
+        vips = {"WAN": [f"{VIP_LINK_LOCAL}/64", f"{WAN_VIP6}/64"], "LAN": [f"{VIP_LINK_LOCAL}/64", f"{LAN_VIP6}/64"]}
+    else:
+        vips = {"WAN": [f"{WAN_VIP}/24"], "LAN": [f"{LAN_VIP}/24"]}
     inst = []
-    for name, iface, vrid, vip in (("WAN", "eth0", 1, WAN_VIP), ("LAN", "eth1", 2, LAN_VIP)):
+    for name, iface, vrid in (("WAN", "eth0", 1), ("LAN", "eth1", 2)):
+        lines = "\n".join(f"        {v}" for v in vips[name])
         inst.append(f"""vrrp_instance {name} {{
     state BACKUP
     interface {iface}
     virtual_router_id {vrid}
     priority {priority}
-    advert_int {advert_int}
+    advert_int {advert_int:g}
     virtual_ipaddress {{
-        {vip}/24
+{lines}
     }}
 }}
 """)
+    version = "    vrrp_version 3\n" if v3 else ""
     return f"""global_defs {{
     router_id {router}
     script_user root
     enable_script_security
-}}
+{version}}}
 
 vrrp_sync_group MAIN-GW {{
     group {{

@@ -60,8 +60,10 @@ def ctsync_table(router: str, socket: str, vrrpd_socket: str | None, mode: str =
         "key": KEY,
         "mode": mode,
         "control_socket": socket,
+        # the routers' own addresses (IPv4, and the IPv6 ones of a family=6 pair)
         "ignore_addresses": ["172.16.0.0/30", "10.10.0.2/32", "10.10.0.3/32",
-                             "192.168.100.2/32", "192.168.100.3/32"],
+                             "192.168.100.2/32", "192.168.100.3/32",
+                             "2001:db8:10::2/128", "2001:db8:10::3/128", "fd00:100::2/128", "fd00:100::3/128"],
     }
     if group:
         t["failover"] = {"vrrp_sync_group": group, "vrrpd_socket": vrrpd_socket}

@@ -93,19 +93,19 @@ def _report_path(host, tag: str, role: str) -> str:
     return os.path.join(host.lab.workdir, f"{tag}-{role}-{next(_RUN_COUNTER)}.json")
 
 
-def start_tcp_server(host, port: int = TCP_PORT, tag: str = "tcp", timeout: float = 15.0):
+def start_tcp_server(host, port: int = TCP_PORT, tag: str = "tcp", timeout: float = 15.0, bind: str = "0.0.0.0"):
     """TCP echo server in ``host``; returns (Proc, report path) once listening."""
     rep = _report_path(host, tag, "server")
-    proc = host.start(_cmd("tcp-server", "--port", port, "--report", rep), name=f"{tag}-server")
+    proc = host.start(_cmd("tcp-server", "--port", port, "--report", rep, "--bind", bind), name=f"{tag}-server")
     _wait_event(proc, "listening", timeout)
     return proc, rep
 
 
 def start_udp_server(host, port: int = SIP_PORT, nports: int = 1, tag: str = "udp",
-                     timeout: float = 15.0, max_sources: int = 1000):
+                     timeout: float = 15.0, max_sources: int = 1000, bind: str = "0.0.0.0"):
     rep = _report_path(host, tag, "server")
     proc = host.start(_cmd("udp-server", "--port", port, "--nports", nports,
-                           "--max-sources", max_sources, "--report", rep), name=f"{tag}-server")
+                           "--max-sources", max_sources, "--report", rep, "--bind", bind), name=f"{tag}-server")
     _wait_event(proc, "listening", timeout)
     return proc, rep
 
@@ -137,6 +137,11 @@ def _server_ip(pair) -> str:
     return getattr(pair, "server_ip", SERVER_IP)
 
 
+def _bind(pair) -> str:
+    """What the servers listen on: the wildcard of the pair's address family."""
+    return "::" if getattr(pair, "family", 4) == 6 else "0.0.0.0"
+
+
 def start_tcp(pair, conns: int = 20, interval: float = 0.05, duration: float = 10.0, *,
               port: int = TCP_PORT, dead_after: float = 10.0, tag: str = "tcp",
               wait_established: bool = True, extra: list[str] | None = None,
@@ -146,7 +151,7 @@ def start_tcp(pair, conns: int = 20, interval: float = 0.05, duration: float = 1
     every connect has finished (the traffic phase of ``duration`` s then
     starts).  ``progress``: the client keeps a snapshot of its connections in a
     file, read by :meth:`TrafficRun.progress` while it runs."""
-    server, srep = start_tcp_server(pair.s, port, tag)
+    server, srep = start_tcp_server(pair.s, port, tag, bind=_bind(pair))
     connect_budget = 5.0 * (1 + conns // 128) + 5.0
     prog = _report_path(pair.c, tag, "progress") if progress else None
     client, crep = start_tcp_client(pair.c, _server_ip(pair), conns, interval, duration, port,
@@ -166,7 +171,7 @@ def start_udp(pair, duration: float = 10.0, interval: float = 0.02, *, port: int
               progress: bool = False) -> TrafficRun:
     """The "SIP" flow: ``pair.c``:``sport`` -> ``pair.s``:``port`` every ``interval`` s
     (``progress``: as for :func:`start_tcp`)."""
-    server, srep = start_udp_server(pair.s, port, 1, tag)
+    server, srep = start_udp_server(pair.s, port, 1, tag, bind=_bind(pair))
     prog = _report_path(pair.c, tag, "progress") if progress else None
     client, crep = start_udp_client(pair.c, _server_ip(pair), duration, interval, port, sport, tag,
                                     ["--progress", prog] if prog else None)

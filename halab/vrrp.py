@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hacommon.control import request
-from vrrpd.packet import ETH_P_ARP, Advert, parse_frame
+from vrrpd.codec import V2Codec, V3Codec, parse_frame_with
+from vrrpd.packet import ETH_P_ARP, ETH_P_IP, Advert
+from vrrpd.packet_v3 import ETH_P_IPV6, AdvertV3
 
 from .lab import Host, Proc, wait_for
 
@@ -149,11 +151,18 @@ def start_vrrpd(host: Host, instances: dict[str, dict], sync_groups: dict[str, l
 @dataclass(frozen=True)
 class WireEvent:
     time: float  # capture timestamp (seconds since the epoch)
-    kind: str  # "advert" or "garp" or "arp"
-    src_ip: str
+    kind: str  # "advert", "garp", "arp" or "na" (an unsolicited neighbour advertisement)
+    src_ip: str  # adverts: the IP source; garp/arp: the sender address; na: the target
     src_mac: str
     priority: int | None = None
     vrid: int | None = None
+    version: int | None = None  # adverts: 2 or 3
+    interval: float | None = None  # adverts: the advert interval they carry, seconds
+
+    @property
+    def announce(self) -> bool:
+        """A gratuitous ARP or an unsolicited NA: a new master telling the segment."""
+        return self.kind in ("garp", "na")
 
 
 def read_pcap(path: str | os.PathLike) -> list[tuple[float, bytes]]:
@@ -178,8 +187,28 @@ def read_pcap(path: str | os.PathLike) -> list[tuple[float, bytes]]:
     return out
 
 
+_V2, _V3_4, _V3_6 = V2Codec(), V3Codec(4), V3Codec(6)
+
+
+def _codec_of(frame: bytes, ethertype: int):
+    """The codec that reads this frame: VRRPv3 for IPv6; for IPv4 the message's version."""
+    if ethertype == ETH_P_IPV6:
+        return _V3_6
+    ihl = (frame[14] & 0x0F) * 4 if len(frame) > 14 else 20
+    version = frame[14 + ihl] >> 4 if len(frame) > 14 + ihl else 2
+    return _V3_4 if version == 3 else _V2
+
+
+def _neighbour_advert(frame: bytes) -> str | None:
+    """The target of an ICMPv6 Neighbour Advertisement (without extension headers), or None."""
+    if len(frame) < 14 + 40 + 24 or frame[14 + 6] != 58 or frame[14 + 40] != 136:
+        return None
+    return str(ipaddress.IPv6Address(frame[14 + 40 + 8:14 + 40 + 24]))
+
+
 def wire_events(path: str | os.PathLike) -> list[WireEvent]:
-    """VRRP adverts and ARP packets in a capture, in order."""
+    """VRRP adverts (v2, v3 over IPv4 and IPv6), ARP packets and neighbour
+    advertisements in a capture, in order."""
     events = []
     for ts, frame in read_pcap(path):
         if len(frame) < 14:
@@ -193,9 +222,17 @@ def wire_events(path: str | os.PathLike) -> list[WireEvent]:
             kind = "garp" if spa == tpa else "arp"
             events.append(WireEvent(ts, kind if op in (1, 2) else "arp", spa, src_mac))
             continue
-        adv = parse_frame(frame)
-        if isinstance(adv, Advert):
-            events.append(WireEvent(ts, "advert", str(adv.src), src_mac, adv.priority, adv.vrid))
+        if ethertype == ETH_P_IPV6:
+            target = _neighbour_advert(frame)
+            if target is not None:
+                events.append(WireEvent(ts, "na", target, src_mac))
+                continue
+        if ethertype not in (ETH_P_IP, ETH_P_IPV6):
+            continue
+        adv = parse_frame_with(frame, _codec_of(frame, ethertype))
+        if isinstance(adv, (Advert, AdvertV3)):
+            interval = adv.interval if isinstance(adv, AdvertV3) else adv.advert_interval
+            events.append(WireEvent(ts, "advert", str(adv.src), src_mac, adv.priority, adv.vrid, adv.version, interval))
     return events
 
 

@@ -59,22 +59,20 @@ TOP_DROPPED = {
 }
 INSTANCE_DROPPED = {
     "dont_track_primary": "vrrpd always tracks the instance's own interface (FAULT while it is down)",
-    "mcast_src_ip": "vrrpd sends its adverts from the interface's first IPv4 address",
+    "mcast_src_ip": "vrrpd sends its adverts from the interface's first IPv4 address (IPv6: its link-local address)",
     "unicast_src_ip": UNICAST, "unicast_peer": UNICAST, "unicast_ttl": UNICAST, "unicast_fault_no_peer": UNICAST,
     "check_unicast_src": UNICAST, "old_unicast_checksum": UNICAST,
     "track_file": "vrrpd tracks interfaces and uplink probes only", "track_process": "vrrpd tracks interfaces and uplink probes only",
     "track_bfd": "vrrpd has no BFD", "lvs_sync_daemon_interface": LVS,
-    "garp_master_refresh": "vrrpd sends no periodic gratuitous ARPs while master",
-    "garp_master_refresh_repeat": "vrrpd sends no periodic gratuitous ARPs while master",
     "garp_lower_prio_delay": "vrrpd sends no gratuitous ARPs on a lower-priority advert",
     "garp_lower_prio_repeat": "vrrpd sends no gratuitous ARPs on a lower-priority advert",
     "lower_prio_no_advert": "vrrpd answers a lower-priority advert as RFC 3768 says",
     "higher_prio_send_advert": "vrrpd answers a higher-priority advert as RFC 3768 says",
-    "gna_interval": "IPv6 neighbour adverts: vrrpd is IPv4 only for now", "native_ipv6": "vrrpd is IPv4 only for now",
+    "gna_interval": "vrrpd spaces its unsolicited neighbour adverts by garp_interval, as its gratuitous ARPs",
+    "native_ipv6": "vrrpd's instance is of its addresses' family (IPv6: version 3, the first address link-local)",
     "virtual_routes": "vrrpd adds no routes with the VIPs (a notify command can)",
     "virtual_rules": "vrrpd adds no policy rules with the VIPs (a notify command can)",
     "promote_secondaries": "a sysctl (net.ipv4.conf.IFACE.promote_secondaries) to set in the system",
-    "no_accept": "vrrpd's VIPs are ordinary addresses: the master accepts packets to them",
     "smtp_alert": NO_EMAIL, "debug": "keepalived's debug level", "kernel_rx_buf_size": "a keepalived socket setting",
     "linkbeat_use_polling": "vrrpd follows the kernel's link state (netlink)",
     "down_timer_adverts": "vrrpd's Master_Down_Interval is RFC 3768's (3 adverts and the skew)",
@@ -89,13 +87,13 @@ GROUP_DROPPED = {
     "track_bfd": "vrrpd has no BFD", "notify_priority_changes": "vrrpd has no such event",
 }
 GLOBAL_GARP = {"vrrp_garp_master_delay": "garp_master_delay", "vrrp_garp_master_repeat": "garp_master_repeat",
-               "vrrp_garp_interval": "garp_interval"}
+               "vrrp_garp_interval": "garp_interval", "vrrp_garp_master_refresh": "garp_master_refresh"}
 NOTIFY_STATE = {"notify_master": "master", "notify_backup": "backup", "notify_fault": "fault", "notify_stop": "stop"}
 VIP_OPTIONS_WITH_VALUE = {"dev", "label", "scope", "brd", "broadcast", "peer", "preferred_lft", "track_group"}
 VIP_FLAGS = {"no_track", "home", "-nodad", "nodad", "noprefixroute", "autojoin"}
-INSTANCE_KEY_ORDER = ("interface", "vrid", "priority", "advert_interval", "preempt", "preempt_delay",
-                      "virtual_addresses", "use_vmac", "auth", "strict", "track_interfaces", "track_probes",
-                      "garp_count", "garp_interval", "garp_repeat_delay", "notify")
+INSTANCE_KEY_ORDER = ("interface", "vrid", "version", "priority", "advert_interval", "preempt", "preempt_delay",
+                      "virtual_addresses", "accept_mode", "use_vmac", "auth", "strict", "track_interfaces",
+                      "track_probes", "garp_count", "garp_interval", "garp_repeat_delay", "garp_refresh", "notify")
 
 
 @dataclass
@@ -113,6 +111,9 @@ class _Inst:
     comments: dict = field(default_factory=dict)  # key -> [comment lines]
     head: list = field(default_factory=list)  # comments above the table
     version: int | None = None
+    advert: tuple | None = None  # (advert_int, Stmt): settled once the version is known
+    vips: list = field(default_factory=list)  # [(ip_interface, Stmt)] in order, settled with the version
+    accept: Stmt | None = None  # `accept` / `no_accept`, the last one given
     ifaces: list = field(default_factory=list)  # [_Track]
     scripts: list = field(default_factory=list)  # [_Track] (name of vrrp_script)
     notify: list = field(default_factory=list)  # [(state or "generic", argv, Stmt)]
@@ -401,11 +402,8 @@ class _Mapper:
             elif key == "advert_int":
                 v = self._number(c, 0.01, 255)
                 if v is not None:
-                    if v != int(v) or v < 1:
-                        r = min(255, max(1, round(v)))
-                        self.note(c, f"vrrpd's advert interval is whole seconds (VRRPv2): {r}")
-                        v = r
-                    k["advert_interval"] = int(v)
+                    inst.advert = (v, c)
+                    k["advert_interval"] = None  # its value once the version is known (_settle_version)
             elif key == "nopreempt" and not c.args:
                 k["preempt"] = False
             elif key == "preempt" and not c.args:
@@ -440,8 +438,16 @@ class _Mapper:
                     k["strict"] = False  # not written: vrrpd's default; it overrides vrrp_strict
                 else:
                     self._strict(inst, c)
-            elif key == "accept" and not c.args:
-                self.note(c, "vrrpd's VIPs are ordinary addresses: the master accepts packets to them")
+            elif key in ("accept", "no_accept") and not c.args:
+                inst.accept = c
+            elif key == "garp_master_refresh":
+                v = self._number(c, *target.GARP_REFRESH)
+                if v is not None:
+                    garp[key] = (v, c)
+            elif key == "garp_master_refresh_repeat":
+                v = self._number(c, 1, None, integer=True)
+                if v is not None and v != 1:
+                    self.drop(c, "vrrpd sends one gratuitous ARP / neighbour advert per VIP at each refresh")
             elif key == "skip_check_adv_addr":
                 self.note(c, "vrrpd accepts adverts whose address list differs unless strict = true")
             elif key == "track_interface" and c.block is not None:
@@ -454,7 +460,7 @@ class _Mapper:
                 self.drop(c, INSTANCE_DROPPED[key])
             else:
                 self.drop(c, "unknown keyword in vrrp_instance, or wrong arguments")
-        for key in ("garp_master_delay", "garp_master_repeat", "garp_interval"):
+        for key in ("garp_master_delay", "garp_master_repeat", "garp_interval", "garp_master_refresh"):
             if key not in garp and key in self.defaults:
                 garp[key] = self.defaults[key]
         self._garp(inst, garp)
@@ -467,12 +473,7 @@ class _Mapper:
                 inst.ok = False
                 self.drop(s, f"no valid {kw}: the instance is not translated", f"vrrp_instance {name}")
                 return
-        version = inst.version or self.default_version
-        if version not in target.VRRP_VERSIONS:
-            self.note(s, f"VRRPv{version} is not supported by vrrpd yet: translated as VRRPv2, which does not "
-                      f"interoperate with VRRPv{version} routers", f"vrrp_instance {name}")
-        elif version != 2:
-            k["version"] = version
+        self._settle_version(inst)
         if not k.get("virtual_addresses"):
             inst.ok = False
             self.drop(s, "no virtual address vrrpd can hold: the instance is not translated",
@@ -486,7 +487,8 @@ class _Mapper:
     def _garp(self, inst: _Inst, garp: dict) -> None:
         for src, key, (lo, hi), integer in (("garp_master_repeat", "garp_count", target.GARP_COUNT, True),
                                             ("garp_interval", "garp_interval", target.GARP_INTERVAL, False),
-                                            ("garp_master_delay", "garp_repeat_delay", target.GARP_REPEAT_DELAY, False)):
+                                            ("garp_master_delay", "garp_repeat_delay", target.GARP_REPEAT_DELAY, False),
+                                            ("garp_master_refresh", "garp_refresh", target.GARP_REFRESH, False)):
             if src not in garp:
                 continue
             v, c = garp[src]
@@ -496,8 +498,10 @@ class _Mapper:
             inst.keys[key] = int(v) if integer or v == int(v) else v
 
     def _vips(self, inst: _Inst, c: Stmt) -> None:
-        out: list[str] = inst.keys.setdefault("virtual_addresses", [])
-        seen = {a.split("/")[0] for a in out}
+        """Collect the addresses (both families, in order); _settle_version keeps those of
+        the instance's family once its version is known."""
+        inst.keys.setdefault("virtual_addresses", [])
+        seen = {str(a.ip) for a, _ in inst.vips}
         for v in c.block or []:
             w = v.words
             try:
@@ -505,10 +509,9 @@ class _Mapper:
             except ValueError:
                 self.drop(v, "not an IP address", f"virtual_ipaddress {v.text()}")
                 continue
-            if addr.version == 6 and not target.IPV6_VIRTUAL_ADDRESSES:
-                self.drop(v, "IPv6 virtual addresses: vrrpd speaks VRRPv2 over IPv4 only for now",
-                          f"virtual_ipaddress {v.text()}")
-                continue
+            if addr.version == 6 and addr.ip.scope_id:
+                self.note(v, "the scope is the instance's interface: written without it", f"virtual_ipaddress {v.text()}")
+                addr = ipaddress.ip_interface(f"{str(addr.ip).split('%')[0]}/{addr.network.prefixlen}")
             if str(addr.ip) in seen:
                 self.note(v, "the same address twice: written once", f"virtual_ipaddress {v.text()}")
                 continue
@@ -517,24 +520,65 @@ class _Mapper:
                 if w[i] in VIP_OPTIONS_WITH_VALUE and i + 1 < len(w):
                     extras.append(f"{w[i]} {w[i + 1]}")
                     i += 2
-                elif w[i] in VIP_FLAGS:
-                    extras.append(w[i])
-                    i += 1
                 else:
                     extras.append(w[i])
                     i += 1
-            if len(out) >= target.MAX_VIRTUAL_ADDRESSES:
-                self.drop(v, f"more than {target.MAX_VIRTUAL_ADDRESSES} addresses do not fit one VRRPv2 advert",
-                          f"virtual_ipaddress {v.text()}")
-                continue
-            out.append(f"{addr.ip}/{addr.network.prefixlen}")
+            inst.vips.append((addr, v))
             seen.add(str(addr.ip))
-            if addr.version == 4:
-                self.vips.add(str(addr.ip))
             if extras:
                 where = inst.keys.get("interface", "the instance's interface")
                 self.note(v, f"{', '.join(extras)} ignored: vrrpd adds every VIP to {where} (or its macvlan), "
                           "with its prefix and no label", f"virtual_ipaddress {v.text()}")
+
+    def _settle_version(self, inst: _Inst) -> None:
+        """What depends on the VRRP version, once the whole instance is read: its family
+        (keepalived's: the first address's; an IPv6 instance is VRRPv3), the addresses of
+        that family (an IPv6 one's link-local address first, RFC 5798 §5.2.9), the advert
+        interval's unit, authentication (none in VRRPv3) and Accept_Mode."""
+        k, name = inst.keys, inst.name
+        version = inst.version or self.default_version
+        family = inst.vips[0][0].version if inst.vips else 4
+        if family == 6 and version == 2:
+            self.note(inst.stmt, "IPv6 addresses: VRRPv3 (version = 3), as keepalived runs an IPv6 instance",
+                      f"vrrp_instance {name}")
+            version = 3
+        if version != 2:
+            k["version"] = version
+        family, vips, drops, notes, refused = target.settle_addresses(inst.vips)
+        for v, why in drops:
+            self.drop(v, why, f"virtual_ipaddress {v.text()}")
+        for v, why in notes:
+            self.note(v, why, f"virtual_ipaddress {v.text()}")
+        if refused:
+            self.drop(inst.stmt, f"{refused} to virtual_ipaddress", f"vrrp_instance {name}")
+        if "virtual_addresses" in k:
+            k["virtual_addresses"] = [f"{a.ip}/{a.network.prefixlen}" for a, _ in vips]
+        self.vips.update(str(a.ip) for a, _ in vips)
+        if inst.advert is not None:
+            v, c = inst.advert
+            r = target.advert_interval(v, version)
+            if abs(r - v) > 1e-9:
+                self.note(c, f"vrrpd's advert interval is whole seconds (VRRPv2): {r}" if version == 2 else
+                          "VRRPv3's advert interval is {:g} to {:g} s in hundredths: {:g}".format(
+                              *target.ADVERT_INTERVAL_V3, r))
+            k["advert_interval"] = r
+        if version == 3 and "auth" in k:
+            del k["auth"]
+            inst.comments.pop("auth", None)
+            self.note(inst.stmt, "VRRPv3 has no authentication (RFC 5798 §9; keepalived ignores it too): not written",
+                      f"vrrp_instance {name}")
+        acc = inst.accept
+        if version == 2:
+            if acc is not None and acc.key == "no_accept":
+                self.drop(acc, "vrrpd's VRRPv2 master accepts packets to its VIPs (they are ordinary addresses)")
+            elif acc is not None:
+                self.note(acc, "vrrpd's VIPs are ordinary addresses: the master accepts packets to them")
+        elif acc is not None and acc.key == "accept":
+            k["accept_mode"] = True
+        elif acc is None and not k.get("strict"):
+            k["accept_mode"] = True
+            inst.comments["accept_mode"] = ["keepalived accepts packets to the VIPs unless no_accept or strict mode; "
+                                            "vrrpd's VRRPv3 default is RFC 5798's (false)"]
 
     def _auth(self, inst: _Inst, c: Stmt) -> None:
         kv = {a.key: a for a in c.block or []}

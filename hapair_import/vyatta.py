@@ -266,7 +266,7 @@ class _Mapper:
             g.leaves.append((leaf, p))
 
     def _global(self, w: list[str], p: _P) -> None:
-        if w[:1] == ["garp"] and len(w) == 3 and w[1] in ("interval", "master-delay", "master-repeat"):
+        if w[:1] == ["garp"] and len(w) == 3 and w[1] in ("interval", "master-delay", "master-repeat", "master-refresh"):
             try:
                 self.globals[w[1]] = (float(w[2]), p)
             except ValueError:
@@ -274,7 +274,8 @@ class _Mapper:
         elif w[:1] == ["version"] and w[1:] in (["2"], ["3"]):
             self.version = int(w[1])
         elif w[:1] == ["garp"]:
-            self.drop(p, "vrrpd sends no periodic gratuitous ARPs while master")
+            self.drop(p, "vrrpd's gratuitous ARPs / NAs: interval, master-delay, master-repeat and master-refresh "
+                      "(one per VIP at each refresh)")
         elif w[:1] == ["startup-delay"]:
             self.drop(p, "vrrpd starts its instances as backup at once (RFC 3768)")
         else:
@@ -293,7 +294,7 @@ class _Mapper:
 
     def _instance(self, g: _Group) -> dict | None:
         k: dict = {}
-        vips: list[str] = []
+        vips: list = []  # [(ip_interface, where)], settled with the version below
         tracks: list = []
         per_state: dict[str, list] = {}
         garp: dict = {}
@@ -316,7 +317,7 @@ class _Mapper:
             elif key == "advertise-interval":
                 v = self._num(leaf, p, *target.ADVERT_INTERVAL)
                 if v is not None:
-                    k["advert_interval"] = v
+                    k["advert_interval"] = (v, p)
             elif key == "no-preempt" and len(leaf) == 1:
                 k["preempt"] = False
             elif key == "preempt-delay":
@@ -348,13 +349,15 @@ class _Mapper:
             elif key == "health-check":
                 self.drop(p, "vrrpd runs no health-check scripts; a ping could be a probe pinned to an uplink: add "
                           "[vrrpd.probe.NAME] and track_probes (docs/uplinks.md)")
-            elif key == "garp" and len(leaf) == 3 and leaf[1] in ("interval", "master-delay", "master-repeat"):
+            elif key == "garp" and len(leaf) == 3 and leaf[1] in ("interval", "master-delay", "master-repeat",
+                                                                   "master-refresh"):
                 try:
                     garp[leaf[1]] = (float(leaf[2]), p)
                 except ValueError:
                     self.drop(p, "not a number")
             elif key == "garp":
-                self.drop(p, "vrrpd sends no periodic gratuitous ARPs while master")
+                self.drop(p, "vrrpd's gratuitous ARPs / NAs: interval, master-delay, master-repeat and master-refresh "
+                          "(one per VIP at each refresh)")
             elif key == "description" and len(leaf) == 2:
                 k["#"] = [f"VyOS description: {leaf[1]}"]
             else:
@@ -363,7 +366,8 @@ class _Mapper:
             garp.setdefault(name, (v, p))
         for src, key, (lo, hi) in (("master-repeat", "garp_count", target.GARP_COUNT),
                                    ("interval", "garp_interval", target.GARP_INTERVAL),
-                                   ("master-delay", "garp_repeat_delay", target.GARP_REPEAT_DELAY)):
+                                   ("master-delay", "garp_repeat_delay", target.GARP_REPEAT_DELAY),
+                                   ("master-refresh", "garp_refresh", target.GARP_REFRESH)):
             if src in garp:
                 v, p = garp[src]
                 if lo <= v <= hi and (key != "garp_count" or v == int(v)):
@@ -390,12 +394,32 @@ class _Mapper:
         if not vips:
             self.drop(g.first, f"group {g.name} has no virtual address vrrpd can hold: not translated")
             return None
-        if self.version not in target.VRRP_VERSIONS:
-            self.note(g.first, f"VRRPv{self.version} is not supported by vrrpd yet: translated as VRRPv2")
-        elif self.version != 2:
-            k["version"] = self.version
+        version = self.version
+        family, kept, drops, notes, refused = target.settle_addresses(vips)
+        for p, why in drops:
+            self.drop(p, why)
+        for p, why in notes:
+            self.note(p, why)
+        if refused:
+            self.drop(g.first, f"group {g.name}: {refused}: not translated")
+            return None
+        if family == 6 and version == 2:
+            self.note(g.first, f"group {g.name}: IPv6 addresses: VRRPv3 (version = 3), as VyOS runs an IPv6 group")
+            version = 3
+        if version != 2:
+            k["version"] = version
+            if "auth" in k:
+                del k["auth"]
+                self.note(g.first, f"group {g.name}: VRRPv3 has no authentication (RFC 5798 §9): not written")
+        interval = 1
+        if "advert_interval" in k:
+            v, p = k["advert_interval"]
+            interval = target.advert_interval(v, version)
+            if interval != v:
+                self.note(p, f"VRRPv3's advert interval is at most {target.ADVERT_INTERVAL_V3[1]:g} s: {interval:g}")
+        vips = [f"{a.ip}/{a.network.prefixlen}" for a, _ in kept]
         out = {"interface": k["interface"], "vrid": k["vrid"], "priority": k.get("priority", 100),
-               "advert_interval": k.get("advert_interval", 1), "preempt": k.get("preempt", True)}
+               "advert_interval": interval, "preempt": k.get("preempt", True)}
         if "preempt_delay" in k and out["preempt"]:
             out["preempt_delay"] = k["preempt_delay"]
         out["virtual_addresses"] = vips
@@ -403,9 +427,13 @@ class _Mapper:
         if not out["use_vmac"]:
             out["#use_vmac"] = [("VyOS without rfc3768-compatibility: the VIPs on the interface itself, with its own "
                                 "MAC (vrrpd's default, true, uses the virtual MAC on a macvlan)")]
-        for key in ("auth", "version", "garp_count", "garp_interval", "garp_repeat_delay"):
+        for key in ("auth", "version", "garp_count", "garp_interval", "garp_repeat_delay", "garp_refresh"):
             if key in k:
                 out[key] = k[key]
+        if version == 3:
+            out["accept_mode"] = True
+            out["#accept_mode"] = ["VyOS's keepalived accepts packets to the VIPs (no strict mode); vrrpd's VRRPv3 "
+                                   "default is RFC 5798's (false)"]
         if tracks:
             out["track_interfaces"] = tracks
         out["~notify"] = per_state  # the sync group's scripts join them (_sync_groups), then notify is written
@@ -414,22 +442,18 @@ class _Mapper:
         self.vips.update(v.split("/")[0] for v in vips)
         return out
 
-    def _vip(self, leaf: list[str], p: _P, vips: list[str], k: dict) -> None:
+    def _vip(self, leaf: list[str], p: _P, vips: list, k: dict) -> None:
         try:
             a = ipaddress.ip_interface(leaf[1])
         except ValueError:
             self.drop(p, "not an IP address")
             return
-        if a.version == 6 and not target.IPV6_VIRTUAL_ADDRESSES:
-            self.drop(p, "IPv6 virtual addresses: vrrpd speaks VRRPv2 over IPv4 only for now")
+        if a.version == 6 and a.ip.scope_id:
+            self.note(p, "the scope is the group's interface: written without it")
+            a = ipaddress.ip_interface(f"{str(a.ip).split('%')[0]}/{a.network.prefixlen}")
+        if any(a.ip == b.ip for b, _ in vips):
             return
-        if len(vips) >= target.MAX_VIRTUAL_ADDRESSES:
-            self.drop(p, f"more than {target.MAX_VIRTUAL_ADDRESSES} addresses do not fit one VRRPv2 advert")
-            return
-        s = f"{a.ip}/{a.network.prefixlen}"
-        if s in vips:
-            return
-        vips.append(s)
+        vips.append((a, p))
         if len(leaf) > 2:
             self.note(p, f"{' '.join(leaf[2:])} ignored: vrrpd adds every VIP to the group's interface (or its macvlan)")
 

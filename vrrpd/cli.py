@@ -42,6 +42,11 @@ def _socket_path(args) -> str:
     return os.environ.get("VRRPCTL_SOCKET", DEFAULT_CONTROL_SOCKET)
 
 
+#: VRRP (v2, v3 over IPv4 and IPv6), ARP, and IPv6 Neighbour Solicitations and
+#: Advertisements (without extension headers, as ND packets are sent).
+CAPTURE_FILTER = "vrrp or arp or ip6 proto 112 or (icmp6 and (ip6[40] == 135 or ip6[40] == 136))"
+
+
 def _capture(path: str, args) -> int:
     """Find the instance's interface from the running daemon, then become tcpdump."""
     import shutil
@@ -66,7 +71,7 @@ def _capture(path: str, args) -> int:
     argv += ["-U", "-w", args.write] if args.write else ["-l", "-e"]
     if args.count:
         argv += ["-c", str(args.count)]
-    argv.append("vrrp or arp")
+    argv.append(CAPTURE_FILTER)
     sys.stdout.flush()
     os.execv(tcpdump, argv)
     return 0  # not reached
@@ -85,7 +90,7 @@ def vrrpctl_main(argv: list[str] | None = None) -> int:
     ev = sub.add_parser("events", help="stream transitions as JSON lines")
     ev.add_argument("--uplinks", action="store_true", help="also probe, uplink switch and flush events")
     sub.add_parser("metrics", help="Prometheus text exposition")
-    cap = sub.add_parser("capture", help="tcpdump the instance's interface, filtered to VRRP and ARP "
+    cap = sub.add_parser("capture", help="tcpdump the instance's interface, filtered to VRRP, ARP and IPv6 neighbour discovery "
                          "(run it in the namespace where vrrpd runs)")
     cap.add_argument("instance", help="instance name (its interface is read from vrrpd's status)")
     cap.add_argument("-w", "--write", metavar="FILE", help="write a pcap file instead of printing")

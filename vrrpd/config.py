@@ -18,6 +18,10 @@ from hacommon.paths import VRRPD_CONTROL_SOCKET
 
 from .machine import RouterParams
 from .packet import AUTH_NONE, AUTH_SIMPLE, encode_auth
+from .packet_v3 import MAX_ADVER_INT
+
+VirtualAddress = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+MAX_ADDRESSES = 20  # per instance, either family
 
 DEFAULT_CONTROL_SOCKET = VRRPD_CONTROL_SOCKET
 
@@ -34,10 +38,10 @@ class InstanceConfig:
     interface: str
     vrid: int
     priority: int = 100
-    advert_interval: int = 1
+    advert_interval: float = 1  # seconds: whole in VRRPv2, hundredths in VRRPv3
     preempt: bool = True
     preempt_delay: float = 0.0
-    virtual_addresses: tuple[ipaddress.IPv4Interface, ...] = ()
+    virtual_addresses: tuple[VirtualAddress, ...] = ()
     use_vmac: bool = True
     auth_type: int = AUTH_NONE
     auth_password: str = ""
@@ -48,6 +52,15 @@ class InstanceConfig:
     garp_interval: float = 0.0
     garp_repeat_delay: float = 5.0
     track_probes: tuple = ()  # of uplink_config.TrackProbe: see docs/uplinks.md
+    version: int = 2  # 2: RFC 3768; 3: RFC 5798 (IPv4 or IPv6)
+    accept_mode: bool | None = None  # None: the version's default (see RouterParams.accept)
+    checksum_pseudo_header: bool = True  # VRRPv3 over IPv4: how the checksum is summed
+    garp_refresh: float = 0.0  # seconds between announcements while master; 0: off
+
+    @property
+    def family(self) -> int:
+        """4 or 6: the family of the virtual addresses (one per instance)."""
+        return self.virtual_addresses[0].version if self.virtual_addresses else 4
 
     def router_params(self) -> RouterParams:
         return RouterParams(
@@ -63,11 +76,18 @@ class InstanceConfig:
             strict=self.strict,
             garp_count=self.garp_count,
             garp_repeat_delay=self.garp_repeat_delay,
+            garp_refresh=self.garp_refresh,
+            version=self.version,
+            accept_mode=self.accept_mode,
         )
 
     @property
     def vmac_ifname(self) -> str:
-        """Name of the macvlan carrying the virtual MAC (≤ 15 chars, like keepalived's vrrp.N)."""
+        """Name of the macvlan carrying the virtual MAC (≤ 15 chars, like keepalived's
+        vrrp.N): ``vrrpVRID.IFACE`` for IPv4, ``vrrp6.VRID.IFACE`` for IPv6 (an IPv4 and an
+        IPv6 instance may share a VRID; their virtual MACs differ)."""
+        if self.family == 6:
+            return f"vrrp6.{self.vrid}.{self.interface}"[:15]
         return f"vrrp{self.vrid}.{self.interface}"[:15]
 
 
@@ -112,7 +132,7 @@ class VrrpdConfig:
 _INSTANCE_KEYS = {
     "interface", "vrid", "priority", "advert_interval", "preempt", "preempt_delay", "virtual_addresses",
     "use_vmac", "auth", "track_interfaces", "strict", "notify", "garp_count", "garp_interval",
-    "garp_repeat_delay", "track_probes",
+    "garp_repeat_delay", "track_probes", "version", "accept_mode", "checksum_pseudo_header", "garp_refresh",
 }
 _TOP_KEYS = {"control_socket", "control_group", "instance", "sync_group", "transition_hold_timeout", "preempt_prepare_timeout",
              "notify_timeout",
@@ -130,29 +150,15 @@ def _instance(c: Checker, name: str, t: Any) -> InstanceConfig | None:
         c.fail(f"{prefix}.interface", f"interface names are at most 15 characters, got {iface!r}")
     vrid = c.integer(t, "vrid", prefix, 1, 255)
     prio = c.integer(t, "priority", prefix, 1, 255, 100)
-    interval = c.integer(t, "advert_interval", prefix, 1, 255, 1)
-    vips: list[ipaddress.IPv4Interface] = []
-    raw = t.get("virtual_addresses")
-    if raw is None:
-        c.fail(f"{prefix}.virtual_addresses", "missing (required): a list of IPv4 CIDR strings like \"10.0.0.1/24\"")
-    elif not isinstance(raw, list) or not raw:
-        c.fail(f"{prefix}.virtual_addresses", f"must be a non-empty list of IPv4 CIDR strings, got {raw!r}")
-    else:
-        for i, a in enumerate(raw):
-            try:
-                if not isinstance(a, str):
-                    raise ValueError
-                vips.append(ipaddress.IPv4Interface(a))
-            except ValueError:
-                c.fail(f"{prefix}.virtual_addresses[{i}]", f"not an IPv4 address or CIDR: {a!r}")
-        if len(vips) > 20:
-            c.fail(f"{prefix}.virtual_addresses", "at most 20 addresses fit one VRRPv2 advert on a 1500-byte link")
+    version = c.integer(t, "version", prefix, 2, 3, 2)
+    interval = _advert_interval(c, t, prefix, version)
+    vips = _virtual_addresses(c, t, prefix, version)
     auth_type, password = AUTH_NONE, ""
     auth = t.get("auth")
     if auth is not None:
         if auth == "none" or (isinstance(auth, dict) and auth.get("type") == "none"):
             pass
-        elif isinstance(auth, dict) and auth.get("type") == "pass":
+        elif isinstance(auth, dict) and auth.get("type") == "pass" and version != 3:
             pw = auth.get("password")
             extra = set(auth) - {"type", "password"}
             if extra:
@@ -163,6 +169,8 @@ def _instance(c: Checker, name: str, t: Any) -> InstanceConfig | None:
                 c.fail(f"{prefix}.auth.password", f"at most 8 bytes (RFC 2338 simple password), got {len(pw.encode())}")
             else:
                 auth_type, password = AUTH_SIMPLE, pw
+        elif version == 3:
+            c.fail(f"{prefix}.auth", "VRRPv3 has no authentication (RFC 5798 §9); remove auth or use version = 2")
         elif isinstance(auth, dict) and auth.get("type") == "ah":
             c.fail(f"{prefix}.auth.type", "\"ah\" (IP Authentication Header) is not supported: RFC 3768 removed it")
         else:
@@ -181,9 +189,19 @@ def _instance(c: Checker, name: str, t: Any) -> InstanceConfig | None:
     from .uplink_config import parse_track_probes
 
     track_probes = parse_track_probes(c, t, prefix)
-    if None in (iface, vrid, prio, interval, garp_count) or not vips:
+    family = vips[0].version if vips else 4
+    accept_mode = None
+    if "accept_mode" in t:
+        accept_mode = c.boolean(t, "accept_mode", prefix, False)
+    pseudo = c.boolean(t, "checksum_pseudo_header", prefix, True)
+    if "checksum_pseudo_header" in t and (version != 3 or family != 4):
+        c.fail(f"{prefix}.checksum_pseudo_header",
+               "only VRRPv3 over IPv4 has a choice of checksum (RFC 5798 §5.2.8); remove it"
+               + (" (this instance is VRRPv2)" if version != 3 else " (this instance is IPv6: always with the pseudo-header)"))
+    garp_refresh = c.number(t, "garp_refresh", prefix, 0, 86400, 0.0)
+    if None in (iface, vrid, prio, interval, garp_count, version) or not vips:
         return None
-    return InstanceConfig(
+    icfg = InstanceConfig(
         name=name,
         interface=iface,
         vrid=vrid,
@@ -202,7 +220,99 @@ def _instance(c: Checker, name: str, t: Any) -> InstanceConfig | None:
         garp_interval=garp_interval,
         garp_repeat_delay=garp_repeat_delay,
         track_probes=track_probes,
+        version=version,
+        accept_mode=accept_mode,
+        checksum_pseudo_header=pseudo,
+        garp_refresh=garp_refresh,
     )
+    try:
+        icfg.router_params()  # the state machine's own checks, as a backstop
+    except ValueError as e:
+        c.fail(prefix, str(e))
+        return None
+    return icfg
+
+
+def _advert_interval(c: Checker, t: dict, prefix: str, version: int | None) -> float | None:
+    """VRRPv2: whole seconds 1-255; VRRPv3: 0.01-40.95 s in hundredths (a 12-bit count of
+    centiseconds on the wire)."""
+    if version != 3:
+        v = t.get("advert_interval")
+        if isinstance(v, float) and version == 2:
+            if not v.is_integer():
+                c.fail(f"{prefix}.advert_interval", f"VRRPv2 carries whole seconds (1 to 255), got {v!r}; "
+                       "fractions of a second need version = 3")
+                return None
+            t = {**t, "advert_interval": int(v)}
+        return c.integer(t, "advert_interval", prefix, 1, 255, 1)
+    v = t.get("advert_interval", 1)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        c.fail(f"{prefix}.advert_interval", f"must be a number of seconds from 0.01 to 40.95, got {v!r}")
+        return None
+    cs = v * 100
+    if not 1 <= round(cs) <= MAX_ADVER_INT or abs(cs - round(cs)) > 1e-6:
+        c.fail(f"{prefix}.advert_interval",
+               f"VRRPv3 carries 0.01 to 40.95 s in steps of 0.01 s (RFC 5798 §5.2.7), got {v!r}")
+        return None
+    return round(cs) / 100
+
+
+def _virtual_addresses(c: Checker, t: dict, prefix: str, version: int | None) -> list[VirtualAddress]:
+    key = f"{prefix}.virtual_addresses"
+    if version == 3:
+        kind, example = "IPv4 or IPv6 CIDR strings", '"10.0.0.1/24", or "fe80::1/64", "2001:db8::1/64"'
+    else:
+        kind, example = "IPv4 CIDR strings", '"10.0.0.1/24"'
+    raw = t.get("virtual_addresses")
+    if raw is None:
+        c.fail(key, f"missing (required): a list of {kind} like {example}")
+        return []
+    if not isinstance(raw, list) or not raw:
+        c.fail(key, f"must be a non-empty list of {kind}, got {raw!r}")
+        return []
+    vips: list[VirtualAddress] = []
+    bad = False
+    for i, a in enumerate(raw):
+        ikey = f"{key}[{i}]"
+        if isinstance(a, str) and "%" in a:
+            c.fail(ikey, f"no scope id ({a!r}): the instance's interface is the scope of a link-local address")
+            bad = True
+            continue
+        try:
+            if not isinstance(a, str):
+                raise ValueError
+            vip = ipaddress.ip_interface(a)
+        except ValueError:
+            c.fail(ikey, f"not an {'IPv4 or IPv6' if version == 3 else 'IPv4'} address or CIDR: {a!r}")
+            bad = True
+            continue
+        if vip.version == 6 and version == 2:
+            c.fail(ikey, f"{a}: VRRPv2 carries IPv4 addresses only; IPv6 needs version = 3")
+            bad = True
+            continue
+        if vip.ip.is_multicast or vip.ip.is_unspecified or vip.ip.is_loopback:
+            c.fail(ikey, f"{a} cannot be a virtual address (multicast, unspecified or loopback)")
+            bad = True
+            continue
+        vips.append(vip)
+    if bad:
+        return []
+    families = {v.version for v in vips}
+    if len(families) > 1:
+        c.fail(key, "IPv4 and IPv6 addresses mixed: a virtual router has one family (RFC 5798 §5.2.9); "
+               "make two instances, one per family (they may share the VRID)")
+        return []
+    if len({v.ip for v in vips}) != len(vips):
+        c.fail(key, "an address is listed twice")
+        return []
+    if len(vips) > MAX_ADDRESSES:
+        c.fail(key, f"at most {MAX_ADDRESSES} addresses per instance, got {len(vips)}")
+        return []
+    if families == {6} and not vips[0].ip.is_link_local:
+        c.fail(f"{key}[0]", f"{vips[0]}: the first IPv6 virtual address must be the virtual router's link-local "
+               "address, e.g. \"fe80::1/64\" (RFC 5798 §5.2.9: hosts know their router by it)")
+        return []
+    return vips
 
 
 def parse(data: dict, path: str = "") -> VrrpdConfig:
@@ -234,12 +344,23 @@ def parse(data: dict, path: str = "") -> VrrpdConfig:
             inst = _instance(c, name, t)
             if inst:
                 instances[name] = inst
-    seen: dict[tuple[str, int], str] = {}
+    seen: dict[tuple[str, int, int], str] = {}
+    macvlans: dict[str, str] = {}
     for inst in instances.values():
-        key = (inst.interface, inst.vrid)
+        # RFC 5798 §1: IPv4 and IPv6 virtual routers are independent, even with one VRID.
+        key = (inst.interface, inst.family, inst.vrid)
         if key in seen:
-            c.fail(f"vrrpd.instance.{inst.name}.vrid", f"VRID {inst.vrid} on {inst.interface} is already used by instance {seen[key]}")
+            c.fail(f"vrrpd.instance.{inst.name}.vrid",
+                   f"VRID {inst.vrid} on {inst.interface} is already used by IPv{inst.family} instance {seen[key]}")
+            continue
         seen[key] = inst.name
+        if inst.use_vmac:
+            other = macvlans.get(inst.vmac_ifname)
+            if other is not None:
+                c.fail(f"vrrpd.instance.{inst.name}.interface",
+                       f"its macvlan name {inst.vmac_ifname} (cut to 15 characters) is also instance {other}'s; "
+                       "use a shorter interface name")
+            macvlans[inst.vmac_ifname] = inst.name
     groups: dict[str, SyncGroupConfig] = {}
     member_of: dict[str, str] = {}
     raw_groups = top.get("sync_group") or {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import signal
+import socket
 import time
 
 import trio
@@ -32,11 +33,13 @@ from .instance import (
     LinksChanged,
     PriorityChanged,
 )
+from .codec import codec_for, peek_vrid
+from .io import accept as accept_filter
 from .io import links as nl
 from .io.linkmon import watch_links
-from .io.vrrp_socket import open_receive_socket
+from .io.vrrp_socket import Datagram, open_receive_socket, receive
 from .machine import State
-from .packet import Reason, Rejected, parse_ip_packet
+from .packet import Reason, Rejected, split_ipv4
 from .publisher import Publisher
 from .status import InstanceStatus
 from .timers import Timers
@@ -52,11 +55,13 @@ class Daemon:
         self.cfg = cfg
         self.nl = nl.NetlinkWorker()
         self.instances: dict[str, InstanceDriver] = {}
-        self.rx_tasks: dict[str, trio.CancelScope] = {}  # ifname -> receive task
+        self.rx_tasks: dict[tuple[str, int], trio.CancelScope] = {}  # (ifname, family) -> receive task
+        self.rx_socks: dict[tuple[str, int], socket.socket] = {}  # its socket, while open
         self.tx: dict[str, trio.socket.SocketType] = {}
         self.links: dict[str, nl.LinkInfo] = {}
         self.limiter = RateLimiter(10.0)
-        self.publisher = Publisher(self._deliver_group_command, self._spawn_hook, self.instances.get)
+        self.publisher = Publisher(self._deliver_group_command, self._spawn_hook, self.instances.get,
+                                   lambda: list(self.instances.values()))
         self.demotions = Demotions()  # asked for by subscribers (ctsync not ready)
         self._refresh = trio.Event()
         self.nursery: trio.Nursery | None = None
@@ -89,6 +94,7 @@ class Daemon:
                     await self._refresh_links()
                     for icfg in self.cfg.instances.values():
                         await self._add_instance(icfg)
+                    await self._install_accept_filter()
                     self._rebuild_groups()
                     for inst in self.instances.values():
                         self._spawn(inst)
@@ -156,6 +162,11 @@ class Daemon:
                     await self.uplinkd.stop()
                 except Exception:
                     log.exception("uplinks: leaving failed")
+            if any(not i.machine.params.accept for i in self.instances.values()):
+                try:
+                    await self._nft(accept_filter.remove)
+                except Exception:
+                    log.exception("Accept_Mode filter: leaving failed")
 
     async def reload(self) -> None:
         try:
@@ -189,6 +200,7 @@ class Daemon:
         for name, icfg in new.instances.items():
             if name not in self.instances:
                 added.append(await self._add_instance(icfg))
+        await self._install_accept_filter()
         self._rebuild_groups()
         for inst in added:
             self._spawn(inst)
@@ -235,6 +247,18 @@ class Daemon:
         if self.nursery is not None:
             self.nursery.start_soon(hook)
 
+    async def _install_accept_filter(self) -> None:
+        """The local-delivery drop for the VIPs of instances with Accept_Mode off
+        (vrrpd/io/accept.py), rebuilt from the instances that run now."""
+        vips = [a.ip for i in self.instances.values() if not i.machine.params.accept for a in i.cfg.virtual_addresses]
+        await self._nft(accept_filter.install, vips)
+
+    async def _nft(self, fn, *args) -> None:
+        problem = await trio.to_thread.run_sync(fn, *args)
+        if problem:
+            log.error("Accept_Mode: the nftables table %s could not be changed: %s; the virtual addresses of "
+                      "instances with accept_mode = false accept packets", accept_filter.TABLE, problem)
+
     # ---- priority --------------------------------------------------------------------
 
     def priority_of(self, inst: InstanceDriver) -> int:
@@ -258,16 +282,18 @@ class Daemon:
     # ---- receiving -------------------------------------------------------------------
 
     def _update_receivers(self) -> None:
-        wanted = {i.cfg.interface for i in self.instances.values() if i.parent_index is not None}
-        for ifname in list(self.rx_tasks):
-            if ifname not in wanted:
-                self.rx_tasks.pop(ifname).cancel()
-        for ifname in wanted - set(self.rx_tasks):
+        """One receive task per (interface, address family) that has instances."""
+        wanted = {(i.cfg.interface, i.family) for i in self.instances.values() if i.parent_index is not None}
+        for key in list(self.rx_tasks):
+            if key not in wanted:
+                self.rx_tasks.pop(key).cancel()
+        for key in wanted - set(self.rx_tasks):
             scope = trio.CancelScope()
-            self.rx_tasks[ifname] = scope
-            self.nursery.start_soon(self._receive_task, ifname, scope)
+            self.rx_tasks[key] = scope
+            self.nursery.start_soon(self._receive_task, key, scope)
 
-    async def _receive_task(self, ifname: str, scope: trio.CancelScope) -> None:
+    async def _receive_task(self, key: tuple[str, int], scope: trio.CancelScope) -> None:
+        ifname, family = key
         with scope:
             while True:
                 link = self.links.get(ifname)
@@ -275,39 +301,103 @@ class Daemon:
                     await trio.sleep(1)
                     continue
                 try:
-                    sock = open_receive_socket(ifname, link.index)
+                    sock = open_receive_socket(ifname, link.index, family)
                 except OSError as e:
-                    log.error("cannot open VRRP socket on %s: %s; retrying", ifname, e.strerror or e)
+                    log.error("cannot open IPv%d VRRP socket on %s: %s; retrying", family, ifname, e.strerror or e)
                     await trio.sleep(1)
                     continue
-                with sock:
+                self.rx_socks[key] = sock
+                try:
                     while True:
-                        try:
-                            data = await sock.recv(65535)
-                        except OSError as e:
-                            log.warning("receive error on %s: %s", ifname, e.strerror or e)
+                        await trio.lowlevel.wait_readable(sock)
+                        if not self._read_queued(key, sock, limit=256):
                             break
-                        self._dispatch(ifname, data, trio.current_time())
+                        # A long queue is read 256 at a time, so other tasks run meanwhile.
+                        await trio.lowlevel.checkpoint()
+                finally:
+                    if self.rx_socks.get(key) is sock:
+                        del self.rx_socks[key]
+                    sock.close()
 
-    def _dispatch(self, ifname: str, data: bytes, now: float) -> None:
-        here = [i for i in self.instances.values() if i.cfg.interface == ifname]
+    def drain(self, ifname: str, family: int) -> None:
+        """Read and dispatch every datagram already queued on a receive socket, now."""
+        sock = self.rx_socks.get((ifname, family))
+        if sock is not None:
+            self._read_queued((ifname, family), sock, limit=4096)
+
+    def _read_queued(self, key: tuple[str, int], sock: socket.socket, limit: int) -> bool:
+        """Dispatch up to `limit` queued datagrams; False if the socket failed (reopen)."""
+        ifname, family = key
+        for _ in range(limit):
+            try:
+                dgram = receive(sock)
+            except BlockingIOError:
+                return True
+            except OSError as e:
+                log.warning("receive error on %s (IPv%d): %s", ifname, family, e.strerror or e)
+                return False
+            now = trio.current_time()
+            arrived = now
+            if dgram.stamp is not None:
+                # The kernel's receive time, moved to trio's clock; never in the future,
+                # never more than a second back (a clock step must not fake a stale advert).
+                arrived = max(now - 1.0, min(now, dgram.stamp - time.time() + now))
+            self._dispatch(ifname, family, dgram, arrived)
+        return True
+
+    def _dispatch(self, ifname: str, family: int, dgram: Datagram | bytes, now: float) -> None:
+        """One received datagram to its instance: found by interface, family and VRID,
+        parsed by that instance's codec (RFC 3768 / RFC 5798 §7.1 checks, each counted)."""
+        if isinstance(dgram, bytes):
+            dgram = Datagram(dgram)
+        here = [i for i in self.instances.values() if i.cfg.interface == ifname and i.family == family]
         try:
-            result = parse_ip_packet(data)
+            if family == 4:
+                ip = split_ipv4(dgram.data)
+                if isinstance(ip, Rejected):
+                    self._count_rejected(ifname, here, ip)
+                    return
+                payload, src, dst, ttl = ip.payload, ip.src, ip.dst, ip.ttl
+            else:
+                payload, src, dst, ttl = dgram.data, dgram.src, dgram.dst, dgram.hop_limit
+            vrid = peek_vrid(payload)
+            inst = next((i for i in here if i.cfg.vrid == vrid), None)
+            if inst is not None:
+                result = inst.codec.parse(payload, src, dst, ttl)
+            else:
+                result = self._parse_unclaimed(here, family, payload, src, dst, ttl)
         except Exception as e:  # noqa: BLE001 - the codec must not raise; if it does, count, never crash
             result = Rejected(Reason.LENGTH, f"unparseable: {e!r}")
+            inst = None
         if isinstance(result, Rejected):
-            targets = [i for i in here if i.cfg.vrid == result.vrid] or here
-            for inst in targets:
-                inst.machine.count_rejected(result)
-                inst.log_limited(result.reason.value, f"dropped advert from {result.src} on {ifname}: {result.detail}")
+            self._count_rejected(ifname, [inst] if inst is not None else here, result)
             return
-        inst = next((i for i in here if i.cfg.vrid == result.vrid), None)
         if inst is None:
             for other in here:
                 other.machine.counters.vrid_errors += 1
                 other.log_limited("vrid_errors", f"advert for VRID {result.vrid} from {result.src} on {ifname}: not configured here")
             return
         inst.post(AdvertIn(result, now))
+
+    @staticmethod
+    def _parse_unclaimed(here: list[InstanceDriver], family: int, payload: bytes, src, dst, ttl):
+        """An advert for a VRID nobody here has: parsed by a codec of its own version (an
+        instance's of that version if there is one: its checksum convention), to tell a
+        broken packet (its own error) from a good one for another VRID (vrid_errors)."""
+        version = payload[0] >> 4 if payload else 0
+        same = next((i.codec for i in here if i.codec.version == version), None)
+        if same is not None:
+            return same.parse(payload, src, dst, ttl)
+        if version == 3 or (version == 2 and family == 4):
+            return codec_for(version, family).parse(payload, src, dst, ttl)
+        codec = here[0].codec if here else codec_for(2 if family == 4 else 3, family)
+        return codec.parse(payload, src, dst, ttl)  # says what is wrong with the version
+
+    def _count_rejected(self, ifname: str, here: list[InstanceDriver], rej: Rejected) -> None:
+        targets = [i for i in here if i.cfg.vrid == rej.vrid] or here
+        for inst in targets:
+            inst.machine.count_rejected(rej)
+            inst.log_limited(rej.reason.value, f"dropped advert from {rej.src} on {ifname}: {rej.detail}")
 
     # ---- links -----------------------------------------------------------------------
 
@@ -321,7 +411,9 @@ class Daemon:
                 if inst.parent_index is None and inst.cfg.interface in self.links:
                     await inst.setup_kernel(self.links[inst.cfg.interface])
                     self._update_receivers()
-                self._update_tracker(inst)
+            addrs = await self._read_addresses()
+            for inst in self.instances.values():
+                self._update_tracker(inst, addrs)
             if self.uplinkd is not None:
                 self.uplinkd.links_changed()
 
@@ -331,25 +423,30 @@ class Daemon:
         except Exception as e:  # noqa: BLE001
             log.error("reading links failed: %s", e)
 
-    def _update_tracker(self, inst: InstanceDriver) -> None:
+    async def _read_addresses(self) -> dict | None:
+        try:
+            return await self.nl.call(nl.get_addresses)
+        except Exception as e:  # noqa: BLE001
+            log.error("reading addresses failed: %s", e)
+            return None
+
+    def _update_tracker(self, inst: InstanceDriver, addrs: dict | None) -> None:
+        """Links and the advert source, re-read, to the instance (`addrs`: every
+        interface's addresses; None if they could not be read: the source stays)."""
         for ifname in inst.tracker.watched:
             link = self.links.get(ifname)
             if link is None:
                 inst.tracker.links.pop(ifname, None)
             else:
                 inst.tracker.update(ifname, link.up)
-        if self.nursery is not None:
-            # The machine ignores what did not change, so posting every time is safe.
-            self.nursery.start_soon(self._post_links_changed, inst)
-
-    async def _post_links_changed(self, inst: InstanceDriver) -> None:
-        vips = {a.ip for a in inst.cfg.virtual_addresses}
-        primary = None
-        if inst.parent_index is not None:
-            try:
-                primary = await self.nl.call(nl.primary_ipv4, inst.parent_index, vips)
-            except Exception:  # noqa: BLE001 - interface vanished between two reads
-                primary = None
+        if addrs is None:
+            primary = inst.machine.primary_ip
+        elif inst.parent_index is None:
+            primary = None
+        else:
+            vips = {a.ip for a in inst.cfg.virtual_addresses}
+            primary = nl.pick_primary(addrs.get(inst.parent_index, []), inst.family, vips)
+        # The machine ignores what did not change, so posting every time is safe.
         inst.post(LinksChanged(primary))
 
     # ---- systemd ---------------------------------------------------------------------

@@ -11,6 +11,7 @@ machine.py.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import logging
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .announce import ArpAnnouncer, NdAnnouncer, announcer_for
+from .codec import V2Codec, V3Codec, codec_for
 from .config import InstanceConfig
 from .group import GROUP_FAULT_KEY, Force, HoldFault
 from .io import links as nl
@@ -36,7 +39,8 @@ from .machine import (
     Transition,
     VirtualRouter,
 )
-from .packet import Advert, build_frame, build_garp, mac_str, vmac
+from .packet import Advert, mac_str, with_ipv4_ident
+from .packet_v3 import AdvertV3
 from .status import InstanceStatus
 from .timers import TimerDue
 from .tracking import Tracker
@@ -58,8 +62,9 @@ INBOX_SIZE = ADVERT_ROOM + CONTROL_ROOM
 
 @dataclass(frozen=True, slots=True)
 class AdvertIn:
-    """A parsed advert for this instance, with its arrival time."""
-    advert: Advert
+    """A parsed advert for this instance, with its arrival time (the kernel's receive
+    time on trio's clock: an advert that waited in a queue counts from its arrival)."""
+    advert: Advert | AdvertV3
     now: float
 
 
@@ -106,17 +111,30 @@ class InstanceDriver:
     addr_lock: trio.Lock = field(default_factory=trio.Lock)
     timer_key: int = field(default_factory=itertools.count().__next__)  # unique, never reused
     last_hold: float | None = None  # seconds the last master transition waited for subscribers
+    # Strategies chosen once from the configuration: the advert codec (VRRPv2, or v3 over
+    # IPv4 or IPv6) and the announcer (gratuitous ARP, or unsolicited NA for IPv6).
+    codec: V2Codec | V3Codec = field(init=False)
+    announcer: ArpAnnouncer | NdAnnouncer = field(init=False)
 
     def __post_init__(self) -> None:
         prepare_timeout = self.daemon.cfg.preempt_prepare_timeout
-        self.machine = VirtualRouter(dataclasses.replace(self.cfg.router_params(), preempt_prepare_timeout=prepare_timeout))
+        params = dataclasses.replace(self.cfg.router_params(), preempt_prepare_timeout=prepare_timeout)
+        self.machine = VirtualRouter(params)
         self.machine.preempt_gate = prepare_timeout > 0  # make-before-break preemption
+        self.codec = codec_for(params.version, params.family, self.cfg.checksum_pseudo_header)
+        self.announcer = announcer_for(params.family)
         self.tracker = Tracker(self.cfg)
         self._send_in, self._recv_in = trio.open_memory_channel(INBOX_SIZE)
+        self._ahead: collections.deque = collections.deque()  # taken from the inbox early, handled first
+        self._frame: tuple = (None, b"")  # (what it says, the advert frame): built once per change
 
     @property
     def name(self) -> str:
         return self.cfg.name
+
+    @property
+    def family(self) -> int:
+        return self.codec.family
 
     # ---- inbox ---------------------------------------------------------------------------
 
@@ -145,14 +163,18 @@ class InstanceDriver:
                     # One event at a time, timer expiries included (vrrpd/timers.py): handling
                     # an advert (which may await netlink) is never cut short by a deadline.
                     d.timers.arm(self.timer_key, m.next_deadline(), self._send_in)
-                    await self.handle(await self._recv_in.receive())
+                    event = self._ahead.popleft() if self._ahead else await self._recv_in.receive()
+                    await self.handle(event)
             finally:
                 d.timers.disarm(self.timer_key)
 
     async def handle(self, event: InboxEvent) -> None:
         m = self.machine
         if isinstance(event, TimerDue):
-            await self.execute(m.handle_timer(trio.current_time()))
+            now = trio.current_time()
+            if m.state == State.BACKUP and m.master_down_at is not None and now >= m.master_down_at:
+                await self._hear_queued_adverts(now)
+            await self.execute(m.handle_timer(now))
         elif isinstance(event, AdvertIn):
             await self.execute(m.receive(event.advert, event.now))
         elif isinstance(event, GroupCommand):
@@ -173,6 +195,27 @@ class InstanceDriver:
         elif isinstance(event, PreemptReady):
             await self.execute(m.preempt_ready(trio.current_time()))
 
+    async def _hear_queued_adverts(self, now: float) -> None:
+        """Before declaring the master dead, take in the adverts that have already
+        arrived: those still in the socket (a busy process may not have read them yet)
+        and those in our inbox behind this timer event. Each counts from its arrival,
+        so a master that is alive keeps us backup however late we run; one that really
+        stopped sending is still taken over at Master_Down_Interval after its last one."""
+        self.daemon.drain(self.cfg.interface, self.family)
+        while True:
+            try:
+                self._ahead.append(self._recv_in.receive_nowait())
+            except trio.WouldBlock:
+                break
+        adverts = [e for e in self._ahead if isinstance(e, AdvertIn)]
+        if not adverts:
+            return
+        rest = [e for e in self._ahead if not isinstance(e, AdvertIn)]
+        self._ahead.clear()
+        self._ahead.extend(rest)
+        for e in adverts:
+            await self.execute(self.machine.receive(e.advert, min(e.now, now)))
+
     # ---- kernel ----------------------------------------------------------------------------
 
     async def setup_kernel(self, parent: nl.LinkInfo) -> None:
@@ -182,16 +225,22 @@ class InstanceDriver:
             from .io.vrrp_socket import open_send_socket
 
             d.tx[icfg.interface] = await open_send_socket(icfg.interface)
+        if self.family == 6 and nl.read_sysctl(f"net/ipv6/conf/{icfg.interface}/disable_ipv6") == "1":
+            log.error("%s: IPv6 is disabled on %s (net.ipv6.conf.%s.disable_ipv6=1): no link-local address "
+                      "to send adverts from", icfg.name, icfg.interface, icfg.interface)
         if icfg.use_vmac:
-            # The parent must not tie a VIP to its physical MAC: arp_ignore=1 stops it
-            # answering ARP for the VIPs (weak host model); arp_announce=2 stops it
-            # sending its own ARP requests with a VIP as sender address (which hosts
-            # would learn from too).
-            nl.write_sysctl(f"net/ipv4/conf/{icfg.interface}/arp_ignore", "1")
-            nl.write_sysctl(f"net/ipv4/conf/{icfg.interface}/arp_announce", "2")
-            self.addr_index = await d.nl.call(nl.ensure_macvlan, parent.index, icfg.vmac_ifname, mac_str(vmac(icfg.vrid)))
-            self.src_mac = vmac(icfg.vrid)
-            if nl.read_sysctl("net/ipv4/conf/all/rp_filter") == "1":
+            vmac = self.codec.vmac(icfg.vrid)
+            if self.family == 4:
+                # The parent must not tie a VIP to its physical MAC: arp_ignore=1 stops it
+                # answering ARP for the VIPs (weak host model); arp_announce=2 stops it
+                # sending its own ARP requests with a VIP as sender address (which hosts
+                # would learn from too). IPv6 needs neither: Linux answers a Neighbour
+                # Solicitation only on the interface that holds the address.
+                nl.write_sysctl(f"net/ipv4/conf/{icfg.interface}/arp_ignore", "1")
+                nl.write_sysctl(f"net/ipv4/conf/{icfg.interface}/arp_announce", "2")
+            self.addr_index = await d.nl.call(nl.ensure_macvlan, parent.index, icfg.vmac_ifname, mac_str(vmac), self.family)
+            self.src_mac = vmac
+            if self.family == 4 and nl.read_sysctl("net/ipv4/conf/all/rp_filter") == "1":
                 log.warning("%s: net.ipv4.conf.all.rp_filter=1 overrides rp_filter=0 on %s; replies to the VIP may be dropped", icfg.name, icfg.vmac_ifname)
         else:
             self.addr_index = parent.index
@@ -199,7 +248,7 @@ class InstanceDriver:
         # Addresses left behind by a crash must not linger on a backup.
         await d.nl.call(nl.remove_addresses, self.addr_index, list(icfg.virtual_addresses))
         vips = {a.ip for a in icfg.virtual_addresses}
-        self.machine.primary_ip = await d.nl.call(nl.primary_ipv4, parent.index, vips)
+        self.machine.primary_ip = await d.nl.call(nl.primary_address, parent.index, self.family, vips)
 
     async def stop(self) -> list:
         """Leave: priority 0 if master, VIPs and macvlan removed. Returns the hooks to run."""
@@ -288,11 +337,15 @@ class InstanceDriver:
         if sock is None or m.primary_ip is None:
             m.counters.send_errors += 1
             return
-        p = m.params
-        adv = Advert(p.vrid, priority, p.virtual_addresses, p.advert_interval, p.auth_type, p.auth_data)
-        self.ident = (self.ident + 1) & 0xFFFF
+        key = (priority, m.primary_ip, self.src_mac)
+        if self._frame[0] != key:
+            self._frame = (key, self.codec.build_frame(m.advert(priority), m.primary_ip, self.src_mac, 0))
+        frame = self._frame[1]
+        if self.family == 4:  # each IPv4 advert its own IP identification
+            self.ident = (self.ident + 1) & 0xFFFF
+            frame = with_ipv4_ident(frame, self.ident)
         try:
-            _send_nowait(sock, build_frame(adv, m.primary_ip, self.src_mac, self.ident))
+            _send_nowait(sock, frame)
         except OSError as e:
             m.counters.send_errors += 1
             self.log_limited("send", f"advert not sent on {self.cfg.interface}: {e.strerror or e}")
@@ -325,7 +378,7 @@ class InstanceDriver:
         sock = self.daemon.tx.get(self.cfg.interface)
         if sock is None:
             return
-        frames = [build_garp(a.ip, self.src_mac) for a in self.cfg.virtual_addresses]
+        frames = self.announcer.frames([a.ip for a in self.cfg.virtual_addresses], self.src_mac)
         for i in range(count):
             if self.machine.state != State.MASTER:
                 return
@@ -335,7 +388,8 @@ class InstanceDriver:
                     self.machine.counters.garp_tx += 1
                 except OSError as e:
                     self.machine.counters.send_errors += 1
-                    self.log_limited("garp", f"GARP not sent: {e.strerror or e}")
+                    what = "GARP" if self.family == 4 else "neighbour advertisement"
+                    self.log_limited("garp", f"{what} not sent: {e.strerror or e}")
             if self.cfg.garp_interval and i + 1 < count:
                 await trio.sleep(self.cfg.garp_interval)
 
@@ -357,10 +411,11 @@ class InstanceDriver:
             name=self.name, interface=c.interface, vrid=c.vrid, state=m.state.value, priority=c.priority,
             effective_priority=m.effective_priority, master_ip=str(m.master_ip) if m.master_ip else None,
             advert_interval=c.advert_interval, skew_time=m.skew_time, master_down_interval=m.master_down_interval,
-            vmac=mac_str(vmac(c.vrid)) if c.use_vmac else None, virtual_addresses=[str(a) for a in c.virtual_addresses],
+            vmac=mac_str(self.codec.vmac(c.vrid)) if c.use_vmac else None, virtual_addresses=[str(a) for a in c.virtual_addresses],
             last_event=m.last_event, master_reason=m.master_reason, sync_group=self.group, preempt=c.preempt,
             primary_ip=str(m.primary_ip) if m.primary_ip else None, fault_reasons=list(m.fault_reasons.values()),
             since=self.since, last_hold=self.last_hold, demotions=demotions, counters=m.counters,
+            version=c.version, master_adver_interval=m.master_adver_interval if c.version == 3 else None,
         )
 
 

@@ -74,6 +74,9 @@ class RouterParams:
     strict: bool = False
     garp_count: int = 5  # announcements per address per burst: gratuitous ARPs, or NAs for IPv6
     garp_repeat_delay: float = 5.0
+    # While master, one more announcement per address every this many seconds (0: off),
+    # as keepalived's garp_master_refresh: refreshes caches and switches that forget.
+    garp_refresh: float = 0.0
     preempt_prepare_timeout: float = 10.0  # the longest a gated preemption waits for preempt_ready()
     version: int = 2  # 2: RFC 3768; 3: RFC 5798
     # RFC 5798 Accept_Mode; None: the version's default (v2 True, what vrrpd always did;
@@ -230,6 +233,7 @@ class VirtualRouter:
     adver_at: float | None = None
     master_down_at: float | None = None
     garp_repeat_at: float | None = None
+    garp_refresh_at: float | None = None
     # preempt_delay bookkeeping: when we first heard the current lower-priority master
     lower_seen_at: float | None = None
     # why the master-down timer was last set, to explain a takeover
@@ -280,8 +284,8 @@ class VirtualRouter:
         return Advert(p.vrid, priority, p.virtual_addresses, p.advert_interval, p.auth_type, p.auth_data)
 
     def next_deadline(self) -> float | None:
-        timers = [t for t in (self.adver_at, self.master_down_at, self.garp_repeat_at, self.preempt_give_up_at)
-                  if t is not None]
+        timers = [t for t in (self.adver_at, self.master_down_at, self.garp_repeat_at, self.garp_refresh_at,
+                              self.preempt_give_up_at) if t is not None]
         return min(timers) if timers else None
 
     # ---- events ----------------------------------------------------------------------
@@ -325,10 +329,18 @@ class VirtualRouter:
         if self.state == State.MASTER:
             if self.adver_at is not None and now >= self.adver_at:
                 actions.append(self._advert(self.effective_priority))
-                self.adver_at = now + self.params.advert_interval
+                # The next one counts from when this one was due, not from when it went
+                # out: a driver that runs a little late (a busy process, 0.01 s adverts)
+                # keeps the cadence instead of stretching every interval by its latency.
+                # One that is a whole interval late starts afresh (never a burst).
+                nxt = self.adver_at + self.params.advert_interval
+                self.adver_at = nxt if nxt > now else now + self.params.advert_interval
             if self.garp_repeat_at is not None and now >= self.garp_repeat_at:
                 self.garp_repeat_at = None
                 actions.append(SendGarp(self.params.garp_count))
+            if self.garp_refresh_at is not None and now >= self.garp_refresh_at:
+                self.garp_refresh_at = now + self.params.garp_refresh
+                actions.append(SendGarp(1))
         elif self.state == State.BACKUP:
             if self.preempt_pending_since is not None:
                 if self.master_down_at is not None and now >= self.master_down_at:
@@ -580,6 +592,8 @@ class VirtualRouter:
         self.master_adver_interval = self.params.advert_interval  # the master's is ours now
         if self.params.garp_repeat_delay > 0:
             self.garp_repeat_at = now + self.params.garp_repeat_delay
+        if self.params.garp_refresh > 0:
+            self.garp_refresh_at = now + self.params.garp_refresh
         self.master_ip = self.primary_ip
         self.master_priority = self.effective_priority
         self.master_reason = reason
@@ -622,7 +636,7 @@ class VirtualRouter:
         return actions
 
     def _clear_timers(self) -> None:
-        self.adver_at = self.master_down_at = self.garp_repeat_at = None
+        self.adver_at = self.master_down_at = self.garp_repeat_at = self.garp_refresh_at = None
         self.preempt_pending_since = self.preempt_give_up_at = None
 
     def _transition(self, new: State, now: float, reason: str) -> Transition:

@@ -147,6 +147,19 @@ def build_frame(adv: Advert, src_ip: ipaddress.IPv4Address, src_mac: bytes, iden
     return _ETH.pack(VRRP_GROUP_MAC, src_mac, ETH_P_IP) + build_ip_packet(build_advert(adv), src_ip, ident)
 
 
+def with_ipv4_ident(frame: bytes, ident: int) -> bytes:
+    """`frame` (Ethernet + IPv4, built with ident 0) with another IP identification,
+    its header checksum updated incrementally (RFC 1624): an advert that does not change
+    is built once, and each send only stamps its ID."""
+    b = bytearray(frame)
+    ident &= 0xFFFF
+    struct.pack_into("!H", b, 18, ident)
+    total = (~struct.unpack_from("!H", b, 24)[0] & 0xFFFF) + ident  # the ID field was 0
+    total = (total & 0xFFFF) + (total >> 16)
+    struct.pack_into("!H", b, 24, ~total & 0xFFFF)
+    return bytes(b)
+
+
 def parse_advert(payload: bytes, ttl: int = VRRP_TTL, src: ipaddress.IPv4Address | None = None) -> Advert | Rejected:
     """Packet-level checks of RFC 3768 §7.1 on a VRRP message, in RFC order.
 

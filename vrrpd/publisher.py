@@ -71,11 +71,12 @@ class Publisher:
     is a member's driver (or None)."""
 
     def __init__(self, deliver: Callable[[str, object], None], spawn: Callable,
-                 instance: Callable[[str], object] = lambda name: None):
+                 instance: Callable[[str], object] = lambda name: None, instances: Callable = lambda: ()):
         self.subscribers: set[Subscriber] = set()
         self.groups: dict[str, SyncGroup] = {}
         self._deliver = deliver
         self._instance = instance
+        self._instances = instances  # the instance drivers, for the state a new subscriber starts from
         self.hooks = HookQueue(spawn)  # one queue per instance and group: hooks run in order
         self.notify_timeout = DEFAULT_TIMEOUT
         self._group_notify: dict[str, tuple[str, ...]] = {}  # group -> its own notify command
@@ -85,9 +86,17 @@ class Publisher:
     # ---- subscribers -------------------------------------------------------------------
 
     def add(self, sub: Subscriber) -> None:
+        """A new subscriber; its stream starts with every instance's current state (a
+        Transition with ``current`` set), so one that comes after a move to master (ctsync
+        started after vrrpd, or reconnecting) knows where the group stands."""
         self.subscribers.add(sub)
         if sub.hold_on:
             log.info("subscriber %s holds moves to master of %s", sub.name, ", ".join(sorted(sub.hold_on)))
+        for inst in self._instances():
+            st = inst.machine.state.value
+            self._offer(sub, hs.Transition(inst.since or time.time(), inst.name, inst.group, inst.cfg.interface,
+                                           inst.cfg.vrid, st, st, "current state when subscribed",
+                                           inst.machine.effective_priority, None, current=True))
 
     def remove(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)

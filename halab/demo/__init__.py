@@ -1,7 +1,9 @@
 """The demo: the classic HA router pair, with real traffic, through the failures that matter.
 
-    ./run demo [--steps 1,2,3,4,5,6] [--conns 200] [--advert-interval 1]
+    ./run demo [--steps 1,2,3,4,5,6] [--conns 200] [--vrrp-version 2|3] [--advert-interval 1]
                [--mode commit|inject] [--out DIR] [--keep] [--teardown]
+
+    ./run demo --vrrp-version 3 --advert-interval 0.05   # the fast stateful failover
 
 It builds the pair in network namespaces (client c, routers r1 and r2 with the
 WAN and LAN VRIDs in sync group MAIN-GW, SNAT to the WAN VIP, the sync link,
@@ -92,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=parse_steps, default=list(STEPS),
                     help="which steps, e.g. 1,2 or 1-3 (default: all, 1-6)")
     ap.add_argument("--conns", type=int, default=200, help="long-lived TCP connections (default 200)")
-    ap.add_argument("--advert-interval", type=int, default=1, help="VRRP advert interval in s (default 1)")
+    ap.add_argument("--vrrp-version", type=int, choices=(2, 3), default=2,
+                    help="VRRP version of every instance (default 2; 3: RFC 5798, centisecond adverts)")
+    ap.add_argument("--advert-interval", type=float, default=1,
+                    help="VRRP advert interval in s (default 1; VRRPv2: whole seconds 1-255, "
+                         "VRRPv3: 0.01-40.95, e.g. 0.05)")
     ap.add_argument("--mode", choices=("commit", "inject"), default="commit",
                     help="ctsync failover mode (default commit)")
     ap.add_argument("--out", help="output folder (default out/demo-YYYYmmdd-HHMMSS)")
@@ -106,11 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.teardown:
         from ..cli import main as lab_cli
         return lab_cli(["clean"])
-    if args.conns < 1 or not 1 <= args.advert_interval <= 255:
-        ap.error("--conns must be >= 1 and --advert-interval 1-255")
+    if args.conns < 1:
+        ap.error("--conns must be >= 1")
+    if args.vrrp_version == 2 and (not args.advert_interval.is_integer() or not 1 <= args.advert_interval <= 255):
+        ap.error("--advert-interval: VRRPv2 takes whole seconds, 1-255 (fractions need --vrrp-version 3)")
+    cs = args.advert_interval * 100
+    if args.vrrp_version == 3 and (not 1 <= round(cs) <= 4095 or abs(cs - round(cs)) > 1e-6):
+        ap.error("--advert-interval: VRRPv3 takes 0.01-40.95 s in steps of 0.01")
+    if args.vrrp_version == 2:
+        args.advert_interval = int(args.advert_interval)
     out = Path(args.out or time.strftime("out/demo-%Y%m%d-%H%M%S"))
     opts = Options(steps=args.steps, conns=args.conns, advert_interval=args.advert_interval,
-                   mode=args.mode, plot=not args.no_plot)
+                   vrrp_version=args.vrrp_version, mode=args.mode, plot=not args.no_plot)
     if opts.plot and not timeline_plot.available():
         print("note: matplotlib is not installed: no timeline PNGs (./run demo installs it)")
     con = Console()

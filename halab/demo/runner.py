@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hacommon.control import stream
-from vrrpd.machine import master_down_interval
+from vrrpd.machine import master_down_interval, master_down_interval_v3
 
 from .. import Lab, LabError
 from ..boxconfig import BoxDaemons, write_box_config
@@ -44,8 +44,8 @@ class Console:
         def run():
             try:
                 for ev in stream(socket, "events"):
-                    if "instance" not in ev:
-                        continue
+                    if "instance" not in ev or ev.get("current"):
+                        continue  # not a transition (a notice, or the state when we subscribed)
                     ev["router"] = router
                     with self.lock:
                         self.events.append(ev)
@@ -61,7 +61,8 @@ class Console:
 class Options:
     steps: list[int] = field(default_factory=lambda: list(STEPS))
     conns: int = 200
-    advert_interval: int = 1
+    advert_interval: float = 1
+    vrrp_version: int = 2
     mode: str = "commit"
     plot: bool = True
     observe: float = 6.0  # seconds of traffic after the new master holds the VIPs
@@ -82,13 +83,16 @@ class Demo:
         self.p = build_hapair(self.lab, ruleset="strict")
         for r in ("r1", "r2"):
             self.box[r] = write_box_config(self.p.router(r), advert_interval=self.opts.advert_interval,
-                                           mode=self.opts.mode)
+                                           mode=self.opts.mode,
+                                           version=self.opts.vrrp_version if self.opts.vrrp_version != 2 else None)
         self.con.say(f"lab {self.lab.id} up: c {self.p.c.netns}, r1, r2, s; LAN VIP {LAN_VIP}, "
                      f"WAN VIP {WAN_VIP} (SNAT), server {SERVER_IP}")
         self.con.say("daemons run configs/r1.toml and configs/r2.toml, mapped to the lab: "
                      + "; ".join(self.box["r1"].changes))
 
     def mdi(self) -> float:
+        if self.opts.vrrp_version == 3:
+            return master_down_interval_v3(self.opts.advert_interval, 100)
         return master_down_interval(self.opts.advert_interval, 100)
 
     def alive(self, table: dict, r: str) -> bool:

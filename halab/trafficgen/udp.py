@@ -144,7 +144,7 @@ async def udp_client(server: str, port: int, sport: int, interval: float, durati
     loop = asyncio.get_running_loop()
     stop = stop_event(loop)
     transport, proto = await loop.create_datagram_endpoint(
-        _UdpClientProto, local_addr=("0.0.0.0", sport), remote_addr=(server, port))
+        _UdpClientProto, local_addr=("::" if ":" in server else "0.0.0.0", sport), remote_addr=(server, port))
     started = time.time()
     announce("established", proto="udp", sport=sport)
     sent = 0
@@ -178,10 +178,10 @@ async def udp_client(server: str, port: int, sport: int, interval: float, durati
         if target > now:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=target - now)
-    drain_end = time.monotonic() + drain
+    sent_end = time.monotonic()
+    drain_end = sent_end + drain
     while proto.received < sent and time.monotonic() < drain_end:
         await asyncio.sleep(0.02)
-    mono_end = time.monotonic()
     transport.close()
     # Longest run of consecutive sequence numbers without an echo.
     longest_miss, run = 0, 0
@@ -192,7 +192,10 @@ async def udp_client(server: str, port: int, sport: int, interval: float, durati
             run += 1
             longest_miss = max(longest_miss, run)
     g = proto.gaps
-    trailing = None if g.last is None else mono_end - g.last
+    # Silence at the end while we were still sending (a flow that never came back); the
+    # drain after the last datagram is not silence (a datagram lost in a failover would
+    # otherwise make every flow look 0.5 s silent at its end).
+    trailing = None if g.last is None else max(0.0, sent_end - g.last)
     rep = {
         "kind": "udp-client", "server": server, "port": port, "sport": sport,
         "interval": interval, "duration": duration, "started": started, "ended": time.time(),

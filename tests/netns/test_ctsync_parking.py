@@ -33,19 +33,19 @@ ENTRIES = 60_000  # r2's commit of these takes far longer than its 0.05 s hold
 PARKING = {"enabled": True, "max_hold": 5.0}
 
 
-def _vrrpd(p, router: str, priority: int, hold: float):
+def _vrrpd(p, router: str, priority: int, hold: float, advert_interval: float = 1):
     host = p.router(router)
     sock = f"{host.lab.workdir}/vrrpd-{router}.sock"
-    cfg = vrrpd_config(sock, p.vrrpd_instances(priority), p.sync_groups())
+    cfg = vrrpd_config(sock, p.vrrpd_instances(priority, advert_interval), p.sync_groups())
     cfg["vrrpd"]["transition_hold_timeout"] = hold
     d = start_vrrpd(host, {}, config=cfg)
     p.vrrpd[router] = d
     return d
 
 
-def _race(lab, parking: bool):
+def _race(lab, parking: bool, advert_interval: float = 1):
     p = build_hapair(lab, ruleset="strict")
-    d1, d2 = _vrrpd(p, "r1", 200, 2.0), _vrrpd(p, "r2", 100, 0.05)
+    d1, d2 = _vrrpd(p, "r1", 200, 2.0, advert_interval), _vrrpd(p, "r2", 100, 0.05, advert_interval)
     c1 = start_ctsync(p.r1, "commit", d1.socket)
     c2 = start_ctsync(p.r2, "commit", d2.socket, **({"parking": PARKING} if parking else {}))
     p.wait_master("r1")
@@ -69,7 +69,12 @@ def _race(lab, parking: bool):
 
 
 def test_without_parking_packets_beat_the_commit_and_are_dropped_as_invalid(lab):
-    p, _, _, st, invalid, t, u = _race(lab, parking=False)
+    # VRRPv3 at 0.05 s: r2 takes over 0.18 s after r1 dies, before the connections' first
+    # retransmissions, which then meet the commit for certain. With 1 s adverts the takeover
+    # comes 2.6-3.6 s after the failure, and whether a retransmission (backed off to 3.0 s,
+    # then 6.2 s) falls inside the 0.8 s commit depends on the advert phase: the race this
+    # test must show was missed now and then.
+    p, _, _, st, invalid, t, u = _race(lab, parking=False, advert_interval=0.05)
     print(f"commit {st['last_commit']['duration']:.3f}s; INVALID at r2 {invalid}; TCP kept {t['kept']}/{t['conns']}, "
           f"RSTs {t['rsts']}")
     assert st["parking"] == {"enabled": False}

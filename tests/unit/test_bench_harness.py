@@ -91,6 +91,33 @@ def test_keepalived_conf_has_the_pairs_instances_and_the_notify_group():
     assert 'notify_master "/x/n.sh primary"' in conf and 'notify_backup "/x/n.sh backup"' in conf
     assert "virtual_router_id 1" in conf and "virtual_router_id 2" in conf
     assert "10.10.0.101/24" in conf and "192.168.100.1/24" in conf and "priority 200" in conf
+    assert "vrrp_version" not in conf and "advert_int 1\n" in conf
+
+
+def test_fast_and_ipv6_configs_of_the_reference_stack():
+    """Figure 8's keepalived (VRRPv3 at 0.05 s, IPv6 VIPs with fe80::1 first, as vrrpd's) and
+    conntrackd in inject mode (DisableExternalCache), ignoring the routers' IPv6 addresses."""
+    from types import SimpleNamespace
+    from halab.conntrackd import conntrackd_conf
+    conf = keepalived_hapair_conf(SimpleNamespace(family=6), "r2", 100, "/x/n.sh", 0.05)
+    assert "vrrp_version 3" in conf and conf.count("advert_int 0.05") == 2
+    assert conf.index("fe80::1/64") < conf.index("2001:db8:10::101/64") and "fd00:100::1/64" in conf
+    assert "vrrp_version 3" in keepalived_hapair_conf(SimpleNamespace(family=4), "r1", 200, "/x/n.sh", 0.05)
+    host = SimpleNamespace(name="r1", lab=SimpleNamespace(workdir="/tmp/w"))
+    inject, commit = conntrackd_conf(host, mode="inject"), conntrackd_conf(host)
+    assert "DisableExternalCache On" in inject and "DisableExternalCache" not in commit
+    assert "IPv6_address 2001:db8:10::101" in commit and "IPv6_address fd00:100::2" in commit
+
+
+def test_fast_failover_table():
+    from bench.report import fast_table
+    run = {"failover": {"takeover_s": {"median": 0.182, "min": 0.181, "max": 0.183, "n": 2},
+                        "takeover_excess_ms": {"median": 1.5, "min": 1, "max": 2, "n": 2},
+                        "udp_gap_s": {"median": 0.2, "min": 0.2, "max": 0.2, "n": 2},
+                        "kept_percent": {"median": 100, "min": 100, "max": 100, "n": 2}}}
+    md = fast_table({"ours": {"ipv6-inject": run}, "theirs": {"ipv6-inject": run}})
+    assert "| IPv6, inject | vrrpd + ctsync | 0.1820 (0.1810-0.1830) | +1.5 (+1.0-+2.0) |" in md
+    assert "| | ours/theirs | 1.00 |" in md
 
 
 def test_summaries_over_runs():

@@ -47,3 +47,19 @@ def test_the_mapping_changes_only_what_it_says(tmp_path):
                {k: v for k, v in o.items() if k != "advert_interval"}
     keep = {k for k in orig["ctsync"] if k not in ("control_socket", "sync_interface", "mode")}
     assert {k: cfg["ctsync"][k] for k in keep} == {k: orig["ctsync"][k] for k in keep}
+
+
+def test_the_demo_can_run_the_boxes_as_vrrpv3_with_fast_adverts(tmp_path):
+    """./run demo --vrrp-version 3 --advert-interval 0.05: every instance mapped, each change
+    listed, and the result is a valid vrrpd configuration."""
+    from vrrpd import config as C
+    cfg, changes = lab_box_config("r1", tmp_path, advert_interval=0.05, version=3)
+    for name, inst in cfg["vrrpd"]["instance"].items():
+        assert inst["version"] == 3 and inst["advert_interval"] == 0.05
+        assert f"vrrpd.instance.{name}.version 2 -> 3" in changes
+        assert f"vrrpd.instance.{name}.advert_interval 1 -> 0.05" in changes
+    from halab.vrrp import toml_dump
+    path = tmp_path / "r1.toml"
+    path.write_text(toml_dump(cfg))
+    loaded = C.load(path)
+    assert {i.version for i in loaded.instances.values()} == {3}

@@ -171,7 +171,8 @@ def test_same_vrid_on_different_interfaces_is_fine(tmp_path):
     assert sorted(cfg.instances) == ["LAN", "WAN"]
 
 
-@pytest.mark.parametrize("name", ["r1.toml", "r2.toml"])
+@pytest.mark.parametrize("name", ["r1.toml", "r2.toml", "loadshare-r1.toml", "loadshare-r2.toml",
+                                  "fast-r1.toml", "fast-r2.toml", "dualwan.toml"])
 def test_example_configs(name):
     path = REPO / "configs" / name
     if not path.exists():
@@ -186,8 +187,9 @@ def test_example_configs(name):
         assert set(g.instances) <= set(cfg.instances)
 
 
-def test_example_configs_agree_with_each_other():
-    r1, r2 = REPO / "configs" / "r1.toml", REPO / "configs" / "r2.toml"
+@pytest.mark.parametrize("prefix", ["", "loadshare-", "fast-"])
+def test_example_configs_agree_with_each_other(prefix):
+    r1, r2 = REPO / "configs" / f"{prefix}r1.toml", REPO / "configs" / f"{prefix}r2.toml"
     if not (r1.exists() and r2.exists()):
         pytest.skip("configs/r1.toml and configs/r2.toml do not both exist (yet)")
     c1, c2 = C.load(r1), C.load(r2)
@@ -275,10 +277,11 @@ def test_bad_cidr_names_the_index(tmp_path):
     ]
 
 
-def test_ipv6_address_rejected(tmp_path):
+def test_ipv6_address_needs_version_3(tmp_path):
     text = one_instance().replace('["10.0.0.1/24"]', '["2001:db8::1/64"]')
     assert problems(tmp_path, text) == [
-        "bad.toml: vrrpd.instance.WAN.virtual_addresses[0]: not an IPv4 address or CIDR: '2001:db8::1/64'"
+        "bad.toml: vrrpd.instance.WAN.virtual_addresses[0]: 2001:db8::1/64: VRRPv2 carries IPv4 addresses only; "
+        "IPv6 needs version = 3"
     ]
 
 
@@ -293,7 +296,7 @@ def test_too_many_addresses(tmp_path):
     many = ", ".join(f'"10.0.0.{i}/24"' for i in range(1, 22))
     text = one_instance().replace('["10.0.0.1/24"]', f"[{many}]")
     assert problems(tmp_path, text) == [
-        "bad.toml: vrrpd.instance.WAN.virtual_addresses: at most 20 addresses fit one VRRPv2 advert on a 1500-byte link"
+        "bad.toml: vrrpd.instance.WAN.virtual_addresses: at most 20 addresses per instance, got 21"
     ]
 
 
@@ -323,7 +326,7 @@ def test_auth_ah_and_garbage(tmp_path):
 def test_duplicate_vrid_on_an_interface(tmp_path):
     text = one_instance(vrid=7) + MINIMAL_INSTANCE.format(name="LAN", iface="eth0", vrid=7)
     assert problems(tmp_path, text) == [
-        "bad.toml: vrrpd.instance.LAN.vrid: VRID 7 on eth0 is already used by instance WAN"
+        "bad.toml: vrrpd.instance.LAN.vrid: VRID 7 on eth0 is already used by IPv4 instance WAN"
     ]
 
 
@@ -455,7 +458,7 @@ def test_several_problems_are_all_reported(tmp_path):
         "bad.toml: vrrpd.instance.WAN.virtual_addresses[1]: not an IPv4 address or CIDR: 'nope'",
         "bad.toml: vrrpd.instance.WAN.auth.password: at most 8 bytes (RFC 2338 simple password), got 13",
         "bad.toml: vrrpd.instance.LAN.interface: missing (required)",
-        "bad.toml: vrrpd.instance.DMZ2.vrid: VRID 3 on eth2 is already used by instance DMZ",
+        "bad.toml: vrrpd.instance.DMZ2.vrid: VRID 3 on eth2 is already used by IPv4 instance DMZ",
         "bad.toml: vrrpd.sync_group.G.instances: no instance named 'GHOST' (defined: DMZ, DMZ2, LAN, WAN)",
     ]
 

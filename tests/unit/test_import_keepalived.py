@@ -319,7 +319,7 @@ def test_virtual_addresses(tmp_path):
     assert inst["virtual_addresses"][:2] == ["10.0.0.100/24", "10.0.1.1/24"]
     n, d = whys(conv.notes), whys(conv.dropped)
     assert "dev eth1, label eth1:0, scope global ignored" in n and "the same address twice" in n
-    assert "IPv6 virtual addresses" in d and "not-an-address" in d and "10.0.1.21/24" in d
+    assert "an IPv6 address in an IPv4 instance" in d and "not-an-address" in d and "10.0.1.21/24" in d
 
 
 def test_instance_without_ipv4_vip_is_reported_not_written(tmp_path):
@@ -328,13 +328,76 @@ def test_instance_without_ipv4_vip_is_reported_not_written(tmp_path):
     assert "no virtual address vrrpd can hold" in whys(conv.dropped)
 
 
-def test_version_3_is_reported_until_vrrpd_has_it(tmp_path):
+def test_vrrp_version_3_is_written(tmp_path):
     conv = conv_of(tmp_path, "global_defs {\n vrrp_version 3\n}\n" + MINIMAL)
-    if 3 in target.VRRP_VERSIONS:
-        assert conv.data["vrrpd"]["instance"]["V"]["version"] == 3
-    else:
-        assert "version" not in conv.data["vrrpd"]["instance"]["V"]
-        assert "VRRPv3 is not supported by vrrpd yet" in whys(conv.notes)
+    inst = conv.data["vrrpd"]["instance"]["V"]
+    assert inst["version"] == 3
+    # keepalived accepts packets to its VIPs unless no_accept or strict; vrrpd's v3 default is false
+    assert inst["accept_mode"] is True
+    assert conv.check_problems == []
+
+
+def test_vrrpv3_ipv6_instance(tmp_path):
+    """keepalived's VRRPv3 / IPv6 settings become vrrpd's: the version (IPv6 alone implies 3),
+    centisecond adverts, the link-local VIP first, one family per instance, no authentication,
+    Accept_Mode as keepalived's, garp_master_refresh; the file passes vrrpd --check."""
+    conv = conv_of(tmp_path, """\
+        vrrp_instance LAN6 {
+            interface eth1
+            virtual_router_id 20
+            priority 150
+            advert_int 0.054
+            authentication {
+                auth_type PASS
+                auth_pass secret
+            }
+            garp_master_refresh 60
+            virtual_ipaddress {
+                2001:db8:100::1/64
+                fe80::1/64
+                10.0.0.1/24
+            }
+        }
+        vrrp_instance LAN4 {
+            interface eth1
+            virtual_router_id 21
+            version 3
+            no_accept
+            advert_int 0.05
+            virtual_ipaddress {
+                10.0.1.1/24
+            }
+        }
+        vrrp_instance NOLL {
+            interface eth1
+            virtual_router_id 22
+            version 3
+            virtual_ipaddress {
+                2001:db8:200::1/64
+            }
+        }
+        """)
+    v6 = conv.data["vrrpd"]["instance"]["LAN6"]
+    assert v6["version"] == 3 and v6["advert_interval"] == 0.05
+    assert v6["virtual_addresses"] == ["fe80::1/64", "2001:db8:100::1/64"]
+    assert "auth" not in v6 and v6["accept_mode"] is True and v6["garp_refresh"] == 60
+    v4 = conv.data["vrrpd"]["instance"]["LAN4"]
+    assert v4["version"] == 3 and v4["advert_interval"] == 0.05 and "accept_mode" not in v4  # no_accept: the default
+    assert "NOLL" not in conv.data["vrrpd"]["instance"]
+    n, d = whys(conv.notes), whys(conv.dropped)
+    assert "IPv6 addresses: VRRPv3" in n and "the link-local address is written first" in n
+    assert "in hundredths: 0.05" in n and "VRRPv3 has no authentication" in n
+    assert "10.0.0.1/24: an IPv4 address in an IPv6 instance" in d
+    assert "vrrp_instance NOLL: an IPv6 instance needs a link-local virtual address" in d
+    assert conv.check_problems == []
+
+
+def test_vrrpv2_keeps_whole_seconds_and_ipv4(tmp_path):
+    conv = conv_of(tmp_path, MINIMAL.replace("priority 150", "priority 150\n    advert_int 0.3\n    no_accept"))
+    inst = conv.data["vrrpd"]["instance"]["V"]
+    assert inst["advert_interval"] == 1 and "version" not in inst and "accept_mode" not in inst
+    assert "whole seconds (VRRPv2): 1" in whys(conv.notes)
+    assert "master accepts packets to its VIPs" in whys(conv.dropped)
 
 
 def _vrrpd_accepts(**inst) -> bool:
@@ -350,7 +413,14 @@ def _vrrpd_accepts(**inst) -> bool:
 def test_target_constants_agree_with_vrrpd():
     """When vrrpd gains VRRPv3 / IPv6 addresses, this fails until target.py says so."""
     assert _vrrpd_accepts(version=3) == (3 in target.VRRP_VERSIONS)
-    assert _vrrpd_accepts(virtual_addresses=["2001:db8::1/64"]) == target.IPV6_VIRTUAL_ADDRESSES
+    v6 = ["fe80::1/64", "2001:db8::1/64"]
+    assert _vrrpd_accepts(version=3, virtual_addresses=v6) == target.IPV6_VIRTUAL_ADDRESSES
+    # what the mappings rely on: IPv6 only with version 3, link-local first, one family
+    assert not _vrrpd_accepts(virtual_addresses=v6)
+    assert not _vrrpd_accepts(version=3, virtual_addresses=v6[::-1])
+    assert not _vrrpd_accepts(version=3, virtual_addresses=v6 + ["10.0.0.1/24"])
+    assert _vrrpd_accepts(version=3, advert_interval=0.05) and not _vrrpd_accepts(version=3, advert_interval=41)
+    assert _vrrpd_accepts(garp_refresh=target.GARP_REFRESH[1]) and not _vrrpd_accepts(garp_refresh=-1)
     many = [f"10.0.0.{i}/24" for i in range(1, target.MAX_VIRTUAL_ADDRESSES + 2)]
     assert _vrrpd_accepts(virtual_addresses=many[:-1]) and not _vrrpd_accepts(virtual_addresses=many)
 

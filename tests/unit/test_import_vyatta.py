@@ -203,3 +203,30 @@ def test_fuzz_config_boot_never_a_traceback(tmp_path, lines):
         return
     round_trip(conv)
     findings_point_into_files(conv)
+
+
+def test_vrrpv3_ipv6_groups(tmp_path):
+    """VyOS IPv6 groups become VRRPv3 instances with the link-local address first; an IPv4
+    address in an IPv6 group, and an IPv6 group without a link-local address, are reported;
+    the file passes the checks."""
+    conv = conv_of(tmp_path, """\
+        set high-availability vrrp group L6 interface eth1
+        set high-availability vrrp group L6 vrid 20
+        set high-availability vrrp group L6 address 2001:db8::1/64
+        set high-availability vrrp group L6 address fe80::1/64
+        set high-availability vrrp group L6 address 10.0.0.1/24
+        set high-availability vrrp group L6 advertise-interval 60
+        set high-availability vrrp group L6 garp master-refresh 30
+        set high-availability vrrp group X6 interface eth1
+        set high-availability vrrp group X6 vrid 21
+        set high-availability vrrp group X6 address 2001:db8::2/64
+        """)
+    inst = conv.data["vrrpd"]["instance"]
+    assert "X6" not in inst
+    l6 = inst["L6"]
+    assert l6["version"] == 3 and l6["virtual_addresses"] == ["fe80::1/64", "2001:db8::1/64"]
+    assert l6["advert_interval"] == 40.95 and l6["accept_mode"] is True and l6["garp_refresh"] == 30
+    n, d = whys(conv.notes), whys(conv.dropped)
+    assert "VRRPv3 (version = 3)" in n and "link-local address is written first" in n and "at most 40.95 s" in n
+    assert "an IPv4 address in an IPv6 instance" in d and "group X6: an IPv6 instance needs a link-local" in d
+    assert conv.check_problems == []

@@ -959,3 +959,42 @@ def test_one_packet_one_count_address_list_and_interval():
     acts = vr.receive(advert(200, addresses=(VIP2,), advert_interval=3), 2.0)
     assert norm(acts) == [("Dropped", Reason.INTERVAL)]
     assert delta(before, vr) == {"interval_errors": 1}
+
+
+def test_garp_refresh_while_master():
+    """garp_refresh (keepalived's garp_master_refresh): one announcement per address every
+    N seconds while master, besides the burst and its repeat; stops on leaving master."""
+    vr = master(100, garp_repeat_delay=0.0, garp_refresh=2.5)
+    t0 = 3.609375
+    assert vr.garp_refresh_at == t0 + 2.5
+    assert vr.handle_timer(t0 + 1) == [SendAdvert(100)]
+    assert vr.handle_timer(t0 + 2) == [SendAdvert(100)]
+    assert vr.next_deadline() == t0 + 2.5
+    assert vr.handle_timer(t0 + 2.5) == [SendGarp(1)]
+    assert vr.garp_refresh_at == t0 + 5.0
+    assert vr.handle_timer(t0 + 5) == [SendAdvert(100), SendGarp(1)]
+    vr.receive(advert(200), t0 + 5.5)  # a higher priority: backup
+    assert vr.state == BACKUP and vr.garp_refresh_at is None
+
+
+def test_garp_refresh_off_by_default():
+    vr = master(100)
+    assert vr.garp_refresh_at is None
+    assert all(SendGarp(1) not in vr.handle_timer(3.609375 + k) for k in range(1, 12))
+
+
+def test_advert_cadence_survives_a_late_driver():
+    """Each advert is due one interval after the previous one was *due*: a driver that
+    runs 3 ms late every time still sends 100 adverts/s at 0.01 s, and one that is more
+    than an interval late starts afresh rather than sending a burst."""
+    vr = router(100, version=3, advert_interval=0.01, virtual_addresses=(A("10.0.0.1"),))
+    vr.start(0.0)
+    vr.handle_timer(vr.master_down_at)
+    assert vr.state == MASTER
+    due = vr.adver_at
+    for _ in range(100):
+        assert vr.handle_timer(due + 0.003) == [SendAdvert(100)]
+        assert vr.adver_at == pytest.approx(due + 0.01)
+        due = vr.adver_at
+    vr.handle_timer(due + 0.025)  # 2.5 intervals late
+    assert vr.adver_at == pytest.approx(due + 0.035)

@@ -470,3 +470,17 @@ def test_vmac():
     assert P.mac_str(vmac(16)) == "00:00:5e:00:01:10"
     assert P.mac_bytes("00:00:5e:00:01:10") == vmac(16)
     assert P.mac_bytes(P.mac_str(bytes(range(6)))) == bytes(range(6))
+
+
+def test_with_ipv4_ident_equals_a_fresh_build():
+    """The cached advert frame with another IP ID is exactly the frame built with it (the
+    header checksum updated incrementally), for v2 and v3, for every ID."""
+    from vrrpd.codec import codec_for
+    from vrrpd.packet import with_ipv4_ident
+    from vrrpd.packet_v3 import AdvertV3
+    src, mac = ipaddress.IPv4Address("10.0.0.2"), bytes.fromhex("00005e000107")
+    for codec, adv in ((codec_for(2), Advert(7, 100, (ipaddress.IPv4Address("10.0.0.100"),), 1)),
+                       (codec_for(3, 4), AdvertV3(7, 100, (ipaddress.IPv4Address("10.0.0.100"),), 5))):
+        base = codec.build_frame(adv, src, mac, 0)
+        for ident in (0, 1, 2, 0x1234, 0x7FFF, 0xFFFE, 0xFFFF, 0x10000 + 5):
+            assert with_ipv4_ident(base, ident) == codec.build_frame(adv, src, mac, ident & 0xFFFF), ident
