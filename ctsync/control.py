@@ -103,11 +103,13 @@ async def _flush_uplink(server: "ControlServer", req: dict) -> dict:
     from ctnetlink.socket import CtSocket
 
     try:
+        if not isinstance(req.get("address"), str):  # ipaddress takes an int (and a bool) too
+            raise TypeError
         address = ipaddress.IPv4Address(req.get("address"))
     except (ValueError, TypeError):
         return {"ok": False, "error": f"flush-uplink: address must be an IPv4 address, got {req.get('address')!r}"}
     proto, dport = req.get("proto"), req.get("dport")
-    if proto is not None and proto not in PROTOS:
+    if proto is not None and (not isinstance(proto, str) or proto not in PROTOS):  # a list is unhashable
         return {"ok": False, "error": f"flush-uplink: proto must be one of {', '.join(PROTOS)}, got {proto!r}"}
     if dport is not None and (proto not in ("tcp", "udp") or isinstance(dport, bool) or not isinstance(dport, int)
                               or not 1 <= dport <= 65535):

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import trio
 import trio.testing
-from hypothesis import HealthCheck, given, settings
+from hypothesis import example, HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ctnetlink import socket as ct_socket
@@ -178,6 +178,9 @@ def requests(draw):
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(name=st.sampled_from(sorted(SERVERS)), data=requests(), root=st.booleans())
+# found by this test: a list as flush-uplink's proto was looked up in a dict (TypeError)
+@example(name="ctsync", data=b'{"cmd": "flush-uplink", "address": false, "proto": []}\n', root=True)
+@example(name="ctsync", data=b'{"cmd": "flush-uplink", "address": "198.51.100.2", "proto": {}}\n', root=True)
 def test_requests_with_values_of_any_type(name, data, root):
     cls, daemon, _ = SERVERS[name]
     server = cls(daemon(), "/nonexistent/fuzz.sock")
