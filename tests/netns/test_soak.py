@@ -10,7 +10,8 @@ killed; at the end, each daemon's RSS and file descriptors within bounds.
 - ``test_soak_short`` (the default run): every kind of fault once, in about 60 s (under 80 s with the set-up).
 - ``test_soak`` (``slow``): 10 minutes, a fault every 20-40 s.
 
-``HAPAIR_SOAK_SEED`` sets the seed (default: a random one, printed, and in the report);
+``HAPAIR_SOAK_SEED`` sets the seed (default: a fixed one for the short form, a random one for
+the long form; printed, and in the report);
 ``HAPAIR_SOAK_DURATION`` the seconds of faults of either form. The report is printed and
 written to the lab's work directory (``HALAB_KEEP=1`` keeps it) and, with
 ``HAPAIR_SOAK_REPORT=FILE``, copied there.
@@ -31,6 +32,10 @@ from halab.soak import Soak, SoakConfig, format_report
 pytestmark = pytest.mark.netns
 
 SEED = int(os.environ.get("HAPAIR_SOAK_SEED") or random.SystemRandom().randrange(1 << 32))
+# The default run's short form repeats one seed (unless HAPAIR_SOAK_SEED is set): the one that
+# found the master's vrrpd killed and restarted under a running ctsync losing every TCP
+# connection at the failback (its first fault); a random order belongs to the long form.
+SHORT_SEED = int(os.environ.get("HAPAIR_SOAK_SEED") or 1448642819)
 DURATION = float(os.environ["HAPAIR_SOAK_DURATION"]) if os.environ.get("HAPAIR_SOAK_DURATION") else None
 SHORT = DURATION or 80.0
 LONG = DURATION or 600.0
@@ -63,7 +68,7 @@ def check(rep: dict, min_faults: int) -> None:
 def test_soak_short(lab):
     # Every kind once, in the seed's order, a fault every 8-12 s (or 2 s after the last one
     # settled): about 60 s of faults.
-    cfg = SoakConfig(duration=SHORT, seed=SEED, interval=(8.0, 12.0), distinct=True, max_faults=len(KINDS))
+    cfg = SoakConfig(duration=SHORT, seed=SHORT_SEED, interval=(8.0, 12.0), distinct=True, max_faults=len(KINDS))
     rep = soak(lab, cfg)
     check(rep, min_faults=len(KINDS) if DURATION is None else 1)
     assert len(rep["faults_applied"]) == rep["faults_total"], "the short form covers different kinds"
