@@ -26,7 +26,7 @@ import random
 import re
 import time
 
-from halab import Lab
+from halab import Lab, wait_for
 from halab.ctsync import start_ctsync
 from halab.hapair import build_hapair
 from halab.traffic import collect, start_tcp, start_udp
@@ -80,10 +80,10 @@ def slow_race_run(variant: str, ruleset: str, entries: int, conns: int, budget: 
             _, _, failed = create_in_kernel(p.r1, lan_udp_flows(entries))
             if failed:
                 raise RuntimeError(f"{failed} of {entries} entries not created in r1")
-            _wait(lambda: replica() >= entries, 120, "the table replicated to r2")
+            wait_for(lambda: replica() >= entries, 120, 0.2, "the table replicated to r2")
             tcp = start_tcp(p, conns=conns, interval=interval, duration=phase, tag="tcp-race")
             udp = start_udp(p, duration=phase, interval=interval, tag="udp-race")
-            _wait(lambda: replica() >= entries + conns + 1, 20, "the race's flows replicated")
+            wait_for(lambda: replica() >= entries + conns + 1, 20, 0.2, "the race's flows replicated")
             out["replicated_before_failure"] = replica()
             time.sleep(0.5 + rng.random())
             c0 = read_counters(p.r2)
@@ -103,14 +103,6 @@ def slow_race_run(variant: str, ruleset: str, entries: int, conns: int, budget: 
             out["failover"] = figures(tr, ur, conns)
             out["failover"]["router"] = delta(c0, read_counters(p.r2))
     return out
-
-
-def _wait(cond, timeout: float, what: str) -> None:
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout:
-            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def slow_race_table(res: dict) -> str:
