@@ -43,6 +43,12 @@ def probe(st: dict, name: str) -> dict:
     return next(p for p in st["probes"] if p["name"] == name)
 
 
+def routed_to(st: dict, uplink: str) -> bool:
+    """The selector chose ``uplink`` and the switch to it is done (the default route is
+    set after the choice, by another task: "active" alone may be a few ms ahead)."""
+    return st["active"] == uplink and (st.get("last_switch") or {}).get("new") == uplink
+
+
 def wait_uplinks(d, pred, what, timeout=15.0) -> dict:
     def check():
         try:
@@ -69,7 +75,7 @@ def test_pinned_probe_reports_down_where_a_naive_probe_says_up_and_the_route_swi
     r1 = dw.r1
     udp = start_udp(dw, duration=22, interval=0.05)  # the "SIP" flow, c:5060 -> net:5060
     d = start_router_vrrpd(dw, flush={"proto": "udp", "dport": 5060})
-    st = wait_uplinks(d, lambda s: s["active"] == "ISP1", "ISP1 chosen")
+    st = wait_uplinks(d, lambda s: routed_to(s, "ISP1"), "ISP1 chosen and routed")
     assert st["switches"] == 1 and dw.default_route(r1) == "wan1"
     assert all(p["state"] == "up" for p in st["probes"])
     assert any(f"reply dst={dw.uplink_addr['isp1']}" in ln or f"dst={dw.uplink_addr['isp1']}" in ln
@@ -78,7 +84,7 @@ def test_pinned_probe_reports_down_where_a_naive_probe_says_up_and_the_route_swi
     # ISP1 loses the internet; the router's own link to ISP1 stays up.
     t_kill = time.time()
     dw.kill_far_side("isp1")
-    st = wait_uplinks(d, lambda s: s["active"] == "ISP2", "switch to ISP2")
+    st = wait_uplinks(d, lambda s: routed_to(s, "ISP2"), "switch to ISP2")
     assert r1.link_up("wan1"), "the router's link stays up: only a probe through ISP1 can tell"
     assert dw.default_route(r1) == "wan2"
     assert probe(st, "ISP1")["state"] == "down" and probe(st, "ISP2")["state"] == "up"
@@ -104,7 +110,7 @@ def test_pinned_probe_reports_down_where_a_naive_probe_says_up_and_the_route_swi
     # ISP1 comes back: exactly one switch back, and it stays.
     drops_isp1 = dw.bcp38_drops("isp1")
     dw.restore_far_side("isp1")
-    st = wait_uplinks(d, lambda s: s["active"] == "ISP1", "switch back to ISP1")
+    st = wait_uplinks(d, lambda s: routed_to(s, "ISP1"), "switch back to ISP1")
     assert dw.default_route(r1) == "wan1"
     time.sleep(8 * INTERVAL)
     st = uplinks(d)
