@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -21,7 +20,8 @@ import trio
 from ctsync.control import ControlServer as CtsyncControl
 from hacommon.control import Peer
 from vrrpd.control import ControlServer as VrrpdControl
-from vrrpd.publisher import Publisher
+
+from .test_control_input import FakeVrrpd as InputFakeVrrpd
 
 SETPRIV = shutil.which("setpriv")
 PYTHON = "/usr/bin/python3"  # readable by nobody (this venv's interpreter may live under /root)
@@ -78,22 +78,7 @@ class FakeCtsync:
         return CollectorRegistry()  # (the real one renders ctsync's whole status)
 
 
-class FakeVrrpd:
-    def __init__(self):
-        self.cfg = SimpleNamespace(path="r1.toml")
-        self.started_at = time.time()
-        self.publisher = Publisher(lambda member, cmd: None, lambda hook: None)
-        self.demotions = {}
-        self.uplinkd = None
-
-    def status(self):
-        return []
-
-    def metrics_registry(self):
-        from vrrpd.metrics import registry_for
-
-        return registry_for(self)
-
+class FakeVrrpd(InputFakeVrrpd):
     def set_demotion(self, key, demotion):
         if demotion is not None:
             self.demotions[key] = demotion  # kept: the test asks whether one was ever set
