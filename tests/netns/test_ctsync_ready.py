@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from ctsync import wire
 from halab import wait_for
 from halab.ctsync import start_ctsync
 from halab.hapair import build_hapair
@@ -26,9 +27,17 @@ pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
 
 CONNS = 10
 WEIGHT = 150
-# r2 -> r1 sync datagrams larger than this are dropped: heartbeats, acks and NACKs (about
-# 120 bytes) pass, datagrams carrying conntrack entries do not.
-BIG = 220
+# r2 -> r1 sync datagrams larger than this (IP length) are dropped: heartbeats (121
+# bytes), bare acks (112), RESYNC_BEGIN/END (123) and DESTROYs (131) pass; a datagram
+# with even one ENTRY does not (an IPv4 entry's compact form is at least 25 bytes: 140
+# and more). At 220, datagrams of up to three entries passed, and CI once saw r1's table
+# completed by such small updates before the test had looked at the demotion.
+BIG = 135
+_IP_UDP = 28
+_TLV = 3
+assert _IP_UDP + wire.overhead() + _TLV + 6 <= BIG  # a heartbeat passes
+assert _IP_UDP + wire.overhead() + _TLV + 16 <= BIG  # a DESTROY (IPv4 key) passes
+assert _IP_UDP + wire.overhead() + _TLV + 25 > BIG  # the smallest IPv4 ENTRY does not
 
 
 def _adverts(cap, src: str) -> list[int]:

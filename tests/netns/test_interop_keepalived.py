@@ -235,15 +235,15 @@ def test_auth_mismatch_dual_master_explained_by_counters(pair, vrrpd_password, c
     assert pair.r1.has_addr("eth0", VIP)
     assert f"{VIP}/24" in pair.r2.ipv4_addrs(VMAC_IF)
     assert d.state("V") == "master" and k.alive()
-    # ...and vrrpd's counters say why: every keepalived advert was refused, before
-    # and after the takeover.  (Not exactly one per second: observed on the wire,
-    # keepalived 2.2.7 as master sends its next advert one interval after the
-    # advert of vrrpd's that it rejected, not on its own schedule, so one of its
-    # intervals stretches to up to 2 s when vrrpd starts advertising.)
+    # ...and vrrpd's counters say why: every keepalived advert was refused.  Only the
+    # ones before the takeover are certain: keepalived 2.2.7 as master restarts its
+    # advert timer at each advert it refuses, so once vrrpd advertises every second
+    # it sends at most one more advert and then none (observed: no advert from
+    # keepalived for 4 s and more while both are master; CI caught the one late
+    # advert landing before `at_master` was read).
     c = d.counters("V")
     assert c["adverts_rx"] == 0
     assert at_master[counter] >= 3, at_master
-    assert c[counter] > at_master[counter], c
     assert set(no_errors(c)) == {counter}
     assert counter in d.proc.read_log()
     # keepalived refuses vrrpd's adverts too (it stays master despite them).
