@@ -1,14 +1,13 @@
 """Command lines: `ctsync` (the daemon) and `ctsyncctl`.
 
-Kept lean: `ctsyncctl status` and `commit` import argparse, json and socket
-(hacommon.client), never trio, ctnetlink or the replicator; the daemon side is imported
+Kept lean: `ctsyncctl status` and `commit` import socket and _json (hacommon.client):
+not argparse (hacommon.client.quick_args takes the common command lines), not the json
+package, never trio, ctnetlink or the replicator; the daemon side is imported
 only by `ctsync` itself (see vrrpd/cli.py; docs/benchmarks.md, "CLI start-up").
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 
@@ -73,8 +72,12 @@ def _push_line(p: dict) -> str:
     return f"table push      {p['id']} under way ({p['reason']}): {p['sent']} of {p['dumped']} entries sent{more}"
 
 
-def ctsyncctl_main(argv: list[str] | None = None) -> int:
-    from hacommon.client import SocketPathError, request, socket_from_file
+#: the command lines hacommon.client.quick_args takes without argparse: command -> (flags, positional)
+QUICK = {"status": (("--json",), None), "commit": ((), None), "metrics": ((), None)}
+
+
+def ctsyncctl_parser():
+    import argparse
 
     ap = argparse.ArgumentParser(prog="ctsyncctl", description="query and drive a running ctsync")
     ap.add_argument("-s", "--socket", help=f"control socket (default {DEFAULT_CONTROL_SOCKET} or $CTSYNCCTL_SOCKET)")
@@ -95,7 +98,15 @@ def ctsyncctl_main(argv: list[str] | None = None) -> int:
     fu.add_argument("address", help="the uplink's NAT address, e.g. $UPLINK_OLD_ADDRESS")
     fu.add_argument("--proto", choices=("tcp", "udp", "icmp"), help="only this protocol")
     fu.add_argument("--dport", type=int, help="only this original destination port (with --proto tcp or udp)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def ctsyncctl_main(argv: list[str] | None = None) -> int:
+    from hacommon.client import SocketPathError, quick_args, request, socket_from_file
+
+    if argv is None:
+        argv = sys.argv[1:]
+    args = quick_args(argv, QUICK) or ctsyncctl_parser().parse_args(argv)
     if args.cmd == "decode":
         return _decode(args)
     try:
@@ -115,7 +126,12 @@ def ctsyncctl_main(argv: list[str] | None = None) -> int:
         print(f"ctsyncctl: {reply.get('error', 'no answer')}", file=sys.stderr)
         return 1
     if args.cmd == "status":
-        print(json.dumps(reply["status"], indent=2) if args.json else _text_status(reply["status"]), end="" if not args.json else "\n")
+        if args.json:
+            import json
+
+            print(json.dumps(reply["status"], indent=2))
+        else:
+            print(_text_status(reply["status"]), end="")
     elif args.cmd == "metrics":
         sys.stdout.write(reply["text"])
     elif args.cmd == "commit":
@@ -130,6 +146,8 @@ def ctsyncctl_main(argv: list[str] | None = None) -> int:
         for flow in f["flows"]:
             print(f"  {flow}")
     elif args.cmd == "dump":
+        import json
+
         for e in reply["entries"]:
             print(json.dumps(e))
     return 0

@@ -1,15 +1,14 @@
 """Command lines: `vrrpd` (the daemon) and `vrrpctl` (status, events, metrics, capture).
 
-Kept lean: `vrrpctl status` imports argparse, json and socket (hacommon.client) and, for
-the text view, vrrpd.status; never trio or the protocol cores. The daemon side
+Kept lean: `vrrpctl status` imports socket and _json (hacommon.client) and, for the text
+view, vrrpd.status_text; not argparse (hacommon.client.quick_args takes the common
+command lines), not the json package, never trio or the protocol cores. The daemon side
 (hacommon.entry, vrrpd.config, vrrpd.daemon) is imported only by `vrrpd` itself. The
 benchmark's "CLI start-up" row measures it (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 
@@ -77,8 +76,12 @@ def _capture(path: str, args) -> int:
     return 0  # not reached
 
 
-def vrrpctl_main(argv: list[str] | None = None) -> int:
-    from hacommon.client import SocketPathError, request, stream
+#: the command lines hacommon.client.quick_args takes without argparse: command -> (flags, positional)
+QUICK = {"status": (("--json",), "instance"), "metrics": ((), None)}
+
+
+def vrrpctl_parser():
+    import argparse
 
     ap = argparse.ArgumentParser(prog="vrrpctl", description="query a running vrrpd")
     ap.add_argument("-s", "--socket", help=f"control socket (default {DEFAULT_CONTROL_SOCKET} or $VRRPCTL_SOCKET)")
@@ -95,12 +98,22 @@ def vrrpctl_main(argv: list[str] | None = None) -> int:
     cap.add_argument("instance", help="instance name (its interface is read from vrrpd's status)")
     cap.add_argument("-w", "--write", metavar="FILE", help="write a pcap file instead of printing")
     cap.add_argument("--count", type=int, metavar="N", help="stop after N packets")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def vrrpctl_main(argv: list[str] | None = None) -> int:
+    from hacommon.client import SocketPathError, quick_args, request, stream
+
+    if argv is None:
+        argv = sys.argv[1:]
+    args = quick_args(argv, QUICK) or vrrpctl_parser().parse_args(argv)
     try:
         path = _socket_path(args)
         if args.cmd == "capture":
             return _capture(path, args)
         if args.cmd == "events":
+            import json
+
             for event in stream(path, "events", **({"uplinks": True} if args.uplinks else {})):
                 print(json.dumps(event), flush=True)
             return 0
@@ -126,6 +139,8 @@ def vrrpctl_main(argv: list[str] | None = None) -> int:
             print(f"vrrpctl: no instance named {args.instance}", file=sys.stderr)
             return 1
     if args.json:
+        import json
+
         out = {"daemon": reply["daemon"], "instances": instances}
         if "uplinks" in reply:
             out["uplinks"] = reply["uplinks"]
