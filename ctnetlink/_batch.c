@@ -35,7 +35,7 @@
 #include <sys/socket.h>
 
 /* Bumped when the functions' shapes change: ctnetlink/batch.py refuses a stale build. */
-#define API_VERSION 3
+#define API_VERSION 4
 
 /* ---- ABI numbers (ctnetlink/constants.py) --------------------------------------------- */
 #define AF_INET_ 2
@@ -1334,11 +1334,74 @@ out:
     return result;
 }
 
+PyDoc_STRVAR(accept_doc,
+"accept(body) -> (key, timeout, message)\n\n"
+"expand(body), refused (CodecError) unless the message is one a backup may keep and commit:\n"
+"what ctnetlink.check.check_commit_body accepts, under the key it expands from (see\n"
+"ctnetlink.batch_python.accept, the reference).");
+
+/* check.HELP_NAME_MAX: NF_CT_HELPER_NAME_LEN - 1 */
+#define HELP_NAME_MAX 15
+
+/* expand() and what ctnetlink.check refuses of its message. make_commit writes the framing,
+ * the headers and every attribute in the commit form by construction, so of check's rules
+ * only those on values the compact form carries can fail, in check's order: the helper
+ * name (1 to 15 printable ASCII characters: "attribute"), then the status (CONFIRMED and
+ * none of COMMIT_STATUS_STRIP: "status"). Then the key the message commits must be the key
+ * it came under ("bad_entry"): a key with ports for a protocol that has none expands to
+ * another entry's message. The differential tests hold this to the reference. */
+static PyObject *batch_accept(PyObject *module, PyObject *arg)
+{
+    PyObject *expanded, *again, *result = NULL;
+    if (!(expanded = batch_expand(module, arg)))
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(expanded);
+        return NULL;
+    }
+    commit_t c;
+    Py_ssize_t klen = 0;
+    char detail[96];
+    int printable = 1;
+    (void)parse_compact(view.buf, view.len, &c, &klen);  /* it parsed once already in expand */
+    for (Py_ssize_t i = 0; i < c.helper_len; i++)  /* c.helper points into the view */
+        if (c.helper[i] < 0x21 || c.helper[i] >= 0x7F)
+            printable = 0;
+    PyBuffer_Release(&view);
+    if (!printable || c.helper_len > HELP_NAME_MAX) {
+        codec_error("attribute", "help: the helper name is not 1 to 15 printable characters");
+        goto out;
+    }
+    if (!(c.status & IPS_CONFIRMED) || (c.status & COMMIT_STATUS_STRIP)) {
+        snprintf(detail, sizeof detail, "status %#x: needs CONFIRMED, none of %#x", (unsigned)c.status,
+                 (unsigned)COMMIT_STATUS_STRIP);
+        codec_error("status", detail);
+        goto out;
+    }
+    if (!(again = batch_key_and_timeout(module, PyTuple_GET_ITEM(expanded, 2))))
+        goto out;
+    int same = PyObject_RichCompareBool(PyTuple_GET_ITEM(again, 0), PyTuple_GET_ITEM(expanded, 0), Py_EQ);
+    Py_DECREF(again);
+    if (same < 0)
+        goto out;
+    if (!same) {
+        codec_error("bad_entry", "the key is not the key of the entry it expands to");
+        goto out;
+    }
+    Py_INCREF(expanded);
+    result = expanded;
+out:
+    Py_DECREF(expanded);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"events", (PyCFunction)(void (*)(void))batch_events, METH_VARARGS | METH_KEYWORDS, events_doc},
     {"recv_events", (PyCFunction)(void (*)(void))batch_recv_events, METH_VARARGS | METH_KEYWORDS, recv_events_doc},
     {"key_and_timeout", batch_key_and_timeout, METH_O, key_and_timeout_doc},
     {"expand", batch_expand, METH_O, expand_doc},
+    {"accept", batch_accept, METH_O, accept_doc},
     {NULL, NULL, 0, NULL},
 };
 

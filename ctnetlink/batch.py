@@ -5,7 +5,9 @@
     # or straight from a socket, every datagram queued (recvmmsg in C):
     records, skipped, filtered, errors, n_other, datagrams, overrun, empty = recv_events(sock, 256, filt, own_portids)
     for kind, portid, key, body in records: ...   # body: the compact form, what the sync link carries
-    key, timeout, message = expand(body)          # a backup, per replicated entry: message commits it
+    key, timeout, message = expand(body)          # a compact form back into its commit message
+    key, timeout, message = accept(body)          # a backup, per replicated entry: expand, refused (CodecError)
+                                                  # unless the message may be kept and committed
 
 Two implementations with the same functions and the same results: the C extension
 ``ctnetlink._batch`` (``ctnetlink/_batch.c``, built by the package's own build) and the
@@ -27,12 +29,12 @@ import os
 
 from . import batch_python
 
-__all__ = ["IMPLEMENTATION", "C_UNAVAILABLE", "Filter", "events", "recv_events", "expand", "key_and_timeout",
+__all__ = ["IMPLEMENTATION", "C_UNAVAILABLE", "Filter", "events", "recv_events", "expand", "accept", "key_and_timeout",
            "KIND_NEW", "KIND_UPDATE", "KIND_DESTROY", "ENV", "load_c"]
 
 ENV = "HAPAIR_CODEC"
 #: the API of ctnetlink/_batch.c this module was written for (its API_VERSION)
-C_API_VERSION = 3
+C_API_VERSION = 4
 
 KIND_NEW, KIND_UPDATE, KIND_DESTROY = batch_python.KIND_NEW, batch_python.KIND_UPDATE, batch_python.KIND_DESTROY
 
@@ -72,3 +74,4 @@ events = _impl.events
 recv_events = _impl.recv_events
 key_and_timeout = _impl.key_and_timeout
 expand = _impl.expand
+accept = _impl.accept

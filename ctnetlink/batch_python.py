@@ -17,6 +17,7 @@ import operator
 import socket
 from typing import Iterable
 
+from .check import check_commit_body
 from .compact import compact_of, expand
 from .constants import CT_DELETE, CT_NEW, NLM_F_CREATE
 from .decode import key_and_timeout, parse_message
@@ -158,3 +159,19 @@ def recv_events(sock, max_datagrams: int = 256, filt: Filter | None = None, skip
         errors += errs
         other += len(oth)
     return records, skipped, filtered, errors, other, got, overrun, empty
+
+
+def accept(body) -> tuple[bytes, int, bytes]:
+    """``(key, timeout, commit message)`` of an ENTRY body from the peer, or CodecError.
+
+    The body is the compact form, expanded once into the commit message that is kept: the
+    commit then only sends it, to the kernel, as it is. So whatever the peer wrote, the
+    message must be exactly one commit-form CT_NEW (check_commit_body: no status the
+    commit strips, no helper name the kernel refuses, ...), and the key it is kept under
+    must be the key of the entry it commits (a key with ports for a protocol that has none
+    would expand to another entry's message: kept twice, never destroyed)."""
+    key, timeout, message = expand(body)
+    check_commit_body(message)
+    if key_and_timeout(message)[0] != key:
+        raise CodecError("bad_entry", "the key is not the key of the entry it expands to")
+    return key, timeout, message

@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from ctnetlink import batch
-from ctnetlink.codec import CodecError, Tuple, check_commit_body
+from ctnetlink.codec import CodecError, Tuple
 from ctnetlink.key import tuple_from_key
 
 from .cache import ExternalCache
@@ -183,20 +183,11 @@ STRATEGIES = {Mode.COMMIT: CommitMode(), Mode.INJECT: InjectMode()}
 expand = batch.expand
 
 
-def accept_entry(body: bytes) -> tuple[bytes, int, bytes]:
-    """``(key, timeout, commit message)`` of an ENTRY body from the peer, or CodecError.
-
-    The body is the compact form (ctnetlink.compact), expanded once into the commit message
-    that is kept: the commit then only sends it, to the kernel, as it is. So whatever the
-    peer wrote, the message must be exactly one commit-form CT_NEW (check_commit_body: no
-    status the commit strips, no helper name the kernel refuses, ...), and the key it is
-    kept under must be the key of the entry it commits (a key with ports for a protocol
-    that has none would expand to another entry's message: kept twice, never destroyed)."""
-    key, timeout, message = expand(body)
-    check_commit_body(message)
-    if batch.key_and_timeout(message)[0] != key:
-        raise CodecError("bad_entry", "the key is not the key of the entry it expands to")
-    return key, timeout, message
+#: ``(key, timeout, commit message)`` of an ENTRY body from the peer, or CodecError: the
+#: compact form expanded once into the commit message that is kept (the commit then sends it
+#: as it is), refused unless it is exactly one commit-form CT_NEW under the key it came with
+#: (ctnetlink.batch_python.accept says why each rule; the C codec does it in one call)
+accept_entry = batch.accept
 
 
 def _filter_of(cfg: CtsyncConfig):

@@ -110,6 +110,16 @@ def expand_both(body):
     want = outcome(P, "expand", body)
     if CX is not None:
         assert outcome(CX, "expand", body) == want
+    accept_both(body)
+    return want
+
+
+def accept_both(body):
+    """accept() of both: the same result or reason, and the reference's result is what
+    expand gives, its refusals exactly check_commit_body's and the key check's."""
+    want = outcome(P, "accept", body)
+    if CX is not None:
+        assert outcome(CX, "accept", body) == want
     return want
 
 
@@ -421,6 +431,43 @@ def test_expand_agrees_on_arbitrary_bytes(body):
     expand_both(bytes([C.AF_INET, 6]) + body)
 
 
+def test_accept_refuses_what_cannot_be_committed():
+    """Compact forms that expand but whose message check_commit_body refuses, or that come
+    under another entry's key: the same reason from both, and from the reference the
+    reasons of check_commit_body and of the key check."""
+    from ctnetlink.compact import pack
+    from ctnetlink.encode import commit_fields
+
+    e = Entry(Tuple(V4, 6, A("10.0.0.1"), A("10.0.0.2"), 1, 2), Tuple(V4, 6, A("10.0.0.2"), A("10.0.0.1"), 2, 1),
+              C.IPS_CONFIRMED, 5, helper="ftp")
+    good = commit_fields(e)
+    assert accept_both(pack(good))[0] == entry_key(e)
+    cases = {
+        "attribute": [pack(good._replace(helper=h)) for h in ("a" * 16, "a b", "tab\t", "x\x7f", "nul\0x")],
+        "status": [pack(good._replace(status=st)) for st in (0, C.IPS_SEEN_REPLY, C.IPS_CONFIRMED | C.IPS_DYING,
+                                                              C.IPS_CONFIRMED | C.IPS_TEMPLATE)],
+    }
+    esp = Entry(Tuple(V4, 50, A("10.0.0.1"), A("10.0.0.2")), Tuple(V4, 50, A("10.0.0.2"), A("10.0.0.1")), C.IPS_CONFIRMED, 5)
+    raw = bytearray(compact_of(esp))
+    raw[12:16] = b"\x00\x01\x00\x02"  # ports in the key of ESP, a protocol without ports
+    cases["bad_entry"] = [bytes(raw)]
+    for reason, bodies in cases.items():
+        for body in bodies:
+            assert outcome(P, "expand", body)[0] != "CodecError", body  # it expands...
+            assert accept_both(body) == ("CodecError", reason), body  # ...and is refused
+    assert accept_both(pack(good._replace(helper="a" * 15)))[0] == entry_key(e)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(entries(), st.integers(0, 0xFFFFFFFF), st.text(st.characters(max_codepoint=127), min_size=1, max_size=20))
+def test_accept_agrees_on_any_status_and_helper(e, status, helper):
+    from ctnetlink.compact import pack
+    from ctnetlink.encode import commit_fields
+
+    accept_both(pack(commit_fields(e)._replace(status=status, helper=helper)))
+    accept_both(pack(commit_fields(e)._replace(status=status)))
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(entries())
 def test_key_and_timeout_agree_on_commit_messages(e):
@@ -581,6 +628,13 @@ def _leak_corpus() -> list[tuple]:
              (CX.expand, (None,)), (CX.expand, ("str",))]
     for cut in range(0, len(compact6), 3):
         calls.append((CX.expand, (compact6[:cut],)))
+    from ctnetlink.compact import pack
+    from ctnetlink.encode import commit_fields
+
+    f4 = commit_fields(e4)
+    calls += [(CX.accept, (compact4,)), (CX.accept, (bytearray(compact6),)), (CX.accept, (compact4[:30],)),
+              (CX.accept, (None,)), (CX.accept, (pack(f4._replace(helper="a b")),)),
+              (CX.accept, (pack(f4._replace(status=0)),)), (CX.accept, (pack(f4._replace(helper="x" * 20)),))]
     calls += [(CX.events, (good, fc, {4242})), (CX.events, (good, None, None)), (CX.events, (good[:-3], fc, None)),
              (CX.events, (good[:100] + good, fc, {9})), (CX.events, (non_ascii, None, None)),
              (CX.events, (bytearray(good), fc, frozenset())), (CX.key_and_timeout, (commit,)),
