@@ -72,7 +72,8 @@ class Plan:
         self.slow_race_rulesets = ("strict",) if quick else ("strict", "permissive")
         self.slow_race_variants = (("keepalived + conntrackd", "vrrpd + ctsync, late commit, parking") if quick
                                    else tuple(parking_race.VARIANTS))
-        self.entries = (2000,) if quick else (10000, 50000, 100000)
+        # figures 4-6: table sizes (200k only in the full run: ~1 min per run and stack)
+        self.entries = (2000,) if quick else (10000, 50000, 100000, 200000)
         self.scale_counts = (20,) if quick else (1, 50, 200)
         self.window, self.settle = (3.0, 1.0) if quick else (15.0, 12.0)
         # Figure 7 with VRRPv3's fast adverts too; shorter windows (hundreds of adverts
@@ -225,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--md", help=f"Markdown file (default: the results section of {os.path.relpath(DEFAULT_MD, HERE)})")
     ap.add_argument("--budget", type=float, help="overall time budget in seconds (default 600 quick, 2700 full)")
     ap.add_argument("--seed", type=int, default=None, help="seed of the random failure phase")
+    ap.add_argument("--entries", help="figures 4-6: table sizes instead of the plan's (comma-separated, e.g. 200000)")
     ap.add_argument("--render", metavar="JSON", help="only rewrite the Markdown (--md, default the doc's "
                     "results section) from a JSON written by an earlier run; measures nothing")
     ap.add_argument("--machine", default="shared",
@@ -245,6 +247,13 @@ def main(argv: list[str] | None = None) -> int:
             _write_md(args.md or DEFAULT_MD, render_markdown(json.load(f)))
         return 0
     plan = Plan(args.quick, args.runs)
+    if args.entries:
+        try:
+            plan.entries = tuple(int(x) for x in args.entries.split(",") if x.strip())
+        except ValueError:
+            ap.error("--entries takes numbers, e.g. 10000,200000")
+        if not plan.entries or min(plan.entries) < 1:
+            ap.error("--entries: at least one table size, each 1 or more")
     budget = args.budget or plan.budget
     if args.seed is None:
         args.seed = int(time.time())
