@@ -222,8 +222,9 @@ def test_keep_workdir():
 
 
 _CREATOR = """
-import sys, time
+import faulthandler, signal, sys, time
 from halab import Lab
+faulthandler.register(signal.SIGUSR1)  # the test asks for our stack if we do not exit
 mode = sys.argv[1]
 def build(lab):
     br = lab.add_bridge("lan")
@@ -290,7 +291,15 @@ def test_teardown_on_signal(sig, mode):
             time.sleep(1)  # teardown is now waiting for the TERM-ignoring process
             assert proc.poll() is None
             proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        try:
+            _, err = proc.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            # Seen once in a CI run on a loaded machine (SIGHUP, plain): say where it hangs.
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            proc.kill()
+            _, err = proc.communicate(timeout=10)
+            raise AssertionError(f"the creator did not exit within 90 s of signal {sig}; its stack:\n{err}") from None
         assert proc.returncode == -sig, err
         _assert_gone(namespaces, pids, workdir)
     finally:

@@ -145,8 +145,11 @@ def test_v3_ipv6_election_neighbour_advertisements_and_takeover(pair):
     r1.wait_state("V", "master", timeout=10)
     r2.wait_state("V", "backup", timeout=5)
     ll1, ll2 = link_local(pair.r1), link_local(pair.r2)
-    st1, st2 = r1.status()["V"], r2.status()["V"]
-    assert st1["primary_ip"] == ll1 and st2["master_ip"] == ll1
+    # r2 is backup from its start; it knows the master once it has heard an advert (CI
+    # caught the status read before the first one).
+    wait_for(lambda: r2.status()["V"]["master_ip"] == ll1, timeout=5, what="r2 hearing r1's adverts")
+    st1 = r1.status()["V"]
+    assert st1["primary_ip"] == ll1
     assert st1["vmac"] == VMAC6 and pair.r1.link_mac(f"vrrp6.{VRID}.eth0") == VMAC6
     assert not pair.h.ping(VIP6, count=2, timeout=1)  # Accept_Mode off on r1
     # ... but it answers neighbour solicitations: the host knows the VIP at the virtual MAC.
