@@ -56,6 +56,8 @@ log = logging.getLogger("vrrpd")
 ADVERT_ROOM = 1024
 CONTROL_ROOM = 256
 INBOX_SIZE = ADVERT_ROOM + CONTROL_ROOM
+#: how long after its VIPs a released macvlan's link stays up (see _schedule_link_down)
+VMAC_DOWN_DELAY = 0.5
 
 
 # ---- what an instance's inbox carries --------------------------------------------------
@@ -111,6 +113,7 @@ class InstanceDriver:
     addr_lock: trio.Lock = field(default_factory=trio.Lock)
     timer_key: int = field(default_factory=itertools.count().__next__)  # unique, never reused
     last_hold: float | None = None  # seconds the last master transition waited for subscribers
+    late_down: trio.CancelScope | None = None  # the macvlan's link-down after a release, pending
     # Strategies chosen once from the configuration: the advert codec (VRRPv2, or v3 over
     # IPv4 or IPv6) and the announcer (gratuitous ARP, or unsolicited NA for IPv6).
     codec: V2Codec | V3Codec = field(init=False)
@@ -253,6 +256,9 @@ class InstanceDriver:
     async def stop(self) -> list:
         """Leave: priority 0 if master, VIPs and macvlan removed. Returns the hooks to run."""
         self.cancel.cancel()
+        if self.late_down is not None:
+            self.late_down.cancel()  # the link goes with the macvlan below
+            self.late_down = None
         hooks: list = []
         await self.execute(self.machine.shutdown(trio.current_time()), forced=False, hooks=hooks)
         if self.cfg.use_vmac:
@@ -286,6 +292,8 @@ class InstanceDriver:
                 if act.count and nursery is not None:
                     nursery.start_soon(self.garp_burst, act.count)
             elif isinstance(act, Transition):
+                if act.new == State.MASTER and self.late_down is not None:
+                    await self._link_down_now()  # master again before it went down: down until the VIPs
                 held = self.daemon.publisher.transition(self, act, forced, hooks)
             elif isinstance(act, PreparePreempt):
                 waiters = self.daemon.publisher.prepare(self, act.reason)
@@ -363,16 +371,61 @@ class InstanceDriver:
         call, use_vmac = self.daemon.nl.call, self.cfg.use_vmac
         try:
             if add:
+                if self.late_down is not None:  # up again before it went down: it stays up
+                    self.late_down.cancel()
+                    self.late_down = None
                 # noprefixroute on the macvlan: the VIP subnet keeps routing via the parent.
                 await call(nl.add_addresses, self.addr_index, vips, use_vmac)
                 if use_vmac:
                     await call(nl.set_link_state, self.addr_index, True)
             else:
-                if use_vmac:
-                    await call(nl.set_link_state, self.addr_index, False)
+                # The VIPs go at once (no ARP answer, no local delivery from now on); the
+                # macvlan's link-down follows VMAC_DOWN_DELAY later (see _late_link_down).
                 await call(nl.remove_addresses, self.addr_index, vips)
+                if use_vmac:
+                    self._schedule_link_down()
         except Exception as e:  # noqa: BLE001 - the kernel said no; keep running and say so
             log.error("%s: %s virtual addresses failed: %s", self.name, "adding" if add else "removing", e)
+
+    # A macvlan's link-down waits for an RCU grace period with the kernel's global RTNL
+    # lock held: 6-40 ms on the lab's 2-core VM. Released at once, it would hold up every
+    # other address or link change of the box, and in the lab, where both routers share
+    # one kernel, the new master's own VIPs: the failback timeline showed them 40-50 ms
+    # after the preempting advert instead of 5-10. The link only has to be down before this
+    # instance is master again (until its VIPs are added: a frame claimed before the commit
+    # would make a conntrack entry that clashes with the committed one), so it goes down a
+    # little later, or at once if mastership comes back first. Meanwhile, as a backup
+    # without VIPs, the macvlan could only forward a stray frame with the old master's own
+    # conntrack entries, which is what it did a moment before.
+
+    def _schedule_link_down(self) -> None:
+        if self.late_down is not None:
+            self.late_down.cancel()
+        scope = self.late_down = trio.CancelScope()
+        if self.daemon.nursery is not None:
+            self.daemon.nursery.start_soon(self._late_link_down, scope)
+
+    async def _late_link_down(self, scope: trio.CancelScope) -> None:
+        with scope:
+            await trio.sleep(VMAC_DOWN_DELAY)
+            async with self.addr_lock:
+                if self.late_down is scope and self.machine.state != State.MASTER:
+                    await self._set_link(False)
+        if self.late_down is scope:
+            self.late_down = None
+
+    async def _link_down_now(self) -> None:
+        if self.late_down is not None:
+            self.late_down.cancel()
+            self.late_down = None
+        async with self.addr_lock:
+            await self._set_link(False)
+
+    async def _set_link(self, up: bool) -> None:
+        try:
+            await self.daemon.nl.call(nl.set_link_state, self.addr_index, up)
+        except Exception as e:  # noqa: BLE001 - the kernel said no; keep running and say so
+            log.error("%s: bringing %s %s failed: %s", self.name, self.cfg.vmac_ifname, "up" if up else "down", e)
 
     async def garp_burst(self, count: int) -> None:
         sock = self.daemon.tx.get(self.cfg.interface)
