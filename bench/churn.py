@@ -32,8 +32,11 @@ script).  Once r2 is in sync (and a second has passed):
   (younger ones cannot show a longer lag); one of them not at the backup by the last
   sample has a lag beyond any measured ("censored"): a percentile that falls on the
   censored ones is None.
-* **CPU**: utime + stime of each daemon (vrrpd/keepalived, ctsync/conntrackd, master
-  and backup) over the churn, from /proc/PID/stat.
+* **CPU** of each daemon (vrrpd/keepalived, ctsync/conntrackd, master and backup) over
+  the churn: utime + stime from /proc/PID/stat (``cpu_percent``, 1/100 s resolution) and
+  the scheduler's run time of every thread (``sched_cpu_percent``, ns; the table's).  The
+  polls cost the backup's daemon CPU too: ``poll_cost`` measures it on the idle pair
+  before the churn (1 s without polls, 1 s with).
 * **failure**: ``fail_after_s`` after the churn's start, drawn at random in a window
   (2-4 s; the benchmark's seeded generator: ``--seed`` repeats it), the generator is
   stopped (a batch in flight completes, so the flows created before the failure are
@@ -65,7 +68,7 @@ from ctnetlink.socket import CtSocket
 from halab import Lab
 from halab.hapair import CLIENT_IP, SERVER_IP, build_hapair
 
-from .idle import CLK_TCK, cpu_ticks
+from .idle import CLK_TCK, _runtime, cpu_ticks
 from .replication import A, kernel_count, lan_udp_flows
 from .stacks import HaStack, deadline
 
@@ -155,7 +158,7 @@ def lag_stats(created: list[float | None], arrivals: list[float | None], until: 
                 over = last_sample - tc
                 censored_over = over if censored_over is None else min(censored_over, over)
         else:
-            lags.append(ta - tc)
+            lags.append(max(0.0, ta - tc))  # a lower bound can fall before the creation
     lags.sort()
     return {"flows": len(lags) + censored, "censored": censored, "censored_over_s": censored_over,
             "p50_s": percentile(lags, censored, 0.50), "p99_s": percentile(lags, censored, 0.99),
@@ -319,6 +322,32 @@ def _wait_stable(host, timeout: float = 30.0, interval: float = 0.3) -> int:
     raise RuntimeError(f"{host.name}: the conntrack table kept changing for {timeout:.0f} s after the commit")
 
 
+def _sched_s(r0: dict, r1: dict) -> float:
+    """CPU seconds from two schedstat readings (bench.idle._runtime: ns per thread; a
+    thread gone by the second reading is lost, one born since counts from 0)."""
+    return sum(ns - r0.get(k, 0) for k, ns in r1.items()) / 1e9
+
+
+def poll_cost(stack: HaStack, backup, pids: list[int], seconds: float = 1.0) -> dict:
+    """What the 20 ms polls cost the backup's sync daemon: its CPU (schedstat) over
+    ``seconds`` without polls, then over ``seconds`` of polls, on the idle pair
+    before the churn (a status answer costs about the same whatever the load)."""
+    s0 = _runtime(pids)
+    time.sleep(seconds)
+    quiet = _sched_s(s0, _runtime(pids)) / seconds
+    s0, t0 = _runtime(pids), time.monotonic()
+    n, next_poll = 0, t0
+    while time.monotonic() - t0 < seconds:
+        stack.poll_replica(backup)
+        n += 1
+        next_poll = max(next_poll + POLL, time.monotonic())  # after a slow answer: no burst
+        time.sleep(max(0.0, next_poll - time.monotonic()))
+    elapsed = time.monotonic() - t0
+    polled = _sched_s(s0, _runtime(pids)) / elapsed
+    return {"quiet_percent": 100 * quiet, "polled_percent": 100 * polled, "polls": n,
+            "per_poll_ms": 1000 * (polled - quiet) * elapsed / max(n, 1)}
+
+
 def _ticks(pids: list[int]) -> int:
     total = 0
     for p in pids:
@@ -361,10 +390,11 @@ def churn_run(stack: HaStack, rate: int | str, budget: float, window: tuple[floa
             r2_before = kernel_count(p.r2)
             procs = {"sync_master": r1.sync, "sync_backup": r2.sync, "vrrp_master": r1.vrrp, "vrrp_backup": r2.vrrp}
             pids = {k: sorted(pr.group_pids()) for k, pr in procs.items()}
+            out["poll_cost"] = poll_cost(stack, r2, pids["sync_backup"])
             gen = Generator(p.r1, messages[:cap], per_s)
-            samples: list[tuple[float, int]] = []
-            rtts: list[float] = []
+            samples: list[tuple[float, float, int]] = []  # (asked, answered, count)
             cpu0 = {k: _ticks(v) for k, v in pids.items()}
+            sched0 = {k: _runtime(v) for k, v in pids.items()}
             try:
                 gen.start()
                 t_target = gen.t0 + fail_after
@@ -374,14 +404,13 @@ def churn_run(stack: HaStack, rate: int | str, budget: float, window: tuple[floa
                     if t_send >= t_target:
                         break
                     count = stack.poll_replica(r2) - base
-                    t_recv = time.monotonic()
-                    samples.append((t_recv, count))
-                    rtts.append(t_recv - t_send)
-                    next_poll += POLL
+                    samples.append((t_send, time.monotonic(), count))
+                    next_poll = max(next_poll + POLL, time.monotonic())  # after a slow answer: no burst
                     time.sleep(max(0.0, min(next_poll, t_target) - time.monotonic()))
             finally:
                 gen.stop()
             cpu1 = {k: _ticks(v) for k, v in pids.items()}
+            sched1 = {k: _runtime(v) for k, v in pids.items()}
             t_fail, t_fail_epoch = time.monotonic(), time.time()
             p.hard_fail("r1")
             stack.wait_master(p, r2, timeout=20)
@@ -392,9 +421,13 @@ def churn_run(stack: HaStack, rate: int | str, budget: float, window: tuple[floa
             out["counters_backup"] = stack.counters(r2)
     churn_s = t_fail - gen.t0
     created = creation_times(gen.batches, gen.failed)
-    arrivals = arrival_times(samples, len(created))
+    # A flow first counted by sample j arrived after sample j-1 was asked and before
+    # sample j was answered: upper bound (the figure) and lower bound of its lag.
+    arrivals = arrival_times([(t_recv, c) for _a, t_recv, c in samples], len(created))
+    arrivals_lo = arrival_times([(a[0], b[2]) for a, b in zip([(gen.t0, 0, 0)] + samples, samples)], len(created))
     last_end = gen.batches[-1][2] if gen.batches else gen.t0
     spacing = [b[0] - a[0] for a, b in zip(samples, samples[1:])]
+    rtts = [t_recv - t_send for t_send, t_recv, _c in samples]
     out.update({
         "fail_reason": "cap" if gen.capped else "random",
         "churn_s": churn_s,
@@ -405,15 +438,17 @@ def churn_run(stack: HaStack, rate: int | str, budget: float, window: tuple[floa
         "batch_s_max": gen.batch_s_max,
         "batches": len(gen.batches),
         "quiet_before_fail_s": t_fail - last_end,
-        "replicated_at_failure": samples[-1][1] if samples else 0,
+        "replicated_at_failure": samples[-1][2] if samples else 0,
         "buckets": age_buckets(created, survivors, t_fail),
         "survived": len(survivors),
-        "lag": lag_stats(created, arrivals, t_fail - LAG_HORIZON, samples[-1][0] if samples else None),
+        "lag": lag_stats(created, arrivals, t_fail - LAG_HORIZON, samples[-1][1] if samples else None),
+        "lag_lower": lag_stats(created, arrivals_lo, t_fail - LAG_HORIZON, samples[-1][0] if samples else None),
         "poll_samples": len(samples),
         "poll_interval_s": statistics.median(spacing) if spacing else None,
         "poll_rtt_s": {"median": statistics.median(rtts), "max": max(rtts)} if rtts else None,
         "cpu_s": {k: (cpu1[k] - cpu0[k]) / CLK_TCK for k in pids},
         "cpu_percent": {k: 100.0 * (cpu1[k] - cpu0[k]) / CLK_TCK / churn_s for k in pids},
+        "sched_cpu_percent": {k: 100.0 * _sched_s(sched0[k], sched1[k]) / churn_s for k in pids},
         "takeover_s": t_master - t_fail,
         "commit": commit,
         "r2_kernel_before": r2_before,
@@ -471,15 +506,21 @@ def _ms(x) -> str:
     return "-" if x is None else f"{x * 1000:.0f}"
 
 
-def _lag(lag: dict) -> str:
-    def one(v):
+def _lag(lag: dict, lower: dict | None = None) -> str:
+    """p50 / p99 of the lag in ms, each as lower-upper bound when the lower bound is known."""
+    def one(d, key):
+        v = d.get(key)
         if v is not None:
             return _ms(v)
-        if lag.get("censored"):
-            over = lag.get("censored_over_s")
+        if d.get("censored"):
+            over = d.get("censored_over_s")
             return f"> {over * 1000:.0f}" if over is not None else "censored"
         return "-"
-    return f"{one(lag.get('p50_s'))} / {one(lag.get('p99_s'))}"
+
+    def both(key):
+        hi = one(lag, key)
+        return hi if not lower or lower.get(key) is None else f"{one(lower, key)}-{hi}"
+    return f"{both('p50_s')} / {both('p99_s')}"
 
 
 def churn_tables(churn: dict) -> str:
@@ -487,7 +528,7 @@ def churn_tables(churn: dict) -> str:
     out = []
     head = ("| R flows/s | run | generator flows/s | failure at s | created | "
             + " | ".join(f"kept, {label}" for _k, label, _a in BUCKETS)
-            + " | at the backup at the failure | lag p50 / p99 ms | takeover s | commit s "
+            + " | at the backup at the failure | lag p50 / p99 ms (lower-upper bound) | takeover s | commit s "
             "| CPU % sync master / backup | CPU % VRRP master / backup |")
     for stack in ("ours", "theirs"):
         per_rate = churn.get(stack)
@@ -503,20 +544,26 @@ def churn_tables(churn: dict) -> str:
             for i, r in enumerate(runs, 1):
                 b = r["buckets"]
                 kept = " | ".join(f"{b[k]['survived']:,}/{b[k]['created']:,}" for k, _l, _a in BUCKETS)
-                cpu, c = r["cpu_percent"], r.get("commit") or {}
+                cpu, c = r.get("sched_cpu_percent") or r["cpu_percent"], r.get("commit") or {}
                 fail = f"{r['churn_s']:.2f}" + (" (cap)" if r.get("fail_reason") == "cap" else "")
                 lines.append(
                     f"| {rate} | {i} | {r['generator_rate']:,.0f} | {fail} | {r['created']:,} | {kept} | "
-                    f"{r['replicated_at_failure']:,} | {_lag(r['lag'])} | {r['takeover_s']:.2f} | "
+                    f"{r['replicated_at_failure']:,} | {_lag(r['lag'], r.get('lag_lower'))} | {r['takeover_s']:.2f} | "
                     f"{_num(c.get('reported_s'), '.3f')} | {cpu['sync_master']:.0f} / {cpu['sync_backup']:.0f} | "
                     f"{cpu['vrrp_master']:.1f} / {cpu['vrrp_backup']:.1f} |")
         polls = [r for runs in per_rate.values() for r in runs if r.get("poll_interval_s")]
         if polls:
             iv = statistics.median(r["poll_interval_s"] for r in polls)
             rtt = max(r["poll_rtt_s"]["max"] for r in polls)
-            lines += ["", f"Backup polled every {iv * 1000:.0f} ms (median; the slowest answer took "
-                      f"{rtt * 1000:.0f} ms); longest generator batch "
-                      f"{max(r['batch_s_max'] for r in polls) * 1000:.1f} ms."]
+            note = (f"Backup polled every {iv * 1000:.0f} ms (median; the slowest answer took "
+                    f"{rtt * 1000:.0f} ms); longest generator batch {max(r['batch_s_max'] for r in polls) * 1000:.1f} ms.")
+            costs = [r["poll_cost"] for r in polls if r.get("poll_cost")]
+            if costs:
+                extra = statistics.median(c["polled_percent"] - c["quiet_percent"] for c in costs)
+                note += (f" The polls cost the backup's {'ctsync' if stack == 'ours' else 'conntrackd'} about "
+                         f"{extra:.1f} % of a core ({statistics.median(c['per_poll_ms'] for c in costs):.2f} ms a poll, "
+                         f"measured on the idle pair before each run): included in its CPU above.")
+            lines += ["", note]
         out.append("\n".join(lines))
     t = target_check(churn)
     if t:

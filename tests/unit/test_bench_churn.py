@@ -67,6 +67,8 @@ def test_lag_stats_only_judges_flows_old_enough_and_counts_the_missing():
     assert s["flows"] == 3 and s["censored"] == 1
     assert s["p50_s"] == pytest.approx(0.2) and s["p99_s"] is None and s["max_s"] is None
     assert s["censored_over_s"] == pytest.approx(0.8)
+    # a lower bound before the creation is a lag of 0
+    assert lag_stats([0.5], [0.4], until=1.0)["p50_s"] == 0.0
     full = lag_stats([0.0, 0.1], [0.01, 0.13], until=1.0)
     assert full["p99_s"] == pytest.approx(0.03) and full["max_s"] == pytest.approx(0.03) and full["censored"] == 0
 
@@ -91,8 +93,11 @@ def _run(old=(10, 10), young=(5, 5), rate=1000):
                                       "10_100ms": {"created": yc, "survived": ys}, "lt_10ms": {"created": 0, "survived": 0}},
             "generator_rate": 1000.0, "churn_s": 2.5, "fail_reason": "random", "created": oc + yc,
             "replicated_at_failure": oc + yc, "lag": {"p50_s": 0.004, "p99_s": None, "censored": 3, "censored_over_s": 0.47},
+            "lag_lower": {"p50_s": 0.001, "p99_s": None, "censored": 3, "censored_over_s": 0.45},
             "takeover_s": 3.4, "commit": {"reported_s": 0.01},
-            "cpu_percent": {"sync_master": 12.0, "sync_backup": 4.0, "vrrp_master": 0.1, "vrrp_backup": 0.2},
+            "cpu_percent": {"sync_master": 10.0, "sync_backup": 4.0, "vrrp_master": 0.0, "vrrp_backup": 0.0},
+            "sched_cpu_percent": {"sync_master": 12.0, "sync_backup": 4.0, "vrrp_master": 0.1, "vrrp_backup": 0.2},
+            "poll_cost": {"quiet_percent": 0.1, "polled_percent": 2.6, "polls": 50, "per_poll_ms": 0.5},
             "poll_interval_s": 0.02, "poll_rtt_s": {"median": 0.001, "max": 0.004}, "batch_s_max": 0.002}
 
 
@@ -123,9 +128,10 @@ def test_churn_tables_and_the_report_section():
     churn = {"ours": {"1000": [_run()], "max": []}, "theirs": {"1000": [_run(young=(4, 5))]}}
     text = churn_tables(churn)
     assert "**vrrpd + ctsync**" in text and "**keepalived + conntrackd**" in text
-    assert ("| 1000 | 1 | 1,000 | 2.50 | 15 | 10/10 | 0/0 | 5/5 | 0/0 | 15 | 4 / > 470 | 3.40 | 0.010 "
+    assert ("| 1000 | 1 | 1,000 | 2.50 | 15 | 10/10 | 0/0 | 5/5 | 0/0 | 15 | 1-4 / > 470 | 3.40 | 0.010 "
             "| 12 / 4 | 0.1 / 0.2 |") in text
     assert "| max | run failed |" in text
+    assert "The polls cost the backup's ctsync about 2.5 % of a core (0.50 ms a poll" in text
     rows = [ln for ln in text.splitlines() if ln.startswith("| ")]
     assert len({ln.count("|") for ln in rows}) == 1, "every row has the header's columns"
     assert "Target:" in text and "**met**" in text
