@@ -567,7 +567,7 @@ def churn_tables(churn: dict) -> str:
         out.append("\n".join(lines))
     t = target_check(churn)
     if t:
-        old = ", ".join(f"{r}: {'yes' if v['theirs'] else 'no'}/{'yes' if v['ours'] else 'no'}"
+        old = ", ".join(f"{r}: {'yes' if v['theirs'] else 'no'} / {'yes' if v['ours'] else 'no'}"
                         for r, v in t["old_kept"].items())
         y = t["young"]
 
@@ -575,7 +575,7 @@ def churn_tables(churn: dict) -> str:
             return (f"{y[s]['survived']:,}/{y[s]['created']:,}"
                     + (f" ({100 * y[s]['share']:.0f} %)" if y[s]["share"] is not None else ""))
         out.append(
-            f"Target: every flow older than 100 ms kept, conntrackd/ctsync, per R: {old} -> "
+            f"Target: every flow older than 100 ms kept (per R, in every run: conntrackd / ctsync): {old} -> "
             f"**{'met' if t['part1'] else 'not met'}**; younger than 100 ms at R = {t['top_rate']}: "
             f"ctsync {share('ours')}, conntrackd {share('theirs')} -> "
             f"**{ {True: 'met', False: 'not met', None: 'n/a'}[t['part2']] }**.")
