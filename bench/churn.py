@@ -406,7 +406,8 @@ def churn_run(stack: HaStack, rate: int | str, budget: float, window: tuple[floa
                     count = stack.poll_replica(r2) - base
                     samples.append((t_send, time.monotonic(), count))
                     next_poll = max(next_poll + POLL, time.monotonic())  # after a slow answer: no burst
-                    time.sleep(max(0.0, min(next_poll, t_target) - time.monotonic()))
+                    # wakes at once when the generator runs out (the failure follows it at once)
+                    gen.ended.wait(max(0.0, min(next_poll, t_target) - time.monotonic()))
             finally:
                 gen.stop()
             cpu1 = {k: _ticks(v) for k, v in pids.items()}
