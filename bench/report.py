@@ -367,7 +367,7 @@ def render_markdown(results: dict) -> str:
             fast_table(results["fast"]),
         ]
     if results.get("churn"):
-        from .churn import churn_tables
+        from .churn_results import churn_tables
 
         window = m.get("churn_window_s") or [2, 4]
         out += [

@@ -1,4 +1,4 @@
-"""Figure 10's pure parts (bench/churn.py): which flow an entry is, creation and arrival
+"""Figure 10's pure parts (bench/churn_results.py): which flow an entry is, creation and arrival
 times, the replication lag with flows that had not arrived, age buckets, the target and
 the table.  (The measuring part runs in tests/netns/test_bench_quick.py.)"""
 
@@ -8,7 +8,7 @@ import ipaddress
 
 import pytest
 
-from bench.churn import (BUCKETS, age_buckets, arrival_times, bucket_of, churn_tables, creation_times,
+from bench.churn_results import (BUCKETS, age_buckets, arrival_times, bucket_of, churn_tables, creation_times,
                          flow_index, lag_stats, percentile, target_check)
 from bench.replication import lan_udp_flows
 from bench.report import render_markdown
