@@ -353,6 +353,9 @@ def churn_run(stack: HaStack, rate: int | str, budget: float, window: tuple[floa
             r2_after = _wait_stable(p.r2)
             survivors, other = kernel_flows(p.r2, cap)
             out["counters_backup"] = stack.counters(r2)
+            # The master is gone; its log says whether its kernel events overran during the churn.
+            master_log = r1.sync.read_log() + (r1.conntrackd.daemon_log() if r1.conntrackd is not None else "")
+            out["master_overrun_log_lines"] = sum(1 for ln in master_log.splitlines() if "overrun" in ln.lower())
     churn_s = t_fail - gen.t0
     created = creation_times(gen.batches, gen.failed)
     # A flow first counted by sample j arrived after sample j-1 was asked and before
