@@ -24,7 +24,7 @@ traffic for both, only the daemons swapped.  Figures:
 By default the results replace docs/benchmarks.json and the "Results" section
 of docs/benchmarks.md (between the ``<!-- bench:results -->`` markers);
 ``--out``/``--md`` write elsewhere instead.  ``--quick`` (CI): one run of every
-figure with small N, about 3 minutes.  Every run has a time budget and so has
+figure with small N, about 5 minutes.  Every run has a time budget and so has
 the whole benchmark (``--budget``); a failed run is listed in ``errors`` (exit
 code 1) and its figure is missing.  Every lab is torn down.
 """
@@ -228,7 +228,7 @@ def _write_md(path: str, md: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1])
-    ap.add_argument("--quick", action="store_true", help="CI mode: one run of every figure, small N (~4 min)")
+    ap.add_argument("--quick", action="store_true", help="CI mode: one run of every figure, small N (~5 min)")
     ap.add_argument("--runs", type=int, help="runs per figure (default 3, failover 2; quick 1)")
     ap.add_argument("--figures", default=",".join(map(str, FIGURES)), help="which figures (comma-separated numbers)")
     ap.add_argument("--out", help=f"JSON file (default {os.path.relpath(DEFAULT_JSON, HERE)}, or none with --md)")
