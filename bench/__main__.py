@@ -17,12 +17,14 @@ traffic for both, only the daemons swapped.  Figures:
    commit against daemons in the lab (bench/cli.py);
 9. fast stateful failover: VRRPv3 with 0.05 s adverts, hard failure, commit and inject
    mode, IPv4 and IPv6: takeover against Master_Down_Interval, UDP and TCP gaps,
-   connections kept (bench/fast.py).
+   connections kept (bench/fast.py);
+10. failover under sustained churn: new flows at a steady rate until a hard failure,
+   survivors on the new master by age, replication lag, CPU (bench/churn.py).
 
 By default the results replace docs/benchmarks.json and the "Results" section
 of docs/benchmarks.md (between the ``<!-- bench:results -->`` markers);
 ``--out``/``--md`` write elsewhere instead.  ``--quick`` (CI): one run of every
-figure with small N, about 3 minutes.  Every run has a time budget and so has
+figure with small N, about 5 minutes.  Every run has a time budget and so has
 the whole benchmark (``--budget``); a failed run is listed in ``errors`` (exit
 code 1) and its figure is missing.  Every lab is torn down.
 """
@@ -44,7 +46,7 @@ import traceback
 
 from halab import require_root_and_netns
 
-from . import cli, failover, fast, idle, parking_race, replication, takeover
+from . import churn, cli, failover, fast, idle, parking_race, replication, takeover
 from .report import MARK_BEGIN, MARK_END, render_markdown
 from .stacks import HA_STACKS, STACKS
 
@@ -52,7 +54,7 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_JSON = os.path.join(HERE, "docs", "benchmarks.json")
 DEFAULT_MD = os.path.join(HERE, "docs", "benchmarks.md")
 FIGURES = {1: "takeover", 2: "failover", 3: "race", 4: "replication", 5: "commit", 6: "memory", 7: "scale",
-           8: "cli", 9: "fast"}
+           8: "cli", 9: "fast", 10: "churn"}
 
 
 class Plan:
@@ -85,6 +87,11 @@ class Plan:
         self.fast_combos = ((6, "commit"),) if quick else ((4, "commit"), (4, "inject"), (6, "commit"), (6, "inject"))
         self.fast_conns = 10 if quick else 100
         self.fast_phase = 5.0 if quick else 8.0
+        # Figure 10: flows/s ("max": the generator's limit), runs per rate (each has its own
+        # random failure moment), the window of the failure after the churn's start.
+        self.churn_rates = (1000,) if quick else (1000, 10000, 30000, "max")
+        self.churn_runs = runs or (1 if quick else 2)
+        self.churn_window = (1.2, 2.0) if quick else churn.WINDOW
         self.budget = 600.0 if quick else 2700.0
 
 
@@ -143,6 +150,9 @@ def _meta(args, plan: Plan) -> dict:
         "idle_advert_intervals": list(plan.scale_intervals),
         "fast_combos": [list(c) for c in plan.fast_combos],
         "fast_conns": plan.fast_conns,
+        "churn_rates": list(plan.churn_rates),
+        "churn_runs": plan.churn_runs,
+        "churn_window_s": list(plan.churn_window),
         "fast_advert_interval_s": fast.ADVERT_INTERVAL,
         "window_s": plan.window,
         "settle_s": plan.settle,
@@ -219,9 +229,9 @@ def _write_md(path: str, md: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1])
-    ap.add_argument("--quick", action="store_true", help="CI mode: one run of every figure, small N (~4 min)")
+    ap.add_argument("--quick", action="store_true", help="CI mode: one run of every figure, small N (~5 min)")
     ap.add_argument("--runs", type=int, help="runs per figure (default 3, failover 2; quick 1)")
-    ap.add_argument("--figures", default="1,2,3,4,5,6,7,8,9", help="which figures (comma-separated numbers)")
+    ap.add_argument("--figures", default=",".join(map(str, FIGURES)), help="which figures (comma-separated numbers)")
     ap.add_argument("--out", help=f"JSON file (default {os.path.relpath(DEFAULT_JSON, HERE)}, or none with --md)")
     ap.add_argument("--md", help=f"Markdown file (default: the results section of {os.path.relpath(DEFAULT_MD, HERE)})")
     ap.add_argument("--budget", type=float, help="overall time budget in seconds (default 600 quick, 2700 full)")
@@ -237,9 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         figs = {int(x) for x in args.figures.split(",") if x.strip()}
     except ValueError:
-        ap.error("--figures takes numbers 1-9, e.g. 1,4,5")
+        ap.error(f"--figures takes numbers 1-{max(FIGURES)}, e.g. 1,4,5")
     if not figs <= set(FIGURES):
-        ap.error(f"--figures: unknown figure(s) {sorted(figs - set(FIGURES))} (1-9)")
+        ap.error(f"--figures: unknown figure(s) {sorted(figs - set(FIGURES))} (1-{max(FIGURES)})")
     if args.out is None and args.md is None:
         args.out, args.md = DEFAULT_JSON, DEFAULT_MD
     if args.render:
@@ -263,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     t_begin = time.monotonic()
     res: dict = {"meta": _meta(args, plan), "figures": sorted(figs), "takeover": {}, "failover": {},
                  "race": {}, "slow_race": {}, "replication": {}, "ha_idle": {}, "idle": [], "cli": {}, "fast": {},
-                 "errors": []}
+                 "churn": {}, "errors": []}
 
     def remaining() -> float:
         return budget - (time.monotonic() - t_begin)
@@ -375,6 +385,17 @@ def main(argv: list[str] | None = None) -> int:
                                 mode, plan.fast_conns, run_budget(90), phase=plan.fast_phase, rng=rng)
                         for i in range(plan.failover_runs)]
                 res["fast"][stack.name][f"ipv{family}-{mode}"] = aggregate([r for r in runs if r])
+
+    # --- 10: failover under sustained churn, both stacks; every run kept (its failure
+    # moment is random: medians of created/survived per age would mix different runs)
+    if 10 in figs:
+        for stack in HA_STACKS.values():
+            res["churn"][stack.name] = {}
+            for rate in plan.churn_rates:
+                runs = [attempt(f"fig 10 {stack.name} churn at {rate} flows/s run {i + 1}", churn.churn_run,
+                                stack, rate, run_budget(120), window=plan.churn_window, rng=rng)
+                        for i in range(plan.churn_runs)]
+                res["churn"][stack.name][str(rate)] = [r for r in runs if r]
 
     res["meta"]["duration_s"] = round(time.monotonic() - t_begin, 1)
     res["meta"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]

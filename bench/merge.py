@@ -16,7 +16,8 @@ import sys
 
 #: Which top-level result keys each figure writes (bench/__main__.py).
 FIGURE_KEYS = {1: ("takeover",), 2: ("failover",), 3: ("race", "slow_race"), 4: ("replication",),
-               5: ("replication",), 6: ("replication", "ha_idle"), 7: ("idle",), 8: ("cli",), 9: ("fast",)}
+               5: ("replication",), 6: ("replication", "ha_idle"), 7: ("idle",), 8: ("cli",), 9: ("fast",),
+               10: ("churn",)}
 
 
 def merge(base: dict, rerun: dict) -> dict:

@@ -44,13 +44,14 @@ STALL = 15.0
 BATCH = 5000
 
 
-def lan_udp_flows(n: int, timeout: int = 600) -> list[Entry]:
+def lan_udp_flows(n: int, timeout: int = 600, first: int = 0) -> list[Entry]:
     """N distinct SNATed UDP flows of the LAN: sources .20 upward, ports
     10000-59999, server ports 5300 upward (a new one every 50000 flows, so that
-    the public side VIP:port -> server:port stays unique too)."""
+    the public side VIP:port -> server:port stays unique too).  Flow i is always
+    the same; ``first``: start at flow ``first`` (figure 10 extends its list)."""
     out = []
     base = A(CLIENT_IP)
-    for i in range(n):
+    for i in range(first, first + n):
         src = base + 10 + i // 50000
         sport, dport = 10000 + i % 50000, 5300 + i // 50000
         out.append(Entry(Tuple(C.AF_INET, 17, src, A(SERVER_IP), sport, dport),

@@ -366,6 +366,26 @@ def render_markdown(results: dict) -> str:
             "",
             fast_table(results["fast"]),
         ]
+    if results.get("churn"):
+        from .churn_results import churn_tables
+
+        window = m.get("churn_window_s") or [2, 4]
+        out += [
+            "",
+            "### 10. Failover under sustained churn",
+            "",
+            f"New SNATed UDP flows created in the master's kernel (ctnetlink, as in figure 4) at a steady rate R "
+            f"(every 10 ms the flows due; \"max\": back to back, the generator's limit), 600 s timeouts, until r1 "
+            f"fails hard {window[0]:g}-{window[1]:g} s after the start (random, seeded); on the new master, per age "
+            f"at the failure, the flows kept / created. Lag: replica count of the backup polled every 20 ms, "
+            f"p50/p99 over the flows older than 0.5 s at the failure, each as lower-upper bound (a flow first "
+            f"counted by a poll arrived after the previous poll was sent and before this one was answered; "
+            f"\"> x\": more than 1 % / half of them had not arrived, x ms old at the last poll). Takeover: from "
+            f"the failure to r2 master with its VIPs (vrrpd waits for ctsync's commit, keepalived commits after). "
+            f"CPU: % of one core over the churn (schedstat). One row per run:",
+            "",
+            churn_tables(results["churn"]),
+        ]
     # Figures re-run on their own (python -m bench --figures ... --out X.json, then merged
     # into the main JSON by bench.merge) say so under the tables.
     reruns = list(m.get("reruns") or [])

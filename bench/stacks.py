@@ -271,6 +271,17 @@ class HaStack:
         """Entries of its own kernel held by ``r``'s sync daemon (internal cache)."""
         raise NotImplementedError
 
+    def poll_replica(self, r: Router) -> int:
+        """:meth:`replica_entries` as cheaply as the daemon allows, for polling every
+        20 ms (figure 10): no process started per call."""
+        return self.replica_entries(r)
+
+    def wait_failover_commit(self, r: Router, after: float, timeout: float = 60.0) -> dict:
+        """Wait until the failover's own commit (the one the takeover started, not
+        :meth:`commit`) has ended in ``r``, later than epoch time ``after``; returns
+        reported_s (its duration, as the stack tells it) and committed (entries)."""
+        raise NotImplementedError
+
     def commit(self, r: Router) -> dict:
         """Write the external cache into ``r``'s kernel, as a failover does;
         returns wall_s (the command) and reported_s (the daemon's own figure)."""
@@ -309,6 +320,11 @@ class OursStack(HaStack):
 
     def local_entries(self, r):
         return r.ctsync.status()["internal_entries"]
+
+    def wait_failover_commit(self, r, after, timeout=60.0):
+        c = r.ctsync.wait_commit(after, timeout)
+        return {"reported_s": c.get("duration"), "committed": c.get("committed", c.get("count")),
+                "reason": c.get("reason")}
 
     def commit(self, r):
         # The command a notify script runs, a fresh process in the router's namespace
@@ -376,6 +392,26 @@ class TheirsStack(HaStack):
 
     def local_entries(self, r):
         return r.conntrackd.cache_entries("internal")
+
+    def poll_replica(self, r):
+        from halab.conntrackd import parse_stats
+        return parse_stats(r.conntrackd.request())["external_entries"]
+
+    def wait_failover_commit(self, r, after, timeout=60.0):
+        # keepalived's notify script (primary) logs each conntrackd call with its times;
+        # `conntrackd -c` returns when the commit is done.
+        def done():
+            for m in re.finditer(r"ctnotify: conntrackd -c rc=(\d+) start=([0-9.]+) end=([0-9.]+)",
+                                 r.conntrackd.notify_log()):
+                if float(m.group(2)) > after:
+                    return m
+            return None
+        m = wait_for(done, timeout=timeout, interval=0.05, what=f"{r.host.name}: the notify script's conntrackd -c")
+        log = r.conntrackd.daemon_log()
+        took = [float(x) for x in re.findall(r"commit has taken ([0-9.]+) seconds", log)]
+        committed = [int(x) for x in re.findall(r"Committed (\d+) new entries", log)]
+        return {"reported_s": took[-1] if took else None, "committed": committed[-1] if committed else None,
+                "script_rc": int(m.group(1)), "command_s": float(m.group(3)) - float(m.group(2))}
 
     def commit(self, r):
         t0 = time.monotonic()

@@ -24,7 +24,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import stat
+import struct
 import subprocess
 from dataclasses import dataclass
 
@@ -35,6 +37,8 @@ __all__ = ["Conntrackd", "conntrackd_conf", "start_conntrackd", "notify_script",
            "keepalived_hapair_conf", "SYNC_PORT"]
 
 SYNC_PORT = 3780
+#: conntrack-tools' request code for "-s" (STATS in its include/conntrackd.h)
+STATS_REQUEST = 21
 PEER = {"r1": "r2", "r2": "r1"}
 
 
@@ -165,6 +169,25 @@ class Conntrackd:
         if cp.returncode != 0:
             raise LabError(f"conntrackd -s on {self.host.name}: {cp.stderr.strip() or cp.stdout.strip()}")
         return cp.stdout
+
+    def request(self, code: int = STATS_REQUEST, timeout: float = 5.0) -> str:
+        """One request on the daemon's UNIX socket the way its own client sends it (the
+        request code as a native ``int``, then the answer until the daemon closes), without
+        starting a ``conntrackd`` process: a benchmark that polls ``-s`` every 20 ms
+        (bench/churn.py) would otherwise fork and exec 50 processes a second on the same
+        cores as the daemons it measures.  The answer is the text ``conntrackd -s``
+        prints (:func:`parse_stats` reads it)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(self.sock)
+            s.sendall(struct.pack("=i", code))
+            chunks = []
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                chunks.append(b)
+        return b"".join(chunks).decode(errors="replace")
 
     def notify_log(self) -> str:
         """What the notify script did (one line per conntrackd call)."""
