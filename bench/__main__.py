@@ -237,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, help="overall time budget in seconds (default 600 quick, 2700 full)")
     ap.add_argument("--seed", type=int, default=None, help="seed of the random failure phase")
     ap.add_argument("--entries", help="figures 4-6: table sizes instead of the plan's (comma-separated, e.g. 200000)")
+    ap.add_argument("--churn-rates", help="figure 10: rates instead of the plan's (comma-separated flows/s, or max)")
     ap.add_argument("--render", metavar="JSON", help="only rewrite the Markdown (--md, default the doc's "
                     "results section) from a JSON written by an earlier run; measures nothing")
     ap.add_argument("--machine", default="shared",
@@ -264,6 +265,14 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--entries takes numbers, e.g. 10000,200000")
         if not plan.entries or min(plan.entries) < 1:
             ap.error("--entries: at least one table size, each 1 or more")
+    if args.churn_rates:
+        try:
+            plan.churn_rates = tuple(x.strip() if x.strip() == "max" else int(x) for x in args.churn_rates.split(",")
+                                     if x.strip())
+        except ValueError:
+            ap.error("--churn-rates takes flows/s or max, e.g. 60000,90000,max")
+        if not plan.churn_rates or any(r != "max" and r < 1 for r in plan.churn_rates):
+            ap.error("--churn-rates: at least one rate, each 1 or more (or max)")
     budget = args.budget or plan.budget
     if args.seed is None:
         args.seed = int(time.time())
