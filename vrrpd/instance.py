@@ -58,9 +58,6 @@ CONTROL_ROOM = 256
 INBOX_SIZE = ADVERT_ROOM + CONTROL_ROOM
 #: how long after its VIPs a released macvlan's link stays up (see _schedule_link_down)
 VMAC_DOWN_DELAY = 0.5
-#: a move to master this soon after the subscribers prepared it is that preemption (see
-#: _link_up_before_advert); any later one (a failover) brings the link up only with the VIPs
-PREPARED_FOR = 1.0
 
 
 # ---- what an instance's inbox carries --------------------------------------------------
@@ -117,8 +114,6 @@ class InstanceDriver:
     timer_key: int = field(default_factory=itertools.count().__next__)  # unique, never reused
     last_hold: float | None = None  # seconds the last master transition waited for subscribers
     late_down: trio.CancelScope | None = None  # the macvlan's link-down after a release, pending
-    # when the subscribers last prepared this (group's) preemption: the kernel has the state
-    prepared_at: float | None = None
     # Strategies chosen once from the configuration: the advert codec (VRRPv2, or v3 over
     # IPv4 or IPv6) and the announcer (gratuitous ARP, or unsolicited NA for IPv6).
     codec: V2Codec | V3Codec = field(init=False)
@@ -297,14 +292,9 @@ class InstanceDriver:
                 if act.count and nursery is not None:
                     nursery.start_soon(self.garp_burst, act.count)
             elif isinstance(act, Transition):
-                prepared_at, self.prepared_at = self.prepared_at, None
-                early_up = (prepared_at is not None and act.new == State.MASTER and self.cfg.use_vmac
-                            and trio.current_time() - prepared_at < PREPARED_FOR)
-                if act.new == State.MASTER and self.late_down is not None and not early_up:
+                if act.new == State.MASTER and self.late_down is not None:
                     await self._link_down_now()  # master again before it went down: down until the VIPs
                 held = self.daemon.publisher.transition(self, act, forced, hooks)
-                if early_up:
-                    await self._link_up_before_advert()
             elif isinstance(act, PreparePreempt):
                 waiters = self.daemon.publisher.prepare(self, act.reason)
                 if waiters:
@@ -312,7 +302,6 @@ class InstanceDriver:
                 else:
                     self.post(PreemptReady())
             elif isinstance(act, PreemptCancelled):
-                self._mark_prepared(False)
                 self.daemon.publisher.prepare_cancelled(self, act.reason)
             elif isinstance(act, (Dropped, Noticed)):
                 self.log_limited(act.reason.value, act.detail, warn=isinstance(act, Noticed))
@@ -344,35 +333,11 @@ class InstanceDriver:
         """Tell the machine once every preparing subscriber has acked (the machine's own
         preempt_prepare_timeout bounds the wait; a late ready is ignored)."""
         t0 = trio.current_time()
-        with trio.move_on_after(self.daemon.cfg.preempt_prepare_timeout) as scope:
+        with trio.move_on_after(self.daemon.cfg.preempt_prepare_timeout):
             for ev in waiters:
                 await ev.wait()
-        if not scope.cancelled_caught:
-            self._mark_prepared(True)
         log.info("%s: preemption prepared after %.3fs", self.name, trio.current_time() - t0)
         self.post(PreemptReady())
-
-    def _mark_prepared(self, prepared: bool) -> None:
-        """The subscribers prepared the preemption (or it was cancelled): for this instance
-        and the members of its sync group, which follow it to master in the same move."""
-        now = trio.current_time()
-        for inst in self.daemon.instances.values():
-            if inst is self or (self.group is not None and inst.group == self.group):
-                inst.prepared_at = now if prepared else None
-
-    async def _link_up_before_advert(self) -> None:
-        """A prepared preemption: the subscribers have written the master's state into our
-        kernel already (make-before-break), so the macvlan can claim the frames our advert
-        is about to send our way and forward them at once, instead of dropping them until
-        the VIPs are added (the down-until-VIPs rule is for a takeover whose commit is still
-        to come). The VIPs and GARPs still wait for the hold; without VIPs nothing is
-        delivered locally or answered for them meanwhile."""
-        if self.late_down is not None:
-            self.late_down.cancel()  # still up from a release: it stays up
-            self.late_down = None
-        async with self.addr_lock:
-            if self.machine.state == State.MASTER:
-                await self._set_link(True)
 
     def send_advert(self, priority: int) -> None:
         sock = self.daemon.tx.get(self.cfg.interface)
