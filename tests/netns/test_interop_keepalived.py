@@ -277,8 +277,10 @@ def test_address_list_mismatch(pair, strict):
         time.sleep(2.5)
         c = d.counters("V")
         assert c["adverts_rx"] == 0  # dropped before being accepted
+        # Only the adverts before the takeover are certain: once vrrpd advertises, keepalived
+        # restarts its advert timer at each advert it refuses and goes silent (see the auth
+        # mismatch test above; CI caught this one too).
         assert at_master["address_list_errors"] >= 3
-        assert c["address_list_errors"] > at_master["address_list_errors"]
         assert set(no_errors(c)) == {"address_list_errors"}
         assert "strict: dropped" in d.proc.read_log()
         assert f"{VIP}/24" in pair.r2.ipv4_addrs(VMAC_IF)
