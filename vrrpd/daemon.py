@@ -40,6 +40,7 @@ from .io.linkmon import watch_links
 from .io.vrrp_socket import Datagram, open_receive_socket, receive
 from .machine import State
 from .packet import Reason, Rejected, split_ipv4
+from .prepared_move import PreparedMove
 from .publisher import Publisher
 from .status import InstanceStatus
 from .timers import Timers
@@ -66,6 +67,7 @@ class Daemon:
         self._refresh = trio.Event()
         self.nursery: trio.Nursery | None = None
         self.timers = Timers()
+        self.prepared_moves: dict[str, PreparedMove] = {}  # group (or instance) -> its prepared move to master
         self.started_at = time.time()
         self.uplinkd = None  # probes and uplinks (vrrpd/uplinkd.py), if configured
         self.notifier = sdnotify.Notifier(None)  # systemd's, read from the environment in run()
@@ -242,6 +244,26 @@ class Daemon:
         other = self.instances.get(member)
         if other is not None:
             other.post(GroupCommand(command))
+
+    def prepared_move(self, inst: InstanceDriver, prepared: bool) -> PreparedMove | None:
+        """The prepared move to master ``inst`` takes part in (vrrpd/prepared_move.py): a new
+        one when its own move was prepared, its group's open one when it follows the group
+        into it, else None (the ordinary order: advert at once, VIPs after the hold)."""
+        key = inst.group or inst.name
+        move = self.prepared_moves.get(key)
+        if move is not None and not move.released.is_set():
+            return move
+        if not prepared:
+            return None
+        members = self.cfg.sync_groups[inst.group].instances if inst.group in self.cfg.sync_groups else ()
+        followers = {m for m in members if m in self.instances and self.instances[m].machine.state == State.BACKUP}
+        now = trio.current_time()
+        # By one advert interval the adverts must go out whoever is ready: the machine's own
+        # next advert is due then anyway.
+        bound = min(self.cfg.transition_hold_timeout, inst.machine.params.advert_interval)
+        move = self.prepared_moves[key] = PreparedMove(key, frozenset({inst.name} | followers), now + bound, now)
+        self.nursery.start_soon(move.release_at_deadline)
+        return move
 
     def _spawn_hook(self, hook) -> None:
         if self.nursery is not None:

@@ -40,6 +40,7 @@ from .machine import (
     VirtualRouter,
 )
 from .packet import Advert, mac_str, with_ipv4_ident
+from .prepared_move import PreparedMove
 from .packet_v3 import AdvertV3
 from .status import InstanceStatus
 from .timers import TimerDue
@@ -278,9 +279,15 @@ class InstanceDriver:
     async def execute(self, actions: list, forced: bool = False, hooks: list | None = None) -> None:
         held: list[trio.Event] = []
         deferred: list = []
+        move: PreparedMove | None = None
         nursery = self.daemon.nursery
         for act in actions:
-            if held and isinstance(act, (AddAddresses, SendGarp)):
+            if move is not None and isinstance(act, (SendAdvert, AddAddresses, SendGarp)):
+                if isinstance(act, SendAdvert):
+                    move.join(self, act.priority)  # sent in the move's burst
+                else:
+                    deferred.append(act)  # after the burst
+            elif held and isinstance(act, (AddAddresses, SendGarp)):
                 deferred.append(act)  # after the subscribers' go (commit before the VIPs move)
             elif isinstance(act, SendAdvert):
                 self.send_advert(act.priority)
@@ -295,6 +302,8 @@ class InstanceDriver:
                 if act.new == State.MASTER and self.late_down is not None:
                     await self._link_down_now()  # master again before it went down: down until the VIPs
                 held = self.daemon.publisher.transition(self, act, forced, hooks)
+                if act.new == State.MASTER and nursery is not None:
+                    move = self.daemon.prepared_move(self, act.prepared)
             elif isinstance(act, PreparePreempt):
                 waiters = self.daemon.publisher.prepare(self, act.reason)
                 if waiters:
@@ -305,11 +314,14 @@ class InstanceDriver:
                 self.daemon.publisher.prepare_cancelled(self, act.reason)
             elif isinstance(act, (Dropped, Noticed)):
                 self.log_limited(act.reason.value, act.detail, warn=isinstance(act, Noticed))
-        if deferred:
+        if move is not None:
+            nursery.start_soon(self._prepared_to_master, move, held, deferred)
+        elif deferred:
             # The protocol goes on (adverts keep flowing) while the hold runs in its own task.
             nursery.start_soon(self._after_hold, held, deferred)
 
-    async def _after_hold(self, held: list[trio.Event], deferred: list) -> None:
+    async def _wait_hold(self, held: list[trio.Event], then: str) -> None:
+        """Wait for the holding subscribers' go (the commit), at most transition_hold_timeout."""
         t0 = trio.current_time()
         timeout = self.daemon.cfg.transition_hold_timeout
         with trio.move_on_after(timeout) as scope:
@@ -318,9 +330,15 @@ class InstanceDriver:
         self.last_hold = trio.current_time() - t0
         if scope.cancelled_caught:
             self.machine.counters.hold_timeouts += 1
-            log.warning("%s: subscribers did not confirm within %.1fs; adding the virtual addresses anyway", self.name, timeout)
+            log.warning("%s: subscribers did not confirm within %.1fs; %s anyway", self.name, timeout, then)
         else:
-            log.info("%s: subscribers confirmed after %.3fs; adding the virtual addresses", self.name, self.last_hold)
+            log.info("%s: subscribers confirmed after %.3fs; %s", self.name, self.last_hold, then)
+
+    async def _after_hold(self, held: list[trio.Event], deferred: list) -> None:
+        await self._wait_hold(held, "adding the virtual addresses")
+        await self._add_and_announce(deferred)
+
+    async def _add_and_announce(self, deferred: list) -> None:
         if self.machine.state != State.MASTER:
             return  # lost mastership meanwhile: nothing to add
         for act in deferred:
@@ -328,6 +346,20 @@ class InstanceDriver:
                 await self.addresses(add=True, only_if_master=True)
             elif isinstance(act, SendGarp) and act.count:
                 self.daemon.nursery.start_soon(self.garp_burst, act.count)
+
+    async def _prepared_to_master(self, move: PreparedMove, held: list[trio.Event], deferred: list) -> None:
+        """A prepared move to master (vrrpd/prepared_move.py): hold, link up, the group's
+        burst of adverts, then the VIPs and GARPs."""
+        await self._wait_hold(held, "ready for the preempting advert")
+        if not move.released.is_set():
+            if self.cfg.use_vmac:
+                async with self.addr_lock:
+                    if self.machine.state == State.MASTER:
+                        await self._set_link(True)  # claims the frames our advert sends our way
+            move.arrive(self)
+            await move.released.wait()
+        # else: the burst went without us (our hold was late): the link comes with the VIPs
+        await self._add_and_announce(deferred)
 
     async def _after_prepare(self, waiters: list[trio.Event]) -> None:
         """Tell the machine once every preparing subscriber has acked (the machine's own

@@ -152,6 +152,9 @@ class Transition:
     old: State
     new: State
     reason: str
+    # a move to master that the subscribers prepared (make-before-break preemption): the
+    # driver sends its advert only once the VIPs' side is ready (vrrpd/prepared_move.py)
+    prepared: bool = False
 
 
 @dataclass(frozen=True)
@@ -360,7 +363,7 @@ class VirtualRouter:
         if self.state != State.BACKUP or self.preempt_pending_since is None:
             return []
         waited = now - self.preempt_pending_since
-        return self._to_master(now, f"{self._down_cause} (prepared in {waited:.3f}s)")
+        return self._to_master(now, f"{self._down_cause} (prepared in {waited:.3f}s)", prepared=True)
 
     def _preempting_live_master(self, now: float) -> bool:
         """Is this expiry a preemption of a master that is still advertising (not a
@@ -586,7 +589,7 @@ class VirtualRouter:
     def _takeover_reason(self) -> str:
         return self._down_cause if self._down_cause != "startup" else "no master heard within Master_Down_Interval of startup"
 
-    def _to_master(self, now: float, reason: str) -> list[Action]:
+    def _to_master(self, now: float, reason: str, prepared: bool = False) -> list[Action]:
         self._clear_timers()
         self.adver_at = now + self.params.advert_interval
         self.master_adver_interval = self.params.advert_interval  # the master's is ours now
@@ -599,7 +602,7 @@ class VirtualRouter:
         self.master_reason = reason
         self.lower_seen_at = None
         self.counters.became_master += 1
-        t = self._transition(State.MASTER, now, reason)
+        t = self._transition(State.MASTER, now, reason, prepared)
         return [t, self._advert(self.effective_priority), AddAddresses(self.params.accept), SendGarp(self.params.garp_count)]
 
     def _to_backup(self, now: float, reason: str) -> list[Action]:
@@ -639,10 +642,10 @@ class VirtualRouter:
         self.adver_at = self.master_down_at = self.garp_repeat_at = self.garp_refresh_at = None
         self.preempt_pending_since = self.preempt_give_up_at = None
 
-    def _transition(self, new: State, now: float, reason: str) -> Transition:
+    def _transition(self, new: State, now: float, reason: str, prepared: bool = False) -> Transition:
         old, self.state = self.state, new
         self.last_event = f"{old.value} -> {new.value}: {reason}"
-        return Transition(old, new, reason)
+        return Transition(old, new, reason, prepared)
 
     def _advert(self, priority: int) -> SendAdvert:
         self.counters.adverts_tx += 1
