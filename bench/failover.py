@@ -187,11 +187,7 @@ def failover_run(stack: HaStack, conns: int, budget: float, interval: float = 0.
             p = build_hapair(lab, ruleset="strict")
             for r in p.routers:
                 r.run(["nft", "-f", "-"], check=True, input=COUNTING_TABLE, timeout=15)
-            r1 = stack.start(p, "r1", 200)
-            stack.wait_master(p, r1)
-            r2 = stack.start(p, "r2", 100)
-            stack.wait_backup(p, r2)
-            stack.wait_ready(p, r2)
+            r1, r2 = stack.start_pair(p)
             # -- failover
             tcp = start_tcp(p, conns=conns, interval=interval, duration=phase, tag="tcp-a")
             udp = start_udp(p, duration=phase, interval=udp_interval, tag="udp-a")

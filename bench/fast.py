@@ -87,11 +87,7 @@ def fast_run(stack: HaStack, family: int, mode: str, conns: int, budget: float, 
             p = build_hapair(lab, ruleset="strict", family=family)
             for r in p.routers:
                 r.run(["nft", "-f", "-"], check=True, input=counting_table(p), timeout=15)
-            r1 = stack.start(p, "r1", 200, mode, advert_interval)
-            stack.wait_master(p, r1)
-            r2 = stack.start(p, "r2", 100, mode, advert_interval)
-            stack.wait_backup(p, r2)
-            stack.wait_ready(p, r2)
+            r1, r2 = stack.start_pair(p, mode, advert_interval)
             tcp = start_tcp(p, conns=conns, interval=0.05, duration=phase, tag="tcp", port=TCP_PORT)
             udp = start_udp(p, duration=phase, interval=0.02, tag="udp")
             t0 = time.monotonic()

@@ -181,11 +181,7 @@ def ha_idle_run(stack, window: float, settle: float, budget: float) -> dict:
     with Lab() as lab:
         with deadline(budget, f"{stack.name} HA idle run"):
             p = build_hapair(lab)
-            r1 = stack.start(p, "r1", 200)
-            stack.wait_master(p, r1)
-            r2 = stack.start(p, "r2", 100)
-            stack.wait_backup(p, r2)
-            stack.wait_ready(p, r2)
+            r1, r2 = stack.start_pair(p)
             time.sleep(settle)
             procs = {(role, kind): getattr(r, kind) for role, r in (("master", r1), ("backup", r2))
                      for kind in ("vrrp", "sync")}

@@ -71,11 +71,7 @@ def slow_race_run(variant: str, ruleset: str, entries: int, conns: int, budget: 
                 c2.wait(lambda s: s["in_sync"], 15, "in sync with r1")
                 replica = lambda: c2.status()["external_entries"]  # noqa: E731
             else:
-                r1 = stack.start(p, "r1", 200)
-                stack.wait_master(p, r1)
-                r2 = stack.start(p, "r2", 100)
-                stack.wait_backup(p, r2)
-                stack.wait_ready(p, r2)
+                r1, r2 = stack.start_pair(p)
                 replica = lambda: stack.replica_entries(r2)  # noqa: E731
             _, _, failed = create_in_kernel(p.r1, lan_udp_flows(entries))
             if failed:

@@ -103,11 +103,7 @@ def replication_run(stack: HaStack, n: int, budget: float, commit: bool = True, 
             p = build_hapair(lab)
             for r in (p.r1, p.r2):
                 r.sysctl("net.netfilter.nf_conntrack_udp_timeout", 600)
-            r1 = stack.start(p, "r1", 200)
-            stack.wait_master(p, r1)
-            r2 = stack.start(p, "r2", 100)
-            stack.wait_backup(p, r2)
-            stack.wait_ready(p, r2)
+            r1, r2 = stack.start_pair(p)
             time.sleep(1.0)
             stack.check_start(r1)
             stack.check_start(r2)

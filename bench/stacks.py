@@ -253,6 +253,16 @@ class HaStack:
         DisableExternalCache On)."""
         raise NotImplementedError
 
+    def start_pair(self, pair, mode: str = "commit", advert_interval: float = 1) -> tuple[Router, Router]:
+        """The starting point of every HA figure: r1 (priority 200) master, then r2 (100)
+        backup, its sync daemon in touch with r1's."""
+        r1 = self.start(pair, "r1", 200, mode, advert_interval)
+        self.wait_master(pair, r1)
+        r2 = self.start(pair, "r2", 100, mode, advert_interval)
+        self.wait_backup(pair, r2)
+        self.wait_ready(pair, r2)
+        return r1, r2
+
     def wait_master(self, pair, r: Router, timeout: float = 15.0) -> None:
         raise NotImplementedError
 
