@@ -29,8 +29,14 @@ def merge(base: dict, rerun: dict) -> dict:
     base["errors"] = (base.get("errors") or []) + [f"rerun of figure(s) {figs}: {e}" for e in rerun.get("errors") or []]
     m = rerun.get("meta", {})
     meta = base.setdefault("meta", {})
-    # An earlier rerun whose figures this one measures again no longer describes anything.
-    meta["reruns"] = [r for r in meta.get("reruns") or [] if not set(r.get("figures", [])) <= set(figs)]
+    # An earlier rerun no longer describes the figures this one measures again (and, once
+    # it describes none, goes).
+    kept = []
+    for r in meta.get("reruns") or []:
+        left = [f for f in r.get("figures", []) if f not in figs]
+        if left:
+            kept.append({**r, "figures": left})
+    meta["reruns"] = kept
     if 7 in figs:
         meta.pop("figure_7_rerun", None)  # the first rerun's record, before meta.reruns existed
     meta["reruns"].append({

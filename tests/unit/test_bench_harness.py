@@ -167,8 +167,10 @@ def test_a_rerun_replaces_its_figures_and_says_so():
     assert m["meta"]["reruns"] == [{"figures": [4, 5, 6], "date": "d1", "commit": "abc", "duration_s": 10,
                                     "machine": "idle", "loadavg_start": None, "loadavg_end": None}]
     assert m["errors"] == ["rerun of figure(s) [4, 5, 6]: x"]
-    m = merge(m, {"meta": {"date": "d2"}, "figures": [4, 5, 6, 7]})  # supersedes the first rerun
-    assert [r["date"] for r in m["meta"]["reruns"]] == ["d2"]
+    m = merge(m, {"meta": {"date": "d2"}, "figures": [5]})  # the first rerun keeps 4 and 6
+    assert [(r["date"], r["figures"]) for r in m["meta"]["reruns"]] == [("d1", [4, 6]), ("d2", [5])]
+    m = merge(m, {"meta": {"date": "d3"}, "figures": [4, 5, 6, 7]})  # supersedes both
+    assert [r["date"] for r in m["meta"]["reruns"]] == ["d3"]
     m = merge(base, rerun)
     md = render_markdown({"meta": m["meta"]})
     assert "Figure(s) 4, 5, 6 come from a separate run (d1, commit abc, 10 s, machine idle" in md
