@@ -351,15 +351,25 @@ class InstanceDriver:
         """A prepared move to master (vrrpd/prepared_move.py): hold, link up, the group's
         burst of adverts, then the VIPs and GARPs."""
         await self._wait_hold(held, "ready for the preempting advert")
+        # An IPv6 macvlan sends an MLD report from the virtual MAC as it comes up (it joins
+        # the all-routers group), which would move its side's switch entry ahead of the
+        # burst: it comes up right after the burst instead. An IPv4 one has IPv6 off and
+        # sends nothing (vrrpd/io/links.py).
+        early = self.cfg.use_vmac and self.family == 4
         if not move.released.is_set():
-            if self.cfg.use_vmac:
-                async with self.addr_lock:
-                    if self.machine.state == State.MASTER:
-                        await self._set_link(True)  # claims the frames our advert sends our way
+            if early:
+                await self._link_up_if_master()  # claims the frames our advert sends our way
             move.arrive(self)
             await move.released.wait()
+            if self.cfg.use_vmac and not early:
+                await self._link_up_if_master()
         # else: the burst went without us (our hold was late): the link comes with the VIPs
         await self._add_and_announce(deferred)
+
+    async def _link_up_if_master(self) -> None:
+        async with self.addr_lock:
+            if self.machine.state == State.MASTER:
+                await self._set_link(True)
 
     async def _after_prepare(self, waiters: list[trio.Event]) -> None:
         """Tell the machine once every preparing subscriber has acked (the machine's own
@@ -410,6 +420,16 @@ class InstanceDriver:
                 await call(nl.add_addresses, self.addr_index, vips, use_vmac)
                 if use_vmac:
                     await call(nl.set_link_state, self.addr_index, True)
+            elif use_vmac and self.family == 6:
+                # IPv6: removing an address leaves its solicited-node group, and the MLD
+                # report of that goes out from the virtual MAC, which moves the switch's
+                # entry back to us, away from the new master (the lab's IPv6 failback lost
+                # 0.2 s of traffic to it). Down first, the link sends nothing.
+                if self.late_down is not None:
+                    self.late_down.cancel()
+                    self.late_down = None
+                await self._set_link(False)
+                await call(nl.remove_addresses, self.addr_index, vips)
             else:
                 # The VIPs go at once (no ARP answer, no local delivery from now on); the
                 # macvlan's link-down follows VMAC_DOWN_DELAY later (see _late_link_down).

@@ -5,7 +5,9 @@ master's state is in our kernel before we move, and the old master keeps forward
 our advert. So the move does everything it can *before* that advert: each moving instance
 waits for its hold (the subscribers' go for this move: milliseconds, the commit is done)
 and brings its macvlan up, without VIPs, and only then do the adverts go out. A frame the
-advert sends our way is forwarded at once instead of dropped until the VIPs are added.
+advert sends our way is forwarded at once instead of dropped until the VIPs are added. (An
+IPv6 macvlan comes up right after the burst instead: coming up, it sends an MLD report from
+the virtual MAC, which would move its side ahead of the others.)
 
 For a sync group the adverts of all its members go out in one synchronous burst, once
 every member is ready. Each advert moves the switch's entry for one side (one virtual

@@ -75,3 +75,39 @@ def test_ipv6_flows_survive_a_hard_failure(lab, mode):
     if mode == "commit":
         assert st2["last_commit"]["committed"] >= CONNS + 2
         assert not st2["commit_errors"] and st2["nat_clashes"] == 0
+
+
+def test_ipv6_failback_is_prepared_and_keeps_every_flow(lab):
+    """r1 comes back to an IPv6 pair where r2 is master and preempts the make-before-break
+    way: commit while backup, then the sync group's adverts in one burst (its IPv6
+    macvlans come up right after it: coming up they send an MLD report from the virtual
+    MAC, which would move one side's switch entry ahead of the other). Every connection
+    and the UDP flow carry on, nothing is reset."""
+    p = build_hapair(lab, ruleset="strict", family=6)
+    d2 = p.start_vrrpd("r2", 100)
+    start_ctsync(p.r2, "commit", d2.socket)
+    p.wait_master("r2")
+    tcp = start_tcp(p, conns=20, interval=0.05, duration=16)
+    udp = start_udp(p, duration=16)
+    wait_for_flows = time.monotonic() + 10
+    while len([ln for ln in p.conntrack("r2", "-f", "ipv6", "-p", "tcp") if "dport=9000" in ln]) < 20:
+        assert time.monotonic() < wait_for_flows, "r2's flows"
+        time.sleep(0.1)
+    d1 = p.start_vrrpd("r1", 200)
+    c1 = start_ctsync(p.r1, "commit", d1.socket)
+    p.wait_master("r1", timeout=15)
+    p.wait_backup("r2", timeout=5)
+    st = c1.wait(lambda s: s if s["role"] == "master" and s["last_commit"] else None, 10, "the failback commit")
+    assert st["last_commit"].get("prepared"), st["last_commit"]  # committed while backup
+    log = d1.proc.read_log()
+    assert re.search(r"MAIN-GW: prepared move to master, adverts of (LAN, WAN|WAN, LAN) sent", log), log[-2000:]
+    tcp_r, udp_r = collect([tcp, udp])
+    t, srv = tcp_r["client"]["summary"], tcp_r["server"]["summary"]
+    u = udp_r["client"]["summary"]
+    print(f"TCP: kept {t['kept']}/{t['conns']}, RSTs {t['rsts']}, gap max {t['gap_max']}s; "
+          f"UDP: lost {u['lost']} of {u['sent']}, gap {u['max_gap']}s")
+    assert t["kept"] == 20 and t["rsts"] == 0 and srv["rsts"] == 0, (t, srv)
+    # Generous bounds: 1 datagram lost and a 0.04 s gap in a sampled run; 9 lost and 0.2 s
+    # when r2 removed its IPv6 VIPs with its macvlan up (the MLD report of that, from the
+    # virtual MAC, took the switch's entry back from r1 until r1 sent from it again).
+    assert u["lost"] <= 3 and u["max_gap"] < 0.5, u
