@@ -40,8 +40,8 @@ from .machine import (
     VirtualRouter,
 )
 from .packet import Advert, mac_str, with_ipv4_ident
-from .prepared_move import PreparedMove
 from .packet_v3 import AdvertV3
+from .prepared_move import PreparedMove
 from .status import InstanceStatus
 from .timers import TimerDue
 from .tracking import Tracker
@@ -115,6 +115,7 @@ class InstanceDriver:
     timer_key: int = field(default_factory=itertools.count().__next__)  # unique, never reused
     last_hold: float | None = None  # seconds the last master transition waited for subscribers
     late_down: trio.CancelScope | None = None  # the macvlan's link-down after a release, pending
+    move: PreparedMove | None = None  # the prepared move to master it last took part in
     # Strategies chosen once from the configuration: the advert codec (VRRPv2, or v3 over
     # IPv4 or IPv6) and the announcer (gratuitous ARP, or unsolicited NA for IPv6).
     codec: V2Codec | V3Codec = field(init=False)
@@ -280,9 +281,17 @@ class InstanceDriver:
         held: list[trio.Event] = []
         deferred: list = []
         move: PreparedMove | None = None
+        # A prepared move of ours still waiting for its burst: an advert the machine asks
+        # for meanwhile (it answers a lower-priority master's advert at once) goes out in
+        # the burst, not alone ahead of the other members; GARPs follow the burst anyway.
+        pending = self.move if self.move is not None and not self.move.released.is_set() else None
         nursery = self.daemon.nursery
         for act in actions:
-            if move is not None and isinstance(act, (SendAdvert, AddAddresses, SendGarp)):
+            if (pending is not None and move is None and self.machine.state == State.MASTER
+                    and (isinstance(act, SendGarp) or (isinstance(act, SendAdvert) and act.priority > 0))):
+                if isinstance(act, SendAdvert):
+                    pending.join(self, act.priority)
+            elif move is not None and isinstance(act, (SendAdvert, AddAddresses, SendGarp)):
                 if isinstance(act, SendAdvert):
                     move.join(self, act.priority)  # sent in the move's burst
                 else:
@@ -303,7 +312,7 @@ class InstanceDriver:
                     await self._link_down_now()  # master again before it went down: down until the VIPs
                 held = self.daemon.publisher.transition(self, act, forced, hooks)
                 if act.new == State.MASTER and nursery is not None:
-                    move = self.daemon.prepared_move(self, act.prepared)
+                    move = self.move = self.daemon.prepared_move(self, act.prepared)
             elif isinstance(act, PreparePreempt):
                 waiters = self.daemon.publisher.prepare(self, act.reason)
                 if waiters:
